@@ -1,0 +1,46 @@
+//! Per-signature costs of the three schemes (targets in the foundation issue and
+//! docs/PERFORMANCE.md). Run with `cargo bench -p avsnode-signer --bench sign`.
+
+use std::hint::black_box;
+
+use avsnode_signer::bn254::{self, HashToG1};
+use avsnode_signer::messages::{TaskId, bn254_certificate_digest, message_hash};
+use avsnode_signer::{bls12_381, ecdsa};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn schemes(c: &mut Criterion) {
+    let digest = bn254_certificate_digest(1_700_000_000, &message_hash(&TaskId([7; 32]), b"output"));
+    let prehash = *digest.as_bytes();
+
+    let ecdsa_key = ecdsa::SecretKey::from_bytes(&[0x11; 32]).expect("valid key");
+    let ecdsa_address = ecdsa_key.public_key().address();
+    let ecdsa_sig = ecdsa_key.sign(&digest);
+    c.bench_function("ecdsa/sign", |b| b.iter(|| ecdsa_key.sign(black_box(&digest))));
+    c.bench_function("ecdsa/verify (recover)", |b| {
+        b.iter(|| ecdsa::verify(&ecdsa_address, black_box(&prehash), &ecdsa_sig))
+    });
+
+    let bn_key = bn254::SecretKey::from_bytes(&[0x11; 32]).expect("valid key");
+    let bn_pk = bn_key.public_key_g2();
+    let bn_sig = bn_key.sign(&digest, HashToG1::Solidity);
+    c.bench_function("bn254/sign (H_sol)", |b| {
+        b.iter(|| bn_key.sign(black_box(&digest), HashToG1::Solidity))
+    });
+    c.bench_function("bn254/sign (H_rfc)", |b| {
+        b.iter(|| bn_key.sign(black_box(&digest), HashToG1::Rfc9380))
+    });
+    c.bench_function("bn254/verify (H_sol)", |b| {
+        b.iter(|| bn254::verify(&bn_pk, black_box(&prehash), &bn_sig, HashToG1::Solidity))
+    });
+
+    let bls_key = bls12_381::SecretKey::from_bytes(&[0x11; 32]).expect("valid key");
+    let bls_pk = bls_key.public_key();
+    let bls_sig = bls_key.sign(&digest);
+    c.bench_function("bls12-381/sign", |b| b.iter(|| bls_key.sign(black_box(&digest))));
+    c.bench_function("bls12-381/verify", |b| {
+        b.iter(|| bls12_381::verify(&bls_pk, black_box(&prehash), &bls_sig))
+    });
+}
+
+criterion_group!(benches, schemes);
+criterion_main!(benches);

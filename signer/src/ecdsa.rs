@@ -1,0 +1,279 @@
+//! ECDSA over secp256k1 as EigenLayer uses it: RFC 6979 deterministic signatures over a raw
+//! 32-byte digest (no EIP-191 prefix), encoded as 65 bytes `r‖s‖v` with low `s` and `v ∈ {27,28}`.
+//! Verification accepts `v ∈ {0,1,27,28}` and either half of `s` (malleability does not matter for
+//! checking who signed). Addresses are `keccak256(X‖Y)[12..32]`.
+
+use std::fmt;
+
+use k256::ecdsa::{RecoveryId, Signature as K256Signature, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
+
+use crate::messages::{Address, SigningDigest, keccak256};
+use crate::Error;
+
+/// A secp256k1 secret key. Zeroized on drop (k256's `SigningKey` wipes itself); `Debug` shows the
+/// address only.
+pub struct SecretKey(SigningKey);
+
+impl SecretKey {
+    /// Decodes a 32-byte big-endian scalar in `[1, n)`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != 32 {
+            return Err(Error::Length { what: "ECDSA secret key", expected: 32, got: bytes.len() });
+        }
+        SigningKey::from_slice(bytes).map(SecretKey).map_err(|_| Error::SecretKeyOutOfRange)
+    }
+
+    /// A fresh key from a cryptographic RNG.
+    pub fn random<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> Self {
+        SecretKey(SigningKey::random(rng))
+    }
+
+    /// The 32-byte big-endian scalar (for writing a keystore).
+    pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes().into())
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(*self.0.verifying_key())
+    }
+
+    /// Signs a digest the node computed: RFC 6979, low-s, `v ∈ {27,28}`.
+    pub fn sign(&self, digest: &SigningDigest) -> Signature {
+        self.sign_prehash(digest.as_bytes())
+    }
+
+    pub(crate) fn sign_prehash(&self, prehash: &[u8; 32]) -> Signature {
+        // A 32-byte prehash is always accepted by a secp256k1 key; the error case is for other
+        // lengths, so this cannot fail.
+        let (sig, recid) =
+            self.0.sign_prehash_recoverable(prehash).expect("32-byte prehash is always signable");
+        let (sig, recid) = match sig.normalize_s() {
+            // k256 already produces low-s; flipping s flips the parity of R's y in the id.
+            Some(low) => (low, RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced())),
+            None => (sig, recid),
+        };
+        Signature::from_parts(&sig, recid.to_byte())
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ecdsa::SecretKey(<redacted>, address {})", self.public_key().address())
+    }
+}
+
+/// A secp256k1 public key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(VerifyingKey);
+
+impl PublicKey {
+    /// Decodes a SEC1 public key: 33 bytes compressed or 65 bytes uncompressed (`0x04‖X‖Y`).
+    pub fn from_sec1(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() != 33 && bytes.len() != 65 {
+            return Err(Error::Length { what: "ECDSA public key", expected: 65, got: bytes.len() });
+        }
+        VerifyingKey::from_sec1_bytes(bytes)
+            .map(PublicKey)
+            .map_err(|_| Error::NotOnCurve { what: "ECDSA public key" })
+    }
+
+    /// The 65-byte uncompressed SEC1 encoding `0x04‖X‖Y`.
+    pub fn to_uncompressed(&self) -> [u8; 65] {
+        let point = self.0.to_encoded_point(false);
+        let mut out = [0u8; 65];
+        out.copy_from_slice(point.as_bytes());
+        out
+    }
+
+    /// The Ethereum address: the last 20 bytes of `keccak256(X‖Y)`.
+    pub fn address(&self) -> Address {
+        let hash = keccak256(&self.to_uncompressed()[1..]);
+        let mut a = [0u8; 20];
+        a.copy_from_slice(&hash[12..]);
+        Address(a)
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ecdsa::PublicKey(0x{})", hex::encode(self.to_uncompressed()))
+    }
+}
+
+/// A 65-byte recoverable signature `r‖s‖v`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature([u8; 65]);
+
+impl Signature {
+    fn from_parts(sig: &K256Signature, recovery_id: u8) -> Self {
+        let mut out = [0u8; 65];
+        out[..64].copy_from_slice(&sig.to_bytes());
+        out[64] = 27 + recovery_id;
+        Signature(out)
+    }
+
+    /// Decodes 65 bytes `r‖s‖v` with `v ∈ {0,1,27,28}`, `r` and `s` in `[1, n)`. High `s` is
+    /// accepted (it is normalised when recovering).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let bytes: [u8; 65] = bytes.try_into().map_err(|_| Error::Length {
+            what: "ECDSA signature",
+            expected: 65,
+            got: bytes.len(),
+        })?;
+        if !matches!(bytes[64], 0 | 1 | 27 | 28) {
+            return Err(Error::MalformedEcdsaSignature { reason: "v must be 0, 1, 27 or 28" });
+        }
+        K256Signature::from_slice(&bytes[..64])
+            .map_err(|_| Error::MalformedEcdsaSignature { reason: "r or s out of range" })?;
+        Ok(Signature(bytes))
+    }
+
+    /// The 65 bytes `r‖s‖v`.
+    pub fn to_bytes(&self) -> [u8; 65] {
+        self.0
+    }
+
+    /// Whether `s` is in the lower half of the group order (what we always produce).
+    pub fn is_low_s(&self) -> bool {
+        self.k256().normalize_s().is_none()
+    }
+
+    fn k256(&self) -> K256Signature {
+        // Checked in `from_bytes` / produced by k256.
+        K256Signature::from_slice(&self.0[..64]).expect("validated on construction")
+    }
+
+    /// The recovery id (0 or 1) from `v`.
+    fn recovery_parity(&self) -> bool {
+        self.0[64] % 27 == 1
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ecdsa::Signature(0x{})", hex::encode(self.0))
+    }
+}
+
+/// Recovers the public key that signed `prehash` (a 32-byte digest, no prefix).
+pub fn recover(prehash: &[u8; 32], sig: &Signature) -> Result<PublicKey, Error> {
+    let mut parity = sig.recovery_parity();
+    let mut k = sig.k256();
+    // k256 refuses high-s when verifying the recovered key; the same signer's low-s twin has the
+    // opposite y parity.
+    if let Some(low) = k.normalize_s() {
+        k = low;
+        parity = !parity;
+    }
+    let recid = RecoveryId::new(parity, false);
+    VerifyingKey::recover_from_prehash(prehash, &k, recid)
+        .map(PublicKey)
+        .map_err(|_| Error::RecoveryFailed)
+}
+
+/// Recovers the signer's address.
+pub fn recover_address(prehash: &[u8; 32], sig: &Signature) -> Result<Address, Error> {
+    recover(prehash, sig).map(|pk| pk.address())
+}
+
+/// Whether `sig` over `prehash` was made by the key behind `address`.
+pub fn verify(address: &Address, prehash: &[u8; 32], sig: &Signature) -> bool {
+    recover_address(prehash, sig).is_ok_and(|a| a == *address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A distinct valid key per seed (well below either group order).
+    fn key(seed: u8) -> SecretKey {
+        let mut bytes = [0x11; 32];
+        bytes[31] = seed;
+        SecretKey::from_bytes(&bytes).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn sign_recover_round_trip(seed in any::<u8>(), digest in any::<[u8; 32]>()) {
+            let sk = key(seed);
+            let sig = sk.sign_prehash(&digest);
+            prop_assert!(sig.is_low_s());
+            prop_assert!(matches!(sig.to_bytes()[64], 27 | 28));
+            prop_assert!(verify(&sk.public_key().address(), &digest, &sig));
+            let decoded = Signature::from_bytes(&sig.to_bytes()).unwrap();
+            prop_assert_eq!(decoded, sig);
+        }
+
+        #[test]
+        fn tampering_fails(seed in 0u8..255, digest in any::<[u8; 32]>(), byte in 0usize..32, bit in 0u8..8) {
+            let sk = key(seed);
+            let sig = sk.sign_prehash(&digest);
+            let address = sk.public_key().address();
+            let mut other = digest;
+            other[byte] ^= 1 << bit;
+            prop_assert!(!verify(&address, &other, &sig));
+            prop_assert!(!verify(&key(seed + 1).public_key().address(), &digest, &sig));
+            let mut bad = sig.to_bytes();
+            bad[byte] ^= 1 << bit;
+            if let Ok(bad) = Signature::from_bytes(&bad) {
+                prop_assert!(!verify(&address, &digest, &bad));
+            }
+        }
+
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = Signature::from_bytes(&bytes);
+            let _ = PublicKey::from_sec1(&bytes);
+            let _ = SecretKey::from_bytes(&bytes);
+        }
+    }
+
+    #[test]
+    fn high_s_and_v_variants_recover_the_same_signer() {
+        let sk = key(7);
+        let digest = keccak256(b"high-s");
+        let sig = sk.sign_prehash(&digest).to_bytes();
+        let address = sk.public_key().address();
+
+        // v as 0/1 instead of 27/28.
+        let mut raw_v = sig;
+        raw_v[64] -= 27;
+        assert!(verify(&address, &digest, &Signature::from_bytes(&raw_v).unwrap()));
+
+        // s → n − s with the parity flipped: same signer.
+        let k = K256Signature::from_slice(&sig[..64]).unwrap();
+        let high = K256Signature::from_scalars(k.r().to_bytes(), (-*k.s()).to_bytes()).unwrap();
+        let mut high_s = [0u8; 65];
+        high_s[..64].copy_from_slice(&high.to_bytes());
+        high_s[64] = if sig[64] == 27 { 28 } else { 27 };
+        let high_s = Signature::from_bytes(&high_s).unwrap();
+        assert!(!high_s.is_low_s());
+        assert!(verify(&address, &digest, &high_s));
+
+        let mut bad_v = sig;
+        bad_v[64] = 29;
+        assert_eq!(
+            Signature::from_bytes(&bad_v),
+            Err(Error::MalformedEcdsaSignature { reason: "v must be 0, 1, 27 or 28" })
+        );
+    }
+
+    #[test]
+    fn out_of_range_secret_keys_are_refused() {
+        let n = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141").unwrap();
+        assert_eq!(SecretKey::from_bytes(&[0; 32]).err(), Some(Error::SecretKeyOutOfRange));
+        assert_eq!(SecretKey::from_bytes(&n).err(), Some(Error::SecretKeyOutOfRange));
+        assert!(matches!(SecretKey::from_bytes(&[1; 31]), Err(Error::Length { .. })));
+    }
+
+    #[test]
+    fn debug_redacts_the_secret() {
+        let sk = key(0x42);
+        let shown = format!("{sk:?}");
+        assert!(shown.contains("<redacted>"));
+        assert!(!shown.contains(&hex::encode(*sk.to_bytes())));
+    }
+}
