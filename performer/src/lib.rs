@@ -8,4 +8,5 @@
 //! detection, blue/green deploys, and the gRPC client for the Hourglass `PerformerService`.
 //!
 //! Does not own: which performer serves which task (the node's pipeline), or the management API
-//! (the node). The runtime trait itself lives in the node, which consumes it.
+//! (the node). The runtime trait lives here with its implementations, because the node depends on
+//! this crate and not the other way round.
