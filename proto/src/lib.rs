@@ -12,7 +12,12 @@
 //! This crate holds no logic: validation, signing and the meaning of fields live in the node and
 //! signer crates.
 
-#![allow(unreachable_pub, missing_debug_implementations, clippy::all, rust_2018_idioms)]
+#![allow(
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all,
+    rust_2018_idioms
+)]
 
 /// The Hourglass packages, laid out so prost's relative paths between them resolve.
 pub mod eigenlayer {
@@ -42,12 +47,12 @@ pub mod avsnode {
     }
 }
 
+/// avsnode's streaming package, under a shorter name.
+pub use avsnode::v1 as stream;
 /// The Hourglass executor package, under a shorter name.
 pub use eigenlayer::hourglass::v1 as executor;
 /// The Hourglass performer package, under a shorter name.
 pub use eigenlayer::hourglass::v1::performer;
-/// avsnode's streaming package, under a shorter name.
-pub use avsnode::v1 as stream;
 
 /// The encoded `FileDescriptorSet` of every proto above (with imports), for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

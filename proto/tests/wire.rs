@@ -1,6 +1,8 @@
 //! Wire compatibility with the Hourglass executor: the bytes an aggregator sends and the method
 //! paths it calls must be exactly those of DESIGN §2.1.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::sync::{Arc, Mutex};
 
 use avsnode_proto::executor::TaskSubmission;
@@ -53,13 +55,20 @@ fn task_submission_encodes_byte_for_byte() {
     expected.extend([0x58, 0xc0, 0x94, 0x9d, 0xff, 0xbc, 0x31]); // 11 deadline_unix_ms
 
     assert_eq!(hex(&submission.encode_to_vec()), hex(&expected));
-    assert_eq!(TaskSubmission::decode(expected.as_slice()).unwrap(), submission);
+    assert_eq!(
+        TaskSubmission::decode(expected.as_slice()).unwrap(),
+        submission
+    );
 }
 
 #[test]
 fn hourglass_task_without_deadline_omits_field_11() {
     // Proto3 omits default values: a version-1 Hourglass task carries no field 11 at all.
-    let submission = TaskSubmission { task_id: TASK_ID.into(), version: 1, ..Default::default() };
+    let submission = TaskSubmission {
+        task_id: TASK_ID.into(),
+        version: 1,
+        ..Default::default()
+    };
     let mut expected = field(0x0a, TASK_ID.as_bytes());
     expected.extend([0x50, 0x01]);
     assert_eq!(submission.encode_to_vec(), expected);
@@ -67,7 +76,10 @@ fn hourglass_task_without_deadline_omits_field_11() {
 
 #[test]
 fn task_request_carries_the_ascii_task_id() {
-    let request = TaskRequest { task_id: TASK_ID.as_bytes().to_vec(), payload: vec![1, 2, 3] };
+    let request = TaskRequest {
+        task_id: TASK_ID.as_bytes().to_vec(),
+        payload: vec![1, 2, 3],
+    };
     let mut expected = field(0x0a, TASK_ID.as_bytes());
     expected.extend(field(0x12, &[1, 2, 3]));
     assert_eq!(request.encode_to_vec(), expected);
@@ -97,9 +109,19 @@ async fn method_paths_are_hourglass_paths() {
     let paths = Arc::new(Mutex::new(Vec::new()));
 
     let mut executor = ExecutorServiceClient::new(capturing_transport(paths.clone()));
-    assert!(executor.submit_task(TaskSubmission::default()).await.is_err());
+    assert!(
+        executor
+            .submit_task(TaskSubmission::default())
+            .await
+            .is_err()
+    );
     let mut performer = PerformerServiceClient::new(capturing_transport(paths.clone()));
-    assert!(performer.execute_task(TaskRequest::default()).await.is_err());
+    assert!(
+        performer
+            .execute_task(TaskRequest::default())
+            .await
+            .is_err()
+    );
 
     assert_eq!(
         *paths.lock().unwrap(),
@@ -116,7 +138,11 @@ fn descriptor_set_names_every_service() {
     let services: Vec<String> = set
         .file
         .iter()
-        .flat_map(|f| f.service.iter().map(move |s| format!("{}.{}", f.package(), s.name())))
+        .flat_map(|f| {
+            f.service
+                .iter()
+                .map(move |s| format!("{}.{}", f.package(), s.name()))
+        })
         .collect();
     for expected in [
         "eigenlayer.hourglass.v1.ExecutorService",
@@ -124,6 +150,9 @@ fn descriptor_set_names_every_service() {
         "eigenlayer.hourglass.v1.performer.PerformerService",
         "avsnode.v1.TaskStream",
     ] {
-        assert!(services.iter().any(|s| s == expected), "{expected} missing from {services:?}");
+        assert!(
+            services.iter().any(|s| s == expected),
+            "{expected} missing from {services:?}"
+        );
     }
 }

@@ -9,13 +9,16 @@ use avsnode_signer::{bls12_381, ecdsa};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn schemes(c: &mut Criterion) {
-    let digest = bn254_certificate_digest(1_700_000_000, &message_hash(&TaskId([7; 32]), b"output"));
+    let digest =
+        bn254_certificate_digest(1_700_000_000, &message_hash(&TaskId([7; 32]), b"output"));
     let prehash = *digest.as_bytes();
 
     let ecdsa_key = ecdsa::SecretKey::from_bytes(&[0x11; 32]).expect("valid key");
     let ecdsa_address = ecdsa_key.public_key().address();
     let ecdsa_sig = ecdsa_key.sign(&digest);
-    c.bench_function("ecdsa/sign", |b| b.iter(|| ecdsa_key.sign(black_box(&digest))));
+    c.bench_function("ecdsa/sign", |b| {
+        b.iter(|| ecdsa_key.sign(black_box(&digest)))
+    });
     c.bench_function("ecdsa/verify (recover)", |b| {
         b.iter(|| ecdsa::verify(&ecdsa_address, black_box(&prehash), &ecdsa_sig))
     });
@@ -36,7 +39,9 @@ fn schemes(c: &mut Criterion) {
     let bls_key = bls12_381::SecretKey::from_bytes(&[0x11; 32]).expect("valid key");
     let bls_pk = bls_key.public_key();
     let bls_sig = bls_key.sign(&digest);
-    c.bench_function("bls12-381/sign", |b| b.iter(|| bls_key.sign(black_box(&digest))));
+    c.bench_function("bls12-381/sign", |b| {
+        b.iter(|| bls_key.sign(black_box(&digest)))
+    });
     c.bench_function("bls12-381/verify", |b| {
         b.iter(|| bls12_381::verify(&bls_pk, black_box(&prehash), &bls_sig))
     });

@@ -23,9 +23,15 @@ impl SecretKey {
     /// Decodes a 32-byte big-endian scalar in `[1, r)`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 32 {
-            return Err(Error::Length { what: "BLS12-381 secret key", expected: 32, got: bytes.len() });
+            return Err(Error::Length {
+                what: "BLS12-381 secret key",
+                expected: 32,
+                got: bytes.len(),
+            });
         }
-        min_pk::SecretKey::from_bytes(bytes).map(SecretKey).map_err(|_| Error::SecretKeyOutOfRange)
+        min_pk::SecretKey::from_bytes(bytes)
+            .map(SecretKey)
+            .map_err(|_| Error::SecretKeyOutOfRange)
     }
 
     /// A fresh key: EIP-2333 `KeyGen` from 32 bytes of the RNG.
@@ -72,9 +78,15 @@ impl PublicKey {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         const WHAT: &str = "BLS12-381 public key";
         if bytes.len() != 48 {
-            return Err(Error::Length { what: WHAT, expected: 48, got: bytes.len() });
+            return Err(Error::Length {
+                what: WHAT,
+                expected: 48,
+                got: bytes.len(),
+            });
         }
-        min_pk::PublicKey::key_validate(bytes).map(PublicKey).map_err(|e| blst_error(WHAT, e))
+        min_pk::PublicKey::key_validate(bytes)
+            .map(PublicKey)
+            .map_err(|e| blst_error(WHAT, e))
     }
 
     /// The 48-byte compressed encoding.
@@ -85,7 +97,11 @@ impl PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bls12_381::PublicKey(0x{})", hex::encode(self.to_bytes()))
+        write!(
+            f,
+            "bls12_381::PublicKey(0x{})",
+            hex::encode(self.to_bytes())
+        )
     }
 }
 
@@ -98,9 +114,15 @@ impl Signature {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         const WHAT: &str = "BLS12-381 signature";
         if bytes.len() != 96 {
-            return Err(Error::Length { what: WHAT, expected: 96, got: bytes.len() });
+            return Err(Error::Length {
+                what: WHAT,
+                expected: 96,
+                got: bytes.len(),
+            });
         }
-        min_pk::Signature::sig_validate(bytes, true).map(Signature).map_err(|e| blst_error(WHAT, e))
+        min_pk::Signature::sig_validate(bytes, true)
+            .map(Signature)
+            .map_err(|e| blst_error(WHAT, e))
     }
 
     /// The 96-byte compressed encoding.
@@ -111,7 +133,11 @@ impl Signature {
 
 impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bls12_381::Signature(0x{})", hex::encode(self.to_bytes()))
+        write!(
+            f,
+            "bls12_381::Signature(0x{})",
+            hex::encode(self.to_bytes())
+        )
     }
 }
 
@@ -119,7 +145,10 @@ fn blst_error(what: &'static str, e: BLST_ERROR) -> Error {
     match e {
         BLST_ERROR::BLST_PK_IS_INFINITY => Error::Infinity { what },
         BLST_ERROR::BLST_POINT_NOT_IN_GROUP => Error::NotInSubgroup { what },
-        BLST_ERROR::BLST_BAD_ENCODING => Error::Hex { what, reason: "bad point encoding" },
+        BLST_ERROR::BLST_BAD_ENCODING => Error::Hex {
+            what,
+            reason: "bad point encoding",
+        },
         _ => Error::NotOnCurve { what },
     }
 }
@@ -175,7 +204,10 @@ mod tests {
         bad[50] ^= 1;
         match Signature::from_bytes(&bad) {
             Ok(bad) => assert!(!verify(&sk.public_key(), b"tamper", &bad)),
-            Err(e) => assert!(matches!(e, Error::NotOnCurve { .. } | Error::NotInSubgroup { .. })),
+            Err(e) => assert!(matches!(
+                e,
+                Error::NotOnCurve { .. } | Error::NotInSubgroup { .. }
+            )),
         }
     }
 

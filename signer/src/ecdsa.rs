@@ -8,8 +8,8 @@ use std::fmt;
 use k256::ecdsa::{RecoveryId, Signature as K256Signature, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
-use crate::messages::{Address, SigningDigest, keccak256};
 use crate::Error;
+use crate::messages::{Address, SigningDigest, keccak256};
 
 /// A secp256k1 secret key. Zeroized on drop (k256's `SigningKey` wipes itself); `Debug` shows the
 /// address only.
@@ -19,9 +19,15 @@ impl SecretKey {
     /// Decodes a 32-byte big-endian scalar in `[1, n)`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 32 {
-            return Err(Error::Length { what: "ECDSA secret key", expected: 32, got: bytes.len() });
+            return Err(Error::Length {
+                what: "ECDSA secret key",
+                expected: 32,
+                got: bytes.len(),
+            });
         }
-        SigningKey::from_slice(bytes).map(SecretKey).map_err(|_| Error::SecretKeyOutOfRange)
+        SigningKey::from_slice(bytes)
+            .map(SecretKey)
+            .map_err(|_| Error::SecretKeyOutOfRange)
     }
 
     /// A fresh key from a cryptographic RNG.
@@ -47,11 +53,16 @@ impl SecretKey {
     pub(crate) fn sign_prehash(&self, prehash: &[u8; 32]) -> Signature {
         // A 32-byte prehash is always accepted by a secp256k1 key; the error case is for other
         // lengths, so this cannot fail.
-        let (sig, recid) =
-            self.0.sign_prehash_recoverable(prehash).expect("32-byte prehash is always signable");
+        let (sig, recid) = self
+            .0
+            .sign_prehash_recoverable(prehash)
+            .expect("32-byte prehash is always signable");
         let (sig, recid) = match sig.normalize_s() {
             // k256 already produces low-s; flipping s flips the parity of R's y in the id.
-            Some(low) => (low, RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced())),
+            Some(low) => (
+                low,
+                RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced()),
+            ),
             None => (sig, recid),
         };
         Signature::from_parts(&sig, recid.to_byte())
@@ -60,7 +71,11 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ecdsa::SecretKey(<redacted>, address {})", self.public_key().address())
+        write!(
+            f,
+            "ecdsa::SecretKey(<redacted>, address {})",
+            self.public_key().address()
+        )
     }
 }
 
@@ -72,11 +87,17 @@ impl PublicKey {
     /// Decodes a SEC1 public key: 33 bytes compressed or 65 bytes uncompressed (`0x04‖X‖Y`).
     pub fn from_sec1(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() != 33 && bytes.len() != 65 {
-            return Err(Error::Length { what: "ECDSA public key", expected: 65, got: bytes.len() });
+            return Err(Error::Length {
+                what: "ECDSA public key",
+                expected: 65,
+                got: bytes.len(),
+            });
         }
         VerifyingKey::from_sec1_bytes(bytes)
             .map(PublicKey)
-            .map_err(|_| Error::NotOnCurve { what: "ECDSA public key" })
+            .map_err(|_| Error::NotOnCurve {
+                what: "ECDSA public key",
+            })
     }
 
     /// The 65-byte uncompressed SEC1 encoding `0x04‖X‖Y`.
@@ -98,7 +119,11 @@ impl PublicKey {
 
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ecdsa::PublicKey(0x{})", hex::encode(self.to_uncompressed()))
+        write!(
+            f,
+            "ecdsa::PublicKey(0x{})",
+            hex::encode(self.to_uncompressed())
+        )
     }
 }
 
@@ -123,10 +148,13 @@ impl Signature {
             got: bytes.len(),
         })?;
         if !matches!(bytes[64], 0 | 1 | 27 | 28) {
-            return Err(Error::MalformedEcdsaSignature { reason: "v must be 0, 1, 27 or 28" });
+            return Err(Error::MalformedEcdsaSignature {
+                reason: "v must be 0, 1, 27 or 28",
+            });
         }
-        K256Signature::from_slice(&bytes[..64])
-            .map_err(|_| Error::MalformedEcdsaSignature { reason: "r or s out of range" })?;
+        K256Signature::from_slice(&bytes[..64]).map_err(|_| Error::MalformedEcdsaSignature {
+            reason: "r or s out of range",
+        })?;
         Ok(Signature(bytes))
     }
 
@@ -241,7 +269,11 @@ mod tests {
         // v as 0/1 instead of 27/28.
         let mut raw_v = sig;
         raw_v[64] -= 27;
-        assert!(verify(&address, &digest, &Signature::from_bytes(&raw_v).unwrap()));
+        assert!(verify(
+            &address,
+            &digest,
+            &Signature::from_bytes(&raw_v).unwrap()
+        ));
 
         // s → n − s with the parity flipped: same signer.
         let k = K256Signature::from_slice(&sig[..64]).unwrap();
@@ -257,16 +289,28 @@ mod tests {
         bad_v[64] = 29;
         assert_eq!(
             Signature::from_bytes(&bad_v),
-            Err(Error::MalformedEcdsaSignature { reason: "v must be 0, 1, 27 or 28" })
+            Err(Error::MalformedEcdsaSignature {
+                reason: "v must be 0, 1, 27 or 28"
+            })
         );
     }
 
     #[test]
     fn out_of_range_secret_keys_are_refused() {
-        let n = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141").unwrap();
-        assert_eq!(SecretKey::from_bytes(&[0; 32]).err(), Some(Error::SecretKeyOutOfRange));
-        assert_eq!(SecretKey::from_bytes(&n).err(), Some(Error::SecretKeyOutOfRange));
-        assert!(matches!(SecretKey::from_bytes(&[1; 31]), Err(Error::Length { .. })));
+        let n = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
+            .unwrap();
+        assert_eq!(
+            SecretKey::from_bytes(&[0; 32]).err(),
+            Some(Error::SecretKeyOutOfRange)
+        );
+        assert_eq!(
+            SecretKey::from_bytes(&n).err(),
+            Some(Error::SecretKeyOutOfRange)
+        );
+        assert!(matches!(
+            SecretKey::from_bytes(&[1; 31]),
+            Err(Error::Length { .. })
+        ));
     }
 
     #[test]

@@ -79,13 +79,22 @@ fn parse_prefixed_hex<const N: usize>(s: &str, what: &'static str) -> Result<[u8
     let digits = s
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
-        .ok_or(Error::Hex { what, reason: "missing 0x prefix" })?;
+        .ok_or(Error::Hex {
+            what,
+            reason: "missing 0x prefix",
+        })?;
     if digits.len() != 2 * N {
-        return Err(Error::Length { what, expected: N, got: digits.len() / 2 });
+        return Err(Error::Length {
+            what,
+            expected: N,
+            got: digits.len() / 2,
+        });
     }
     let mut out = [0u8; N];
-    hex::decode_to_slice(digits, &mut out)
-        .map_err(|_| Error::Hex { what, reason: "invalid hex digit" })?;
+    hex::decode_to_slice(digits, &mut out).map_err(|_| Error::Hex {
+        what,
+        reason: "invalid hex digit",
+    })?;
     Ok(out)
 }
 
@@ -247,8 +256,15 @@ fn certificate_struct_hash(
 }
 
 /// The BN254 certificate digest; the operator signs `H_sol(digest)` (DESIGN §4.2).
-pub fn bn254_certificate_digest(reference_timestamp: u32, message_hash: &MessageHash) -> SigningDigest {
-    SigningDigest(certificate_struct_hash(&BN254_CERT_TYPEHASH, reference_timestamp, message_hash))
+pub fn bn254_certificate_digest(
+    reference_timestamp: u32,
+    message_hash: &MessageHash,
+) -> SigningDigest {
+    SigningDigest(certificate_struct_hash(
+        &BN254_CERT_TYPEHASH,
+        reference_timestamp,
+        message_hash,
+    ))
 }
 
 /// The BLS12-381 certificate digest (avsnode extension, same shape as BN254's).
@@ -256,7 +272,11 @@ pub fn bls12_381_certificate_digest(
     reference_timestamp: u32,
     message_hash: &MessageHash,
 ) -> SigningDigest {
-    SigningDigest(certificate_struct_hash(&BLS12381_CERT_TYPEHASH, reference_timestamp, message_hash))
+    SigningDigest(certificate_struct_hash(
+        &BLS12381_CERT_TYPEHASH,
+        reference_timestamp,
+        message_hash,
+    ))
 }
 
 /// The on-chain ECDSA certificate verifier an ECDSA operator set's signatures are bound to:
@@ -288,7 +308,8 @@ pub fn ecdsa_certificate_digest(
     reference_timestamp: u32,
     message_hash: &MessageHash,
 ) -> SigningDigest {
-    let struct_hash = certificate_struct_hash(&ECDSA_CERT_TYPEHASH, reference_timestamp, message_hash);
+    let struct_hash =
+        certificate_struct_hash(&ECDSA_CERT_TYPEHASH, reference_timestamp, message_hash);
     let mut pre = [0u8; 66];
     pre[0] = 0x19;
     pre[1] = 0x01;
@@ -382,13 +403,30 @@ mod tests {
     #[test]
     fn message_hash_is_abi_encode_of_task_id_and_output() {
         let cases: [(&[u8], &str); 4] = [
-            (b"", "910cb25e1df5bb9ce0aa750070b9b07982289b433fd737daf76f23c17e09bdb2"),
-            (b"hello", "c51c84588a19bee2edf9c43edb8056c0480867cb78cc1146599b102ee421c8c6"),
-            (&[b'x'; 32], "64eaad1f52c917557f0c12e28cc90b9573c128264b429ba42790433dd4eada17"),
-            (&[b'y'; 33], "e6ab4f066fd2eb755fcd3ce4888734b31a81307b366187238e7f34062b00c689"),
+            (
+                b"",
+                "910cb25e1df5bb9ce0aa750070b9b07982289b433fd737daf76f23c17e09bdb2",
+            ),
+            (
+                b"hello",
+                "c51c84588a19bee2edf9c43edb8056c0480867cb78cc1146599b102ee421c8c6",
+            ),
+            (
+                &[b'x'; 32],
+                "64eaad1f52c917557f0c12e28cc90b9573c128264b429ba42790433dd4eada17",
+            ),
+            (
+                &[b'y'; 33],
+                "e6ab4f066fd2eb755fcd3ce4888734b31a81307b366187238e7f34062b00c689",
+            ),
         ];
         for (output, expected) in cases {
-            assert_eq!(hex::encode(message_hash(&task_id(), output).0), expected, "len {}", output.len());
+            assert_eq!(
+                hex::encode(message_hash(&task_id(), output).0),
+                expected,
+                "len {}",
+                output.len()
+            );
         }
     }
 
@@ -403,14 +441,23 @@ mod tests {
             hex::encode(bls12_381_certificate_digest(TS, &mh).as_bytes()),
             "01fac34fe585c95d1076529ff225dd9ef2784cf165047acfd567cdf9b1f028ca"
         );
-        let verifier = EcdsaVerifier { address: Address([0x33; 20]), version: "1".into() };
+        let verifier = EcdsaVerifier {
+            address: Address([0x33; 20]),
+            version: "1".into(),
+        };
         assert_eq!(
             hex::encode(ecdsa_certificate_digest(&verifier, TS, &mh).as_bytes()),
             "e867822e3d607e6e998872a5818f0222a70806da309e74639ad6e869d4420e86"
         );
         // The domain binds the digest to one verifier and version.
-        let other = EcdsaVerifier { version: "2".into(), ..verifier.clone() };
-        assert_ne!(ecdsa_certificate_digest(&other, TS, &mh), ecdsa_certificate_digest(&verifier, TS, &mh));
+        let other = EcdsaVerifier {
+            version: "2".into(),
+            ..verifier.clone()
+        };
+        assert_ne!(
+            ecdsa_certificate_digest(&other, TS, &mh),
+            ecdsa_certificate_digest(&verifier, TS, &mh)
+        );
     }
 
     #[test]
@@ -431,19 +478,52 @@ mod tests {
 
     #[test]
     fn task_ids_and_addresses_parse_in_either_case() {
-        let lower: TaskId = "0xabababababababababababababababababababababababababababababababab".parse().unwrap();
-        let upper: TaskId = "0xABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB".parse().unwrap();
+        let lower: TaskId = "0xabababababababababababababababababababababababababababababababab"
+            .parse()
+            .unwrap();
+        let upper: TaskId = "0xABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB"
+            .parse()
+            .unwrap();
         assert_eq!(lower, upper);
         assert_eq!(lower.to_wire_string().len(), 66);
-        assert_eq!(lower.to_string(), "0xabababababababababababababababababababababababababababababababab");
-        let addr: Address = "0x008AEEDA4D805471DF9B2A5B0F38A0C3BCBA786B".parse().unwrap();
-        assert_eq!(addr.to_string(), "0x008aeeda4d805471df9b2a5b0f38a0c3bcba786b");
+        assert_eq!(
+            lower.to_string(),
+            "0xabababababababababababababababababababababababababababababababab"
+        );
+        let addr: Address = "0x008AEEDA4D805471DF9B2A5B0F38A0C3BCBA786B"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            addr.to_string(),
+            "0x008aeeda4d805471df9b2a5b0f38a0c3bcba786b"
+        );
         assert_eq!(addr.word()[..12], [0u8; 12]);
 
-        assert_eq!("ab".repeat(32).parse::<TaskId>(), Err(Error::Hex { what: "task id", reason: "missing 0x prefix" }));
-        assert!(matches!("0xabab".parse::<TaskId>(), Err(Error::Length { what: "task id", .. })));
-        assert!(matches!(format!("0x{}", "zz".repeat(32)).parse::<TaskId>(), Err(Error::Hex { .. })));
-        assert!(matches!("0x1234".parse::<Address>(), Err(Error::Length { what: "address", .. })));
+        assert_eq!(
+            "ab".repeat(32).parse::<TaskId>(),
+            Err(Error::Hex {
+                what: "task id",
+                reason: "missing 0x prefix"
+            })
+        );
+        assert!(matches!(
+            "0xabab".parse::<TaskId>(),
+            Err(Error::Length {
+                what: "task id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            format!("0x{}", "zz".repeat(32)).parse::<TaskId>(),
+            Err(Error::Hex { .. })
+        ));
+        assert!(matches!(
+            "0x1234".parse::<Address>(),
+            Err(Error::Length {
+                what: "address",
+                ..
+            })
+        ));
     }
 
     proptest! {

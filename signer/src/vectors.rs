@@ -8,13 +8,16 @@ use crate::{bls12_381, ecdsa};
 
 pub(crate) fn load(name: &str) -> Value {
     let path = format!("{}/../../shared/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("test vectors expected at {path} (shared/ beside the repo): {e}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("test vectors expected at {path} (shared/ beside the repo): {e}")
+    });
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 pub(crate) fn hex_field(case: &Value, field: &str) -> Vec<u8> {
-    let s = case[field].as_str().unwrap_or_else(|| panic!("vector field {field} missing: {case}"));
+    let s = case[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("vector field {field} missing: {case}"));
     hex::decode(s).unwrap_or_else(|e| panic!("vector field {field}: {e}"))
 }
 
@@ -32,14 +35,25 @@ fn ecdsa_vectors() {
         let digest = bytes32(hex_field(case, "digest"));
         let sig = sk.sign(&SigningDigest::for_test(digest)).to_bytes();
         if case.get("address").is_some() {
-            assert_eq!(sk.public_key().address().0.to_vec(), hex_field(case, "address"));
+            assert_eq!(
+                sk.public_key().address().0.to_vec(),
+                hex_field(case, "address")
+            );
         }
         if case.get("signature").is_some() {
-            assert_eq!(hex::encode(sig), case["signature"].as_str().unwrap(), "{case}");
+            assert_eq!(
+                hex::encode(sig),
+                case["signature"].as_str().unwrap(),
+                "{case}"
+            );
         } else {
             assert_eq!(sig[..32], hex_field(case, "r")[..], "{case}");
             assert_eq!(sig[32..64], hex_field(case, "s")[..], "{case}");
-            assert_eq!(u64::from(sig[64] - 27), case["recovery_id"].as_u64().unwrap(), "{case}");
+            assert_eq!(
+                u64::from(sig[64] - 27),
+                case["recovery_id"].as_u64().unwrap(),
+                "{case}"
+            );
         }
         let sig = ecdsa::Signature::from_bytes(&sig).unwrap();
         assert!(sig.is_low_s());
@@ -100,8 +114,14 @@ fn certificate_typehashes_match_their_type_strings() {
     use crate::messages::*;
     let bn = load("bn254.json");
     let constants = &bn["constants"];
-    assert_eq!(hex::encode(BN254_CERT_TYPEHASH), constants["bn254_certificate_typehash"].as_str().unwrap());
-    assert_eq!(hex::encode(ECDSA_CERT_TYPEHASH), constants["ecdsa_certificate_typehash"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(BN254_CERT_TYPEHASH),
+        constants["bn254_certificate_typehash"].as_str().unwrap()
+    );
+    assert_eq!(
+        hex::encode(ECDSA_CERT_TYPEHASH),
+        constants["ecdsa_certificate_typehash"].as_str().unwrap()
+    );
     assert_eq!(
         BN254_CERT_TYPEHASH,
         keccak256(b"BN254Certificate(uint32 referenceTimestamp,bytes32 messageHash)")
