@@ -1,12 +1,26 @@
 //! The avsnode daemon.
 //!
-//! Will own (DESIGN §3, §5, §7, §9): the TOML configuration and its validation, the intake
-//! services (`ExecutorService/SubmitTask`, `TaskStream/Open`, health, reflection), the task
-//! pipeline (shape, addressee, deadline, freshness, aggregator signature, ledger fast path,
-//! admission, execution, output checks, record-sign-store), the sign-once ledger, the management
-//! API, and the `avsnode` command line. It depends on every other crate; nothing depends on it.
+//! Owns (DESIGN §3, §5, §9): the TOML configuration and its validation ([`config`]), the intake
+//! services ([`intake`]), the task pipeline — shape, addressee, deadline, freshness, aggregator
+//! signature ([`validate`]), ledger fast path, admission with single flight, execution, output
+//! checks, record-sign-store ([`pipeline`]) — the sign-once [`ledger`], the live signers
+//! ([`signing`]), and the `avsnode` command line (keys, demo). It depends on every other crate;
+//! nothing depends on it.
 //!
-//! # Invariant (to come with the ledger)
+//! # Invariant
 //!
 //! For one (signing key, domain, task id) the node releases signatures over at most one digest,
-//! and the record saying so is durably committed before any signature leaves the process.
+//! and the record saying so is durably committed before any signature leaves the process: the
+//! pipeline can only sign through a [`ledger::SignPermit`], which only a committed record yields.
+
+pub mod aggregator;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod intake;
+pub mod keys;
+pub mod ledger;
+pub mod pipeline;
+pub mod rejection;
+pub mod signing;
+pub mod validate;

@@ -217,6 +217,12 @@ impl TaskMessage<'_> {
     pub fn hash(&self) -> [u8; 32] {
         keccak256(&self.encode())
     }
+
+    /// `h` as a digest to sign, for the **aggregator's** side (the demo, benchmarks, tests).
+    /// The node verifies task signatures; it never signs a task message.
+    pub fn aggregator_digest(&self) -> SigningDigest {
+        SigningDigest(self.hash())
+    }
 }
 
 /// `messageHash = keccak256(abi.encode(bytes32 taskId, bytes output))`, the value the

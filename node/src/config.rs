@@ -1,0 +1,588 @@
+//! The node's TOML configuration (DESIGN §9): the serde form, its validation, and environment
+//! overrides. Validation collects every problem with its key path, so `avsnode check-config` and
+//! start-up report them all at once.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use avsnode_signer::Scheme;
+use avsnode_signer::messages::Address;
+use serde::{Deserialize, Deserializer};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is and where it keeps its state.
+    pub node: NodeConfig,
+    /// The task intake listener (ExecutorService, TaskStream, health, reflection).
+    #[serde(default)]
+    pub intake: IntakeConfig,
+    /// The sign-once ledger.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    /// Signing keys, referred to by name from operator sets (`[[signer]]` tables).
+    #[serde(default, rename = "signer")]
+    pub signers: Vec<SignerConfig>,
+    /// The AVSs this node serves (`[[avs]]` tables).
+    #[serde(default)]
+    pub avs: Vec<AvsConfig>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The operator's address (`0x` + 40 hex): tasks must be addressed to it, and it is signed
+    /// into every result. Environment override: `AVSNODE_OPERATOR_ADDRESS`.
+    pub operator_address: String,
+    /// Where the ledger lives; one node per directory (an OS lock enforces it). Relative paths
+    /// are relative to the config file. Environment override: `AVSNODE_DATA_DIR`.
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown waits for in-flight tasks (default `"30s"`).
+    #[serde(default = "defaults::shutdown_grace", deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// `[intake]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Listen address (default `0.0.0.0:9090`). Environment override: `AVSNODE_INTAKE_LISTEN`.
+    #[serde(default = "defaults::intake_listen")]
+    pub listen: SocketAddr,
+    /// Largest gRPC message accepted, in bytes (default 4 MiB).
+    #[serde(default = "defaults::max_message_size")]
+    pub max_message_size: usize,
+    /// Tasks one `TaskStream` may have in flight; beyond it the node stops reading that stream
+    /// (HTTP/2 flow control then slows the sender). Default 256.
+    #[serde(default = "defaults::stream_inflight")]
+    pub stream_inflight: usize,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        IntakeConfig {
+            listen: defaults::intake_listen(),
+            max_message_size: defaults::max_message_size(),
+            stream_inflight: defaults::stream_inflight(),
+        }
+    }
+}
+
+/// `[ledger]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// How long signed records are kept (default `"14d"`). Must exceed every AVS's
+    /// `max_staleness`, so a pruned task is always rejected as stale before it could be re-signed.
+    #[serde(default = "defaults::retention", deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            retention: defaults::retention(),
+        }
+    }
+}
+
+/// `[[signer]]`: a key, unlocked at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerConfig {
+    /// The name operator sets refer to.
+    pub name: String,
+    /// `ecdsa`, `bn254` or `bls12-381`.
+    #[serde(deserialize_with = "scheme")]
+    pub scheme: Scheme,
+    /// The keystore file: Web3 Secret Storage v3 for ecdsa, EIP-2335 for bn254 and bls12-381.
+    pub keystore: PathBuf,
+    /// A file holding the keystore's password (one trailing newline is ignored). Environment
+    /// override: `AVSNODE_SIGNER_<NAME>_PASSWORD_FILE` (name upper-cased, `-` as `_`).
+    pub password_file: PathBuf,
+    /// Accept keystore and password files readable by group or other (default false).
+    #[serde(default)]
+    pub allow_insecure_permissions: bool,
+}
+
+/// `[[avs]]`: one AVS this node serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvsConfig {
+    /// The AVS's address.
+    pub address: String,
+    /// Oldest `reference_timestamp` accepted (default `"1h"`); must be below `ledger.retention`.
+    #[serde(default = "defaults::max_staleness", deserialize_with = "duration")]
+    pub max_staleness: Duration,
+    /// How far in the future a `reference_timestamp` may be (clock skew; default `"30s"`).
+    #[serde(default = "defaults::max_clock_skew", deserialize_with = "duration")]
+    pub max_clock_skew: Duration,
+    /// Deadline of a version-1 task sent without a gRPC deadline (default `"10s"`).
+    #[serde(default = "defaults::task_timeout", deserialize_with = "duration")]
+    pub task_timeout: Duration,
+    /// Tasks with less time than this left are rejected up front (default `"50ms"`).
+    #[serde(
+        default = "defaults::min_execution_time",
+        deserialize_with = "duration"
+    )]
+    pub min_execution_time: Duration,
+    /// Tasks in the performer at once (default 32).
+    #[serde(default = "defaults::max_concurrency")]
+    pub max_concurrency: usize,
+    /// Tasks waiting for a performer slot; beyond it, RESOURCE_EXHAUSTED (default 1024).
+    #[serde(default = "defaults::queue_depth")]
+    pub queue_depth: usize,
+    /// Largest task payload in bytes (default 1 MiB).
+    #[serde(default = "defaults::max_payload_size")]
+    pub max_payload_size: usize,
+    /// Largest performer output in bytes (default 1.5 MiB − 1: the Hourglass aggregator drops
+    /// outputs of 1.5 MiB or more).
+    #[serde(default = "defaults::max_output_size")]
+    pub max_output_size: usize,
+    /// Aggregators whose task signatures are accepted.
+    pub aggregators: Vec<AggregatorConfig>,
+    /// Operator sets this node signs for, each with its signer.
+    pub operator_sets: Vec<OperatorSetConfig>,
+    /// Where this AVS's tasks run.
+    pub performer: PerformerConfig,
+}
+
+/// An aggregator allowed to send tasks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// The scheme of its task signatures.
+    #[serde(deserialize_with = "scheme")]
+    pub scheme: Scheme,
+    /// Its address, as sent in `aggregator_address` (for ecdsa, also the signer recovered).
+    pub address: String,
+    /// For bn254: its G2 public key (128-byte EVM wire hex); for bls12-381: its 48-byte
+    /// compressed public key. Not used for ecdsa.
+    #[serde(default)]
+    pub public_key: Option<String>,
+}
+
+/// An operator set this node signs for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSetConfig {
+    /// The operator set id.
+    pub id: u32,
+    /// The `[[signer]]` whose key signs results for this set; its scheme is the set's scheme.
+    pub signer: String,
+    /// ecdsa only: the certificate verifier contract (part of the EIP-712 domain).
+    #[serde(default)]
+    pub verifier: Option<String>,
+    /// ecdsa only: the verifier's major version string (EIP-712 `version`), e.g. `"1"`.
+    #[serde(default)]
+    pub verifier_version: Option<String>,
+}
+
+/// `[avs.performer]`: the runtime that executes this AVS's tasks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "runtime", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PerformerConfig {
+    /// A local executable the node starts with `PORT` set, health-checks and restarts.
+    Process {
+        /// The executable (relative paths are relative to the config file).
+        command: PathBuf,
+        /// Its arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Extra environment variables.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Loopback port to give it (default 0: pick a free one).
+        #[serde(default)]
+        port: u16,
+    },
+    /// An endpoint the node does not manage (e.g. a Kubernetes Service); health-checked only.
+    Remote {
+        /// `http://host:port`.
+        endpoint: String,
+    },
+}
+
+mod defaults {
+    use super::*;
+
+    pub(super) fn shutdown_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn intake_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 9090))
+    }
+    pub(super) fn max_message_size() -> usize {
+        4 << 20
+    }
+    pub(super) fn stream_inflight() -> usize {
+        256
+    }
+    pub(super) fn retention() -> Duration {
+        Duration::from_secs(14 * 24 * 3600)
+    }
+    pub(super) fn max_staleness() -> Duration {
+        Duration::from_secs(3600)
+    }
+    pub(super) fn max_clock_skew() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn task_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn min_execution_time() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub(super) fn max_concurrency() -> usize {
+        32
+    }
+    pub(super) fn queue_depth() -> usize {
+        1024
+    }
+    pub(super) fn max_payload_size() -> usize {
+        1 << 20
+    }
+    pub(super) fn max_output_size() -> usize {
+        (3 << 19) - 1
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({e}); use e.g. \"10s\", \"500ms\", \"1h\""
+        ))
+    })
+}
+
+fn scheme<'de, D: Deserializer<'de>>(d: D) -> Result<Scheme, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+/// One thing wrong with a configuration, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// E.g. `avs[0].operator_sets[1].signer`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (toml names the key and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's message, which names the key and shows the line.
+        message: String,
+    },
+    /// The file parsed but is not a usable configuration.
+    #[error("{} problem(s) in {}:\n{}", problems.len(), path.display(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+}
+
+impl Config {
+    /// Reads, applies environment overrides, resolves relative paths against the file's folder,
+    /// and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], from text, with `env` looking up environment overrides.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let mut problems = config.apply_env(&env);
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        problems.extend(config.problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        if let Some(v) = env("AVSNODE_OPERATOR_ADDRESS") {
+            self.node.operator_address = v;
+        }
+        if let Some(v) = env("AVSNODE_DATA_DIR") {
+            self.node.data_dir = v.into();
+        }
+        if let Some(v) = env("AVSNODE_INTAKE_LISTEN") {
+            match v.parse() {
+                Ok(addr) => self.intake.listen = addr,
+                Err(e) => problems.push(Problem {
+                    path: "AVSNODE_INTAKE_LISTEN".into(),
+                    message: format!("invalid socket address {v:?}: {e}"),
+                }),
+            }
+        }
+        for signer in &mut self.signers {
+            let var = format!(
+                "AVSNODE_SIGNER_{}_PASSWORD_FILE",
+                signer.name.to_uppercase().replace('-', "_")
+            );
+            if let Some(v) = env(&var) {
+                signer.password_file = v.into();
+            }
+        }
+        problems
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.node.data_dir);
+        for signer in &mut self.signers {
+            resolve(&mut signer.keystore);
+            resolve(&mut signer.password_file);
+        }
+        for avs in &mut self.avs {
+            if let PerformerConfig::Process { command, .. } = &mut avs.performer {
+                // A bare program name is looked up on PATH, like a shell would.
+                if command.components().count() > 1 {
+                    resolve(command);
+                }
+            }
+        }
+    }
+
+    /// Every problem with this configuration (empty when it is usable).
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut problem = |path: String, message: String| out.push(Problem { path, message });
+
+        if let Err(e) = self.node.operator_address.parse::<Address>() {
+            problem("node.operator_address".into(), e.to_string());
+        }
+        if self.intake.max_message_size < 1024 {
+            problem(
+                "intake.max_message_size".into(),
+                "must be at least 1024 bytes".into(),
+            );
+        }
+        if self.intake.stream_inflight == 0 {
+            problem("intake.stream_inflight".into(), "must be at least 1".into());
+        }
+
+        let mut names = HashSet::new();
+        for (i, signer) in self.signers.iter().enumerate() {
+            if !names.insert(signer.name.as_str()) {
+                problem(
+                    format!("signer[{i}].name"),
+                    format!("duplicate signer name {:?}", signer.name),
+                );
+            }
+        }
+        if self.avs.is_empty() {
+            problem(
+                "avs".into(),
+                "no [[avs]] configured: the node would serve nothing".into(),
+            );
+        }
+
+        let mut avs_seen = HashSet::new();
+        for (i, avs) in self.avs.iter().enumerate() {
+            let at = |key: &str| format!("avs[{i}].{key}");
+            match avs.address.parse::<Address>() {
+                Ok(a) if !avs_seen.insert(a) => {
+                    problem(at("address"), format!("AVS {a} is configured twice"))
+                }
+                Ok(_) => {}
+                Err(e) => problem(at("address"), e.to_string()),
+            }
+            if avs.max_staleness >= self.ledger.retention {
+                problem(
+                    at("max_staleness"),
+                    format!(
+                        "must be below ledger.retention ({}), or a pruned task could be signed again",
+                        humantime::format_duration(self.ledger.retention)
+                    ),
+                );
+            }
+            if avs.max_concurrency == 0 {
+                problem(at("max_concurrency"), "must be at least 1".into());
+            }
+            if avs.task_timeout <= avs.min_execution_time {
+                problem(at("task_timeout"), "must exceed min_execution_time".into());
+            }
+            if avs.aggregators.is_empty() {
+                problem(
+                    at("aggregators"),
+                    "no aggregator configured: every task would be refused".into(),
+                );
+            }
+            for (j, agg) in avs.aggregators.iter().enumerate() {
+                let at = |key: &str| format!("avs[{i}].aggregators[{j}].{key}");
+                if let Err(e) = agg.address.parse::<Address>() {
+                    problem(at("address"), e.to_string());
+                }
+                if let Err(message) = crate::validate::AggregatorKey::from_config(agg) {
+                    problem(at("public_key"), message);
+                }
+            }
+            if avs.operator_sets.is_empty() {
+                problem(at("operator_sets"), "no operator set configured".into());
+            }
+            let mut ids = HashSet::new();
+            for (j, set) in avs.operator_sets.iter().enumerate() {
+                let at = |key: &str| format!("avs[{i}].operator_sets[{j}].{key}");
+                if !ids.insert(set.id) {
+                    problem(
+                        at("id"),
+                        format!("operator set {} is configured twice", set.id),
+                    );
+                }
+                let Some(signer) = self.signers.iter().find(|s| s.name == set.signer) else {
+                    problem(at("signer"), format!("no signer named {:?}", set.signer));
+                    continue;
+                };
+                let is_ecdsa = signer.scheme == Scheme::Ecdsa;
+                match (&set.verifier, is_ecdsa) {
+                    (Some(v), true) => {
+                        if let Err(e) = v.parse::<Address>() {
+                            problem(at("verifier"), e.to_string());
+                        }
+                    }
+                    (None, true) => problem(
+                        at("verifier"),
+                        "required for an ecdsa operator set (the EIP-712 verifyingContract)".into(),
+                    ),
+                    (Some(_), false) => problem(
+                        at("verifier"),
+                        format!(
+                            "only ecdsa operator sets have a verifier; signer {:?} is {}",
+                            signer.name, signer.scheme
+                        ),
+                    ),
+                    (None, false) => {}
+                }
+                match (&set.verifier_version, is_ecdsa) {
+                    (Some(v), true) if v.is_empty() => {
+                        problem(at("verifier_version"), "must not be empty".into())
+                    }
+                    (None, true) => problem(
+                        at("verifier_version"),
+                        "required for an ecdsa operator set, e.g. \"1\"".into(),
+                    ),
+                    (Some(_), false) => problem(
+                        at("verifier_version"),
+                        "only ecdsa operator sets have a verifier version".into(),
+                    ),
+                    _ => {}
+                }
+            }
+            match &avs.performer {
+                PerformerConfig::Process { command, .. } if command.as_os_str().is_empty() => {
+                    problem(at("performer.command"), "must not be empty".into());
+                }
+                PerformerConfig::Remote { endpoint }
+                    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) =>
+                {
+                    problem(
+                        at("performer.endpoint"),
+                        format!("{endpoint:?} must start with http:// or https://"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The operator address (validated).
+    pub fn operator(&self) -> Address {
+        self.node
+            .operator_address
+            .parse()
+            .unwrap_or(Address([0; 20]))
+    }
+
+    /// A few lines for `check-config`: listeners, signers, AVSs and operator sets.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "operator {}\ndata dir {}\nintake listens on {}\n",
+            self.operator(),
+            self.node.data_dir.display(),
+            self.intake.listen
+        );
+        for signer in &self.signers {
+            s += &format!(
+                "signer {:?}: {} from {}\n",
+                signer.name,
+                signer.scheme,
+                signer.keystore.display()
+            );
+        }
+        for avs in &self.avs {
+            let sets: Vec<String> = avs
+                .operator_sets
+                .iter()
+                .map(|o| format!("{} ({})", o.id, o.signer))
+                .collect();
+            let runtime = match &avs.performer {
+                PerformerConfig::Process { command, .. } => {
+                    format!("process {}", command.display())
+                }
+                PerformerConfig::Remote { endpoint } => format!("remote {endpoint}"),
+            };
+            s += &format!(
+                "avs {}: operator sets {}; {} aggregator(s); performer {runtime}\n",
+                avs.address.to_lowercase(),
+                sets.join(", "),
+                avs.aggregators.len()
+            );
+        }
+        s
+    }
+}

@@ -1,0 +1,261 @@
+//! `avsnode run`: builds the live node from a validated [`Config`] (ledger, signers, performers,
+//! pipeline), serves the intake, and shuts down gracefully (DESIGN §9).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use avsnode_performer::{
+    HealthPolicy, Performer, ProcessPerformer, ProcessSpec, RemotePerformer, RemoteSpec,
+    RestartPolicy,
+};
+use avsnode_signer::messages::{Address, EcdsaVerifier};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError, PerformerConfig, Problem};
+use crate::intake::{self, IntakeError, IntakeOptions};
+use crate::ledger::{Ledger, LedgerError};
+use crate::pipeline::{Avs, OperatorSet, Pipeline};
+use crate::signing::{LocalKey, SignerError};
+use crate::validate::AggregatorKey;
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The ledger could not be opened (another node holds the data dir, I/O).
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// A signer could not be unlocked.
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    /// A performer did not start.
+    #[error("AVS {avs}: performer did not start: {source}")]
+    Performer {
+        /// The AVS.
+        avs: Address,
+        /// Why.
+        #[source]
+        source: avsnode_performer::StartError,
+    },
+    /// The intake listener failed.
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    /// A start-up task panicked.
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started node: its intake is serving.
+#[derive(Debug)]
+pub struct RunningNode {
+    pipeline: Arc<Pipeline>,
+    performers: Vec<Arc<dyn Performer>>,
+    server: JoinHandle<Result<(), IntakeError>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    grace: Duration,
+}
+
+impl RunningNode {
+    /// Opens the ledger, unlocks the signers, starts the performers, then serves the intake on
+    /// `listener`. The configuration must be validated ([`Config::load`] does it).
+    pub async fn start(config: Config, listener: TcpListener) -> Result<RunningNode, NodeError> {
+        let problems = config.problems();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: "(configuration)".into(),
+                problems,
+            }
+            .into());
+        }
+        let ledger = Ledger::open(&config.node.data_dir)?;
+
+        // Unlocking costs about a second of scrypt per key: off the async workers.
+        let signer_configs = config.signers.clone();
+        let keys: HashMap<String, Arc<LocalKey>> = tokio::task::spawn_blocking(move || {
+            signer_configs
+                .iter()
+                .map(|s| LocalKey::load(s).map(|k| (s.name.clone(), Arc::new(k))))
+                .collect::<Result<_, _>>()
+        })
+        .await??;
+        for (name, key) in &keys {
+            info!(signer = %name, scheme = %key.scheme(), public_key = %key.public_id(), "signer unlocked");
+        }
+
+        let mut avs_list = Vec::new();
+        let mut performers = Vec::new();
+        for (i, avs) in config.avs.iter().enumerate() {
+            let address: Address = avs.address.parse().map_err(|e: avsnode_signer::Error| {
+                NodeError::from(ConfigError::Invalid {
+                    path: "(configuration)".into(),
+                    problems: vec![Problem {
+                        path: format!("avs[{i}].address"),
+                        message: e.to_string(),
+                    }],
+                })
+            })?;
+            let performer = start_performer(address, &avs.performer).await?;
+            performers.push(performer.clone());
+            let aggregators = avs
+                .aggregators
+                .iter()
+                .filter_map(|a| {
+                    Some((a.address.parse().ok()?, AggregatorKey::from_config(a).ok()?))
+                })
+                .collect();
+            let operator_sets = avs
+                .operator_sets
+                .iter()
+                .filter_map(|set| {
+                    let key = keys.get(&set.signer)?.clone();
+                    let verifier = match (&set.verifier, &set.verifier_version) {
+                        (Some(a), Some(v)) => Some(EcdsaVerifier {
+                            address: a.parse().ok()?,
+                            version: v.clone(),
+                        }),
+                        _ => None,
+                    };
+                    Some((
+                        set.id,
+                        OperatorSet {
+                            id: set.id,
+                            key,
+                            verifier,
+                        },
+                    ))
+                })
+                .collect();
+            avs_list.push(Avs::new(
+                address,
+                avs.clone(),
+                aggregators,
+                operator_sets,
+                performer,
+            ));
+        }
+
+        let pipeline = Pipeline::new(config.operator(), avs_list, ledger);
+        let options = IntakeOptions {
+            max_message_size: config.intake.max_message_size,
+            stream_inflight: config.intake.stream_inflight,
+        };
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), operator = %config.operator(), "intake serving");
+        let server = tokio::spawn(intake::serve(
+            pipeline.clone(),
+            listener,
+            options,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        Ok(RunningNode {
+            pipeline,
+            performers,
+            server,
+            stop,
+            grace: config.node.shutdown_grace,
+        })
+    }
+
+    /// The pipeline (for in-process callers such as the demo).
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// Runs until `signal` resolves (or the server fails), then shuts down.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), NodeError> {
+        tokio::select! {
+            () = signal => {}
+            result = &mut self.server => {
+                self.stop_performers().await;
+                return result?.map_err(NodeError::from);
+            }
+        }
+        self.shutdown().await
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight tasks finish within the grace period,
+    /// stop the performers, and close the ledger (flushing its writer).
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let deadline = Instant::now() + self.grace;
+        info!(in_flight = self.pipeline.in_flight(), grace = ?self.grace, "shutting down: no new connections");
+        let _ = self.stop.send(true);
+        while self.pipeline.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if self.pipeline.in_flight() > 0 {
+            warn!(
+                in_flight = self.pipeline.in_flight(),
+                "grace period over; abandoning unfinished tasks (none was signed half-way: signing is all or nothing)"
+            );
+        }
+        // Connections that stay open (idle streams) do not hold the node up past the grace.
+        let server = self.server;
+        let abort = server.abort_handle();
+        if tokio::time::timeout_at(
+            deadline.max(Instant::now() + Duration::from_millis(200)),
+            server,
+        )
+        .await
+        .is_err()
+        {
+            abort.abort();
+        }
+        for performer in &self.performers {
+            performer.shutdown().await;
+        }
+        drop(self.pipeline);
+        info!("stopped");
+        Ok(())
+    }
+
+    async fn stop_performers(&self) {
+        for performer in &self.performers {
+            performer.shutdown().await;
+        }
+    }
+}
+
+async fn start_performer(
+    avs: Address,
+    config: &PerformerConfig,
+) -> Result<Arc<dyn Performer>, NodeError> {
+    let performer: Arc<dyn Performer> = match config {
+        PerformerConfig::Process {
+            command,
+            args,
+            env,
+            port,
+        } => Arc::new(
+            ProcessPerformer::start(ProcessSpec {
+                name: avs.to_string(),
+                program: command.clone(),
+                args: args.clone(),
+                env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                port: *port,
+                health: HealthPolicy::default(),
+                restart: RestartPolicy::default(),
+            })
+            .await
+            .map_err(|source| NodeError::Performer { avs, source })?,
+        ),
+        PerformerConfig::Remote { endpoint } => Arc::new(
+            RemotePerformer::connect(RemoteSpec {
+                endpoint: endpoint.clone(),
+                health: HealthPolicy::default(),
+            })
+            .await
+            .map_err(|source| NodeError::Performer { avs, source })?,
+        ),
+    };
+    info!(%avs, state = %performer.state(), "performer started");
+    Ok(performer)
+}

@@ -1,0 +1,295 @@
+//! `avsnode demo`: the whole product on an embedded default. A temporary data dir, fresh keys
+//! for the three schemes, the example performer as a local process, and an in-process aggregator
+//! that streams pre-signed tasks over a real socket, then checks every answer as a chain would.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use avsnode_proto::stream::task_stream_client::TaskStreamClient;
+use avsnode_proto::stream::{StreamRequest, stream_event, stream_request};
+use avsnode_signer::Scheme;
+use avsnode_signer::messages::{Address, EcdsaVerifier, TaskId, keccak256};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
+use crate::config::Config;
+use crate::daemon::RunningNode;
+use crate::keys;
+use crate::signing::LocalKey;
+use crate::validate::now_unix_ms;
+
+/// `avsnode demo` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoOptions {
+    /// How many tasks the built-in aggregator streams.
+    #[arg(long, default_value_t = 3000)]
+    pub tasks: usize,
+    /// Operator sets to spread tasks over, by scheme (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "ecdsa,bn254,bls12-381", value_parser = parse_scheme)]
+    pub schemes: Vec<Scheme>,
+    /// Tasks the aggregator keeps in flight on its stream.
+    #[arg(long, default_value_t = 512)]
+    pub inflight: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    s.parse().map_err(|e: avsnode_signer::Error| e.to_string())
+}
+
+const DEMO_AVS: &str = "0x000000000000000000000000000000000000a5a5";
+const DEMO_VERIFIER: &str = "0x00000000000000000000000000000000000c0de1";
+
+/// Runs the demo; `Ok(true)` when every answer arrived and verified.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
+    let dir = tempfile::Builder::new()
+        .prefix("avsnode-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let avs: Address = DEMO_AVS.parse()?;
+    let verifier = EcdsaVerifier {
+        address: DEMO_VERIFIER.parse()?,
+        version: "1".into(),
+    };
+
+    // Keys: one operator set per scheme, the operator's address from a fresh ECDSA key, and an
+    // ECDSA aggregator. Light KDF parameters: the files live and die with the temporary dir.
+    let operator_address = match LocalKey::generate(Scheme::Ecdsa) {
+        LocalKey::Ecdsa(k) => k.public_key().address(),
+        _ => unreachable!("generated an ECDSA key"),
+    };
+    let aggregator_key = LocalKey::generate(Scheme::Ecdsa);
+    let aggregator = Aggregator::new(
+        match &aggregator_key {
+            LocalKey::Ecdsa(k) => k.public_key().address(),
+            _ => unreachable!("generated an ECDSA key"),
+        },
+        aggregator_key,
+    );
+    let mut toml = format!(
+        "[node]\noperator_address = \"{operator_address}\"\ndata_dir = \"data\"\nshutdown_grace = \"5s\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n\n"
+    );
+    let mut sets = Vec::new();
+    for (id, scheme) in options.schemes.iter().enumerate() {
+        let key = LocalKey::generate(*scheme);
+        let password = avsnode_keystore::Password::new("demo");
+        let name = format!("{scheme}-demo");
+        keys::write_private(
+            &dir.path().join(format!("{name}.json")),
+            &keys::encrypt(&key, &password, &avsnode_keystore::Kdf::light())?.to_json(),
+        )?;
+        keys::write_private(&dir.path().join(format!("{name}.pass")), "demo\n")?;
+        writeln!(
+            toml,
+            "[[signer]]\nname = \"{name}\"\nscheme = \"{scheme}\"\nkeystore = \"{name}.json\"\npassword_file = \"{name}.pass\"\n"
+        )?;
+        let verifier = (*scheme == Scheme::Ecdsa).then(|| verifier.clone());
+        let public = OperatorKey::of(&key, verifier.clone()).context("operator key")?;
+        sets.push((id as u32, name, verifier, public));
+    }
+    let exe = std::env::current_exe().context("locating the avsnode executable")?;
+    writeln!(
+        toml,
+        "[[avs]]\naddress = \"{avs}\"\nmax_concurrency = 64\naggregators = [{{ scheme = \"ecdsa\", address = \"{}\" }}]\noperator_sets = [",
+        aggregator.address
+    )?;
+    for (id, name, verifier, _) in &sets {
+        match verifier {
+            Some(v) => writeln!(
+                toml,
+                "  {{ id = {id}, signer = \"{name}\", verifier = \"{}\", verifier_version = \"1\" }},",
+                v.address
+            )?,
+            None => writeln!(toml, "  {{ id = {id}, signer = \"{name}\" }},")?,
+        }
+    }
+    writeln!(
+        toml,
+        "]\n[avs.performer]\nruntime = \"process\"\ncommand = {:?}\nargs = [\"example-performer\", \"--host\", \"127.0.0.1\"]",
+        exe.display().to_string()
+    )?;
+    let config_path = dir.path().join("avsnode.toml");
+    std::fs::write(&config_path, &toml)?;
+    let config = Config::load(&config_path)?;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    eprintln!(
+        "avsnode demo: node on {address}, data in {}, example performer as a local process",
+        dir.path().display()
+    );
+    let node = RunningNode::start(config, listener).await?;
+
+    // Sign every task before the timed window: the aggregator's cost is not the node's.
+    let now = now_unix_ms();
+    let nonce = now.to_be_bytes();
+    let tasks: Vec<(NewTask, usize)> = (0..options.tasks)
+        .map(|i| {
+            let set = i % sets.len();
+            let task = NewTask {
+                task_id: TaskId(keccak256(&[&nonce[..], &(i as u64).to_be_bytes()].concat())),
+                avs,
+                operator: operator_address,
+                operator_set_id: sets[set].0,
+                reference_timestamp: (now / 1000) as u32,
+                task_block_number: 1_000 + i as u64,
+                payload: (i as u64 * 7919).to_be_bytes().to_vec(),
+                deadline_unix_ms: Some(now + 120_000),
+            };
+            (task, set)
+        })
+        .collect();
+    let submissions: Vec<_> = tasks.iter().map(|(t, _)| aggregator.sign(t)).collect();
+    let index: HashMap<TaskId, usize> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| (t.task_id, i))
+        .collect();
+
+    let mut client = TaskStreamClient::connect(format!("http://{address}")).await?;
+    let sent_at = Arc::new(Mutex::new(vec![None::<Instant>; tasks.len()]));
+    let (sender, outbound) = tokio::sync::mpsc::channel(options.inflight.max(1));
+    let start = Instant::now();
+    let sending = {
+        let sent_at = sent_at.clone();
+        tokio::spawn(async move {
+            for (i, task) in submissions.into_iter().enumerate() {
+                sent_at.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(Instant::now());
+                let request = StreamRequest {
+                    kind: Some(stream_request::Kind::Task(task)),
+                };
+                if sender.send(request).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut events = client
+        .open(ReceiverStream::new(outbound))
+        .await?
+        .into_inner();
+    let mut results = Vec::with_capacity(tasks.len());
+    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut rejections = Vec::new();
+    let mut last_draw = Instant::now();
+    while results.len() + rejections.len() < tasks.len() {
+        let Some(event) = events.message().await? else {
+            break;
+        };
+        let now = Instant::now();
+        match event.kind {
+            Some(stream_event::Kind::Result(result)) => {
+                let i = result
+                    .task_id
+                    .parse()
+                    .ok()
+                    .and_then(|id: TaskId| index.get(&id).copied());
+                if let Some(sent) =
+                    i.and_then(|i| sent_at.lock().unwrap_or_else(|e| e.into_inner())[i])
+                {
+                    latencies.push(now - sent);
+                }
+                results.push((i, result));
+            }
+            Some(stream_event::Kind::Rejection(r)) => {
+                rejections.push(format!("{}: {}", r.task_id, r.message))
+            }
+            None => rejections.push("empty stream event".into()),
+        }
+        if !options.quiet && now - last_draw > Duration::from_millis(100) {
+            last_draw = now;
+            progress(results.len() + rejections.len(), tasks.len());
+        }
+    }
+    let elapsed = start.elapsed();
+    sending.abort();
+    if !options.quiet {
+        progress(results.len() + rejections.len(), tasks.len());
+        eprintln!();
+    }
+    node.shutdown().await?;
+
+    // Check every answer as the chain and the aggregator would.
+    let mut failures = Vec::new();
+    for (i, result) in &results {
+        let Some(i) = *i else {
+            failures.push(format!("answer for an unknown task {}", result.task_id));
+            continue;
+        };
+        let (task, set) = &tasks[i];
+        let expected = avsnode_example_performer::square(&task.payload).unwrap_or_default();
+        if result.output != expected {
+            failures.push(format!("task {}: wrong output", task.task_id));
+        } else if let Err(e) = verify_result(result, task, &sets[*set].3) {
+            failures.push(e);
+        }
+    }
+
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let verified = results.len() - failures.len();
+    println!(
+        "avsnode demo: {} tasks over {} operator set(s) ({})",
+        tasks.len(),
+        sets.len(),
+        options
+            .schemes
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  throughput   {:.0} tasks/s ({} in {:.2} s)",
+        results.len() as f64 / elapsed.as_secs_f64(),
+        results.len(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency      p50 {:.1} ms, p99 {:.1} ms",
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "  signatures   {verified}/{} answers verified (result and auth signatures)",
+        tasks.len()
+    );
+    for line in rejections.iter().chain(&failures).take(10) {
+        println!("  problem      {line}");
+    }
+    let passed = verified == tasks.len() && rejections.is_empty();
+    println!(
+        "  {}",
+        if passed {
+            "all signatures verified"
+        } else {
+            "FAILED"
+        }
+    );
+    Ok(passed)
+}
+
+#[allow(clippy::print_stderr)]
+fn progress(done: usize, total: usize) {
+    const WIDTH: usize = 40;
+    let filled = done * WIDTH / total.max(1);
+    eprint!(
+        "\r  [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        " ".repeat(WIDTH - filled)
+    );
+    let _ = std::io::stderr().flush();
+}

@@ -1,0 +1,201 @@
+//! The intake listener (DESIGN §2.2): the Hourglass `ExecutorService/SubmitTask`, the streaming
+//! `TaskStream/Open`, `grpc.health.v1.Health` and server reflection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use avsnode_proto::executor::executor_service_server::{ExecutorService, ExecutorServiceServer};
+use avsnode_proto::executor::{TaskResult, TaskSubmission};
+use avsnode_proto::stream::task_stream_server::{TaskStream, TaskStreamServer};
+use avsnode_proto::stream::{
+    StreamEvent, StreamRequest, TaskRejection, stream_event, stream_request,
+};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pipeline::Pipeline;
+
+/// Intake settings.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeOptions {
+    /// Largest gRPC message accepted.
+    pub max_message_size: usize,
+    /// In-flight cap per stream.
+    pub stream_inflight: usize,
+}
+
+/// Why the intake stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    /// The reflection service could not load the descriptor set (a build defect).
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("intake server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the intake on `listener` until `shutdown` resolves.
+pub async fn serve(
+    pipeline: Arc<Pipeline>,
+    listener: TcpListener,
+    options: IntakeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), IntakeError> {
+    let intake = Intake { pipeline, options };
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ExecutorServiceServer<Intake>>()
+        .await;
+    health_reporter
+        .set_serving::<TaskStreamServer<Intake>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(avsnode_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(
+            ExecutorServiceServer::new(intake.clone())
+                .max_decoding_message_size(options.max_message_size)
+                .max_encoding_message_size(options.max_message_size),
+        )
+        .add_service(
+            TaskStreamServer::new(intake)
+                .max_decoding_message_size(options.max_message_size)
+                .max_encoding_message_size(options.max_message_size),
+        )
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+struct Intake {
+    pipeline: Arc<Pipeline>,
+    options: IntakeOptions,
+}
+
+#[tonic::async_trait]
+impl ExecutorService for Intake {
+    async fn submit_task(
+        &self,
+        request: Request<TaskSubmission>,
+    ) -> Result<Response<TaskResult>, Status> {
+        let timeout = grpc_timeout(request.metadata());
+        self.pipeline
+            .submit(request.into_inner(), timeout)
+            .await
+            .map(Response::new)
+            .map_err(|r| r.to_status())
+    }
+}
+
+#[tonic::async_trait]
+impl TaskStream for Intake {
+    type OpenStream = ReceiverStream<Result<StreamEvent, Status>>;
+
+    async fn open(
+        &self,
+        request: Request<Streaming<StreamRequest>>,
+    ) -> Result<Response<Self::OpenStream>, Status> {
+        let mut inbound = request.into_inner();
+        let cap = self.options.stream_inflight;
+        let (events, receiver) = mpsc::channel(cap);
+        let slots = Arc::new(Semaphore::new(cap));
+        let pipeline = self.pipeline.clone();
+        tokio::spawn(async move {
+            loop {
+                // Backpressure: with `cap` tasks unanswered, stop reading; HTTP/2 flow control
+                // then slows the sender instead of the node buffering without bound.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let request = match inbound.message().await {
+                    Ok(Some(request)) => request,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!("task stream closed by the client: {status}");
+                        break;
+                    }
+                };
+                let pipeline = pipeline.clone();
+                let events = events.clone();
+                tokio::spawn(async move {
+                    let event = answer(&pipeline, request).await;
+                    // A client that went away no longer wants the answer; the ledger has it.
+                    let _ = events.send(Ok(event)).await;
+                    drop(slot);
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+/// One stream request to its event: a result or a rejection, never a closed stream.
+async fn answer(pipeline: &Arc<Pipeline>, request: StreamRequest) -> StreamEvent {
+    let kind = match request.kind {
+        Some(stream_request::Kind::Task(task)) => {
+            let task_id = task.task_id.clone();
+            match pipeline.submit(task, None).await {
+                Ok(result) => stream_event::Kind::Result(result),
+                Err(rejection) => stream_event::Kind::Rejection(TaskRejection {
+                    task_id,
+                    code: rejection.code() as i32,
+                    message: rejection.to_string(),
+                }),
+            }
+        }
+        None => stream_event::Kind::Rejection(TaskRejection {
+            task_id: String::new(),
+            code: tonic::Code::InvalidArgument as i32,
+            message: "stream request without a task".into(),
+        }),
+    };
+    StreamEvent { kind: Some(kind) }
+}
+
+/// The caller's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_units() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        for (value, expected) in [
+            ("10S", Some(Duration::from_secs(10))),
+            ("9999m", Some(Duration::from_millis(9999))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("5u", Some(Duration::from_micros(5))),
+            ("x", None),
+            ("10", None),
+            ("", None),
+        ] {
+            m.insert("grpc-timeout", value.parse().unwrap());
+            assert_eq!(grpc_timeout(&m), expected, "{value}");
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! The `avsnode` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use avsnode::config::Config;
+use avsnode::daemon::RunningNode;
+use avsnode::keys;
+use avsnode::ledger::Ledger;
+use avsnode::signing::LocalKey;
+use avsnode_keystore::Kdf;
+use avsnode_signer::Scheme;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// avsnode: the EigenLayer AVS operator daemon. Receives tasks from aggregators, runs them in
+/// each AVS's performer, and signs the results — never two different outputs for one task.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log format: human-readable or JSON lines for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "AVSNODE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info`, `debug`, `avsnode=debug,info` (env: AVSNODE_LOG). Default
+    /// `info`; `warn` for the demo, whose progress bar shares the terminal.
+    #[arg(long, global = true, env = "AVSNODE_LOG")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node with a configuration file.
+    Run {
+        /// The TOML configuration (see docs/CONFIG.md).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a self-contained demonstration: fresh keys, the example performer, an in-process
+    /// aggregator streaming signed tasks; every signature verified, a summary printed.
+    Demo(avsnode::demo::DemoOptions),
+    /// Check a configuration file and print a summary, or every problem with its key path.
+    CheckConfig {
+        /// The TOML configuration.
+        file: PathBuf,
+    },
+    /// Create, import, list and inspect key files.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Export, import and prune the sign-once ledger (only while the node is stopped).
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Run the example performer (used by the demo; same options as avsnode-example-performer).
+    #[command(hide = true)]
+    ExamplePerformer(avsnode_example_performer::Options),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new key and write it encrypted (mode 0600; never overwrites).
+    Generate {
+        /// ecdsa (Web3 v3 file), bn254 or bls12-381 (EIP-2335 files).
+        #[arg(long, value_parser = parse_scheme)]
+        scheme: Scheme,
+        /// The keystore file to create.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Key derivation: scrypt (default, ~1 s and 256 MiB to unlock) or pbkdf2.
+        #[arg(long, value_enum, default_value = "scrypt")]
+        kdf: KdfChoice,
+    },
+    /// Import a key: a raw 32-byte secret (hex in a file) or another keystore file.
+    Import {
+        /// The scheme of the key being imported.
+        #[arg(long, value_parser = parse_scheme)]
+        scheme: Scheme,
+        /// A file holding the secret as hex (64 digits, optional 0x).
+        #[arg(
+            long,
+            conflicts_with = "from_keystore",
+            required_unless_present = "from_keystore"
+        )]
+        secret_file: Option<PathBuf>,
+        /// An existing keystore (any supported format) to re-encrypt.
+        #[arg(long)]
+        from_keystore: Option<PathBuf>,
+        /// Password file of --from-keystore (prompted for otherwise).
+        #[arg(long)]
+        from_password_file: Option<PathBuf>,
+        /// The keystore file to create.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Key derivation for the new file.
+        #[arg(long, value_enum, default_value = "scrypt")]
+        kdf: KdfChoice,
+    },
+    /// List the keystores in a folder (no password needed).
+    List {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// Show a key's public facts: scheme, address or G1/G2 keys in wire hex, BN254 operator id.
+    Inspect {
+        /// The keystore file.
+        file: PathBuf,
+        #[command(flatten)]
+        password: PasswordArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct PasswordArgs {
+    /// A file holding the password (one trailing newline ignored); prompted for otherwise.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Accept key and password files readable by group or other.
+    #[arg(long)]
+    allow_insecure_permissions: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum KdfChoice {
+    Scrypt,
+    Pbkdf2,
+    /// Cheap parameters: tests and demos only, protects nothing.
+    #[value(hide = true)]
+    InsecureLight,
+}
+
+impl KdfChoice {
+    fn kdf(self) -> Kdf {
+        match self {
+            KdfChoice::Scrypt => Kdf::scrypt_default(),
+            KdfChoice::Pbkdf2 => Kdf::pbkdf2_default(),
+            KdfChoice::InsecureLight => Kdf::light(),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct DataDirArgs {
+    /// The node's configuration (its data_dir is used)…
+    #[arg(
+        long,
+        short,
+        conflicts_with = "data_dir",
+        required_unless_present = "data_dir"
+    )]
+    config: Option<PathBuf>,
+    /// …or the data directory itself.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    fn open(&self) -> anyhow::Result<Ledger> {
+        let dir = match (&self.config, &self.data_dir) {
+            (_, Some(dir)) => dir.clone(),
+            (Some(config), None) => Config::load(config)?.node.data_dir,
+            (None, None) => bail!("give --config or --data-dir"),
+        };
+        Ledger::open(&dir).with_context(|| {
+            format!(
+                "opening the ledger in {} (is the node stopped?)",
+                dir.display()
+            )
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Write every record as JSON (integers as strings) to a file or stdout.
+    Export {
+        #[command(flatten)]
+        data_dir: DataDirArgs,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Merge records from an export; refuses (writing nothing) if any conflicts with a record here.
+    Import {
+        #[command(flatten)]
+        data_dir: DataDirArgs,
+        /// The export file.
+        file: PathBuf,
+    },
+    /// Delete records older than a duration.
+    Prune {
+        #[command(flatten)]
+        data_dir: DataDirArgs,
+        /// E.g. `14d`. Must exceed every AVS's max_staleness, or a pruned task could be re-signed.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Duration,
+    },
+}
+
+fn parse_scheme(s: &str) -> Result<Scheme, String> {
+    s.parse().map_err(|e: avsnode_signer::Error| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(
+        cli.log_format,
+        cli.log_level.as_deref().unwrap_or(default_level),
+    );
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")
+    };
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.intake.listen)
+                    .await
+                    .with_context(|| format!("binding the intake to {}", config.intake.listen))?;
+                let node = RunningNode::start(config, listener).await?;
+                node.run_until(shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Demo(options) => {
+            let passed = runtime()?.block_on(avsnode::demo::run(options))?;
+            return Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(config) => print!("ok\n{}", config.summary()),
+            Err(e) => {
+                println!("{e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Keys(command) => keys_command(command)?,
+        Command::Ledger(command) => ledger_command(command)?,
+        Command::ExamplePerformer(options) => runtime()?.block_on(async {
+            let listener = tokio::net::TcpListener::bind((options.host, options.port))
+                .await
+                .with_context(|| format!("binding {}:{}", options.host, options.port))?;
+            avsnode_example_performer::serve(listener, options, shutdown_signal()).await?;
+            anyhow::Ok(())
+        })?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::print_stdout)]
+fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Generate {
+            scheme,
+            out,
+            password,
+            kdf,
+        } => {
+            let pw = keys::read_password(
+                password.password_file.as_deref(),
+                "New keystore password: ",
+                true,
+                password.allow_insecure_permissions,
+            )?;
+            let key = LocalKey::generate(scheme);
+            keys::write_private(&out, &keys::encrypt(&key, &pw, &kdf.kdf())?.to_json())?;
+            println!(
+                "wrote {}\n{}",
+                out.display(),
+                serde_json::to_string_pretty(&keys::describe(&key))?
+            );
+        }
+        KeysCommand::Import {
+            scheme,
+            secret_file,
+            from_keystore,
+            from_password_file,
+            out,
+            password,
+            kdf,
+        } => {
+            let key = match (secret_file, from_keystore) {
+                (Some(path), _) => {
+                    avsnode::signing::check_permissions(
+                        "secret file",
+                        &path,
+                        password.allow_insecure_permissions,
+                    )?;
+                    let text = zeroize::Zeroizing::new(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    );
+                    let secret = zeroize::Zeroizing::new(
+                        hex::decode(text.trim().trim_start_matches("0x"))
+                            .with_context(|| format!("{}: not hex", path.display()))?,
+                    );
+                    LocalKey::from_secret(scheme, &secret).with_context(|| {
+                        format!("{}: not a valid {scheme} secret", path.display())
+                    })?
+                }
+                (None, Some(path)) => {
+                    let pw = keys::read_password(
+                        from_password_file.as_deref(),
+                        "Password of the keystore to import: ",
+                        false,
+                        password.allow_insecure_permissions,
+                    )?;
+                    let key = keys::open(&path, &pw)?;
+                    if key.scheme() != scheme {
+                        bail!(
+                            "{} holds a {} key, not {scheme}",
+                            path.display(),
+                            key.scheme()
+                        );
+                    }
+                    key
+                }
+                (None, None) => bail!("give --secret-file or --from-keystore"),
+            };
+            let pw = keys::read_password(
+                password.password_file.as_deref(),
+                "New keystore password: ",
+                true,
+                password.allow_insecure_permissions,
+            )?;
+            keys::write_private(&out, &keys::encrypt(&key, &pw, &kdf.kdf())?.to_json())?;
+            println!(
+                "wrote {}\n{}",
+                out.display(),
+                serde_json::to_string_pretty(&keys::describe(&key))?
+            );
+        }
+        KeysCommand::List { dir } => {
+            for line in keys::list(&dir)? {
+                println!("{line}");
+            }
+        }
+        KeysCommand::Inspect {
+            file,
+            password,
+            json,
+        } => {
+            avsnode::signing::check_permissions(
+                "keystore",
+                &file,
+                password.allow_insecure_permissions,
+            )?;
+            let pw = keys::read_password(
+                password.password_file.as_deref(),
+                "Keystore password: ",
+                false,
+                password.allow_insecure_permissions,
+            )?;
+            let facts = keys::describe(&keys::open(&file, &pw)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&facts)?);
+            } else if let Some(map) = facts.as_object() {
+                for (k, v) in map {
+                    println!("{k}: {}", v.as_str().unwrap_or_default());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
+    match command {
+        LedgerCommand::Export { data_dir, out } => {
+            let ledger = data_dir.open()?;
+            let n = match out {
+                Some(path) => {
+                    let mut file = std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    ledger.export_json(&mut file)?
+                }
+                None => ledger.export_json(&mut std::io::stdout().lock())?,
+            };
+            tracing::info!(records = n, "exported");
+        }
+        LedgerCommand::Import { data_dir, file } => {
+            let ledger = data_dir.open()?;
+            let mut input = std::fs::File::open(&file)
+                .with_context(|| format!("opening {}", file.display()))?;
+            let summary = ledger.import_json(&mut input)?;
+            println!("{summary:?}");
+        }
+        LedgerCommand::Prune {
+            data_dir,
+            older_than,
+        } => {
+            let ledger = data_dir.open()?;
+            let cutoff =
+                avsnode::validate::now_unix_ms().saturating_sub(older_than.as_millis() as u64);
+            println!("pruned {} records", ledger.prune(cutoff)?);
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,431 @@
+//! The task pipeline (DESIGN §3.1): validation, the ledger fast path, admission with single
+//! flight, execution, output checks, and record-sign-store.
+//!
+//! The work after admission runs in a spawned task (a "flight") whose outcome every caller for
+//! that task awaits: a retry arriving while the first attempt runs joins it instead of executing
+//! again, and a caller that disconnects does not stop record-sign-store half way (§3.2).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use avsnode_performer::{ExecuteError, Performer};
+use avsnode_proto::executor::{TaskResult, TaskSubmission};
+use avsnode_proto::performer::TaskRequest;
+use avsnode_signer::Scheme;
+use avsnode_signer::messages::{
+    Address, AuthMessage, EcdsaVerifier, SigningDigest, TaskId, bls12_381_certificate_digest,
+    bn254_certificate_digest, ecdsa_certificate_digest, message_hash,
+};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, error, info_span, warn};
+
+use crate::config::AvsConfig;
+use crate::ledger::{Domain, Ledger, Proposal, Record, RecordKey, Recorded, Signatures};
+use crate::rejection::Rejection;
+use crate::signing::LocalKey;
+use crate::validate::{self, AggregatorKey, Task};
+
+/// Time kept back from the performer call for signing and answering.
+const SIGNING_MARGIN: Duration = Duration::from_millis(20);
+
+/// The outcome every caller of one flight receives.
+pub type Outcome = Result<TaskResult, Rejection>;
+
+/// One operator set this node signs for.
+#[derive(Debug)]
+pub struct OperatorSet {
+    /// Its id.
+    pub id: u32,
+    /// The key that signs its results.
+    pub key: Arc<LocalKey>,
+    /// ECDSA sets: the certificate verifier (EIP-712 domain).
+    pub verifier: Option<EcdsaVerifier>,
+}
+
+impl OperatorSet {
+    fn digest(
+        &self,
+        reference_timestamp: u32,
+        task_id: &TaskId,
+        output: &[u8],
+    ) -> ([u8; 32], SigningDigest) {
+        let mh = message_hash(task_id, output);
+        let digest = match (self.key.scheme(), &self.verifier) {
+            (Scheme::Ecdsa, Some(v)) => ecdsa_certificate_digest(v, reference_timestamp, &mh),
+            (Scheme::Bls12381, _) => bls12_381_certificate_digest(reference_timestamp, &mh),
+            // Config validation guarantees ECDSA sets have a verifier.
+            (Scheme::Bn254, _) | (Scheme::Ecdsa, None) => {
+                bn254_certificate_digest(reference_timestamp, &mh)
+            }
+        };
+        (mh.0, digest)
+    }
+}
+
+/// One AVS as the pipeline serves it.
+#[derive(Debug)]
+pub struct Avs {
+    /// Its address.
+    pub address: Address,
+    /// Its configuration (limits, timeouts).
+    pub config: AvsConfig,
+    /// Allowed aggregators by address.
+    pub aggregators: HashMap<Address, AggregatorKey>,
+    /// Operator sets by id.
+    pub operator_sets: HashMap<u32, OperatorSet>,
+    /// Where its tasks run.
+    pub performer: Arc<dyn Performer>,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl Avs {
+    /// Assembles an AVS; `max_concurrency` slots, `queue_depth` waiting places.
+    pub fn new(
+        address: Address,
+        config: AvsConfig,
+        aggregators: HashMap<Address, AggregatorKey>,
+        operator_sets: HashMap<u32, OperatorSet>,
+        performer: Arc<dyn Performer>,
+    ) -> Avs {
+        let slots = Arc::new(Semaphore::new(config.max_concurrency));
+        Avs {
+            address,
+            config,
+            aggregators,
+            operator_sets,
+            performer,
+            slots,
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+type FlightKey = (Address, u32, TaskId);
+
+/// The pipeline: shared by every intake handler.
+#[derive(Debug)]
+pub struct Pipeline {
+    operator: Address,
+    avs: HashMap<Address, Arc<Avs>>,
+    ledger: Ledger,
+    flights: Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
+    in_flight: AtomicUsize,
+}
+
+impl Pipeline {
+    /// A pipeline for `operator` over these AVSs and ledger.
+    pub fn new(operator: Address, avs: Vec<Avs>, ledger: Ledger) -> Arc<Pipeline> {
+        let avs = avs.into_iter().map(|a| (a.address, Arc::new(a))).collect();
+        Arc::new(Pipeline {
+            operator,
+            avs,
+            ledger,
+            flights: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// The operator address.
+    pub fn operator(&self) -> Address {
+        self.operator
+    }
+
+    /// Flights still running (for graceful shutdown).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Processes one submission to its answer. `grpc_timeout` is the caller's gRPC deadline
+    /// (version-1 tasks use it).
+    pub async fn submit(
+        self: &Arc<Self>,
+        sub: TaskSubmission,
+        grpc_timeout: Option<Duration>,
+    ) -> Outcome {
+        let task = validate::shape(sub)?;
+        let span = info_span!("task", task_id = %task.task_id, avs = %task.avs, operator_set = task.operator_set_id);
+        let outcome = self
+            .clone()
+            .checked(task, grpc_timeout)
+            .instrument(span.clone())
+            .await;
+        if let Err(rejection) = &outcome {
+            span.in_scope(|| log_rejection(rejection));
+        }
+        outcome
+    }
+
+    async fn checked(self: Arc<Self>, task: Task, grpc_timeout: Option<Duration>) -> Outcome {
+        if task.executor != self.operator {
+            return Err(Rejection::WrongExecutor {
+                got: task.executor,
+                ours: self.operator,
+            });
+        }
+        let avs = self
+            .avs
+            .get(&task.avs)
+            .cloned()
+            .ok_or(Rejection::UnknownAvs(task.avs))?;
+        if task.payload.len() > avs.config.max_payload_size {
+            return Err(Rejection::PayloadTooLarge {
+                size: task.payload.len(),
+                limit: avs.config.max_payload_size,
+            });
+        }
+        let set =
+            avs.operator_sets
+                .get(&task.operator_set_id)
+                .ok_or(Rejection::UnknownOperatorSet {
+                    avs: task.avs,
+                    id: task.operator_set_id,
+                })?;
+        let deadline = Instant::now() + validate::time_left(&task, grpc_timeout, &avs.config)?;
+        validate::freshness(&task, &avs.config)?;
+        let aggregator = avs
+            .aggregators
+            .get(&task.aggregator)
+            .cloned()
+            .ok_or(Rejection::UnknownAggregator(task.aggregator))?;
+
+        let h = validate::task_hash(&task, self.operator);
+        let signature = task.signature.clone();
+        let verified = tokio::task::spawn_blocking(move || aggregator.verify(&h, &signature))
+            .await
+            .map_err(|e| Rejection::Internal(format!("signature check panicked: {e}")))?;
+        if !verified {
+            return Err(Rejection::BadSignature);
+        }
+
+        let key = RecordKey {
+            key_id: set.key.key_id(),
+            domain: Domain {
+                avs: task.avs,
+                operator_set_id: set.id,
+                verifier: set.verifier.as_ref().map(|v| v.address),
+            },
+            task_id: task.task_id,
+        };
+        // Fast path: a retry of a signed task is answered from the ledger, without execution.
+        if let Some(Record { signatures: Some(signatures), output, .. }) =
+            self.ledger.lookup(&key).map_err(internal)?
+        {
+            debug!("answered from the ledger");
+            return Ok(self.result(&task, &output, &signatures));
+        }
+        self.join_flight(avs, task, key, deadline).await
+    }
+
+    /// Single flight: the first caller for a task starts its flight; later ones await it.
+    async fn join_flight(
+        self: Arc<Self>,
+        avs: Arc<Avs>,
+        task: Task,
+        key: RecordKey,
+        deadline: Instant,
+    ) -> Outcome {
+        let flight_key = (task.avs, task.operator_set_id, task.task_id);
+        let mut receiver = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            match flights.get(&flight_key) {
+                Some(receiver) => receiver.clone(),
+                None => {
+                    if avs.waiting.fetch_add(1, Ordering::AcqRel) >= avs.config.queue_depth {
+                        avs.waiting.fetch_sub(1, Ordering::AcqRel);
+                        return Err(Rejection::QueueFull(avs.config.queue_depth));
+                    }
+                    let (sender, receiver) = watch::channel(None);
+                    flights.insert(flight_key, receiver.clone());
+                    self.in_flight.fetch_add(1, Ordering::AcqRel);
+                    let pipeline = self.clone();
+                    let span = tracing::Span::current();
+                    tokio::spawn(
+                        async move {
+                            let outcome = pipeline.fly(&avs, &task, key, deadline).await;
+                            pipeline
+                                .flights
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&flight_key);
+                            pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
+                            let _ = sender.send(Some(outcome));
+                        }
+                        .instrument(span),
+                    );
+                    receiver
+                }
+            }
+        };
+        let outcome = receiver
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Rejection::Internal("task flight ended without an outcome".into()))?;
+        outcome
+            .clone()
+            .unwrap_or_else(|| Err(Rejection::Internal("empty outcome".into())))
+    }
+
+    /// Steps 8–11 for the flight's leader: queue, execute, check, record, sign, store.
+    async fn fly(&self, avs: &Avs, task: &Task, key: RecordKey, deadline: Instant) -> Outcome {
+        let permit = tokio::time::timeout_at(deadline, avs.slots.clone().acquire_owned()).await;
+        avs.waiting.fetch_sub(1, Ordering::AcqRel);
+        let _permit = permit
+            .map_err(|_| Rejection::Deadline("expired while queued for the performer".into()))?
+            .map_err(|_| Rejection::ShuttingDown)?;
+
+        // A record without signatures (a crash between commit and signing) is finished from its
+        // stored output: the performer is not asked again.
+        let output = match self.ledger.lookup(&key).map_err(internal)? {
+            Some(Record {
+                signatures: Some(signatures),
+                output,
+                ..
+            }) => {
+                return Ok(self.result(task, &output, &signatures));
+            }
+            Some(record) => record.output,
+            None => self.execute(avs, task, deadline).await?,
+        };
+
+        let set = &avs.operator_sets[&task.operator_set_id];
+        let (message_hash, digest) = set.digest(task.reference_timestamp, &task.task_id, &output);
+        let proposal = Proposal {
+            reference_timestamp: task.reference_timestamp,
+            message_hash,
+            digest,
+            output,
+        };
+        let permit = match self.ledger.record(key, proposal).await {
+            Ok(Recorded::Signed(record)) => {
+                let signatures = record
+                    .signatures
+                    .as_ref()
+                    .ok_or_else(|| internal("signed record without signatures"))?;
+                return Ok(self.result(task, &record.output, signatures));
+            }
+            Ok(Recorded::Sign(permit)) => permit,
+            Err(crate::ledger::LedgerError::Conflict { .. }) => {
+                return Err(Rejection::Conflict {
+                    task_id: task.task_id,
+                });
+            }
+            Err(e) => return Err(internal(e)),
+        };
+
+        let key = set.key.clone();
+        let auth_fields = (task.task_id, task.avs, self.operator, task.operator_set_id);
+        let digest = *permit.digest();
+        let signatures = tokio::task::spawn_blocking(move || {
+            let (task_id, avs, operator, operator_set_id) = auth_fields;
+            key.sign_result(
+                &digest,
+                AuthMessage {
+                    task_id,
+                    avs,
+                    operator,
+                    operator_set_id,
+                    result_signature: &[],
+                },
+            )
+        })
+        .await
+        .map_err(|e| internal(format!("signing panicked: {e}")))?;
+        let record = permit
+            .store(Signatures {
+                result: signatures.result,
+                auth: signatures.auth,
+            })
+            .await
+            .map_err(internal)?;
+        let signatures = record
+            .signatures
+            .as_ref()
+            .ok_or_else(|| internal("stored record without signatures"))?;
+        Ok(self.result(task, &record.output, signatures))
+    }
+
+    /// Step 9–10: the performer call with the remaining time, and the output checks.
+    async fn execute(
+        &self,
+        avs: &Avs,
+        task: &Task,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, Rejection> {
+        let wire_id = task.task_id.to_wire_string().into_bytes();
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(SIGNING_MARGIN);
+        if timeout.is_zero() {
+            return Err(Rejection::Deadline("no time left to execute".into()));
+        }
+        let request = TaskRequest {
+            task_id: wire_id.clone(),
+            payload: task.payload.clone(),
+        };
+        let response = avs
+            .performer
+            .execute(request, timeout)
+            .await
+            .map_err(|e| match e {
+                ExecuteError::Unavailable(why) => Rejection::PerformerUnavailable(why),
+                ExecuteError::DeadlineExceeded => Rejection::PerformerTimeout,
+                ExecuteError::Status(status) => Rejection::PerformerError {
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                },
+            })?;
+        if Instant::now() >= deadline {
+            return Err(Rejection::LateResult);
+        }
+        if response.result.len() > avs.config.max_output_size {
+            return Err(Rejection::OutputTooLarge {
+                size: response.result.len(),
+                limit: avs.config.max_output_size,
+            });
+        }
+        if response.task_id != wire_id {
+            return Err(Rejection::WrongEcho);
+        }
+        Ok(response.result)
+    }
+
+    fn result(&self, task: &Task, output: &[u8], signatures: &Signatures) -> TaskResult {
+        TaskResult {
+            task_id: task.task_id_wire.clone(),
+            operator_address: self.operator.to_string(),
+            output: output.to_vec(),
+            result_signature: signatures.result.clone(),
+            avs_address: task.avs.to_string(),
+            operator_set_id: task.operator_set_id,
+            auth_signature: signatures.auth.clone(),
+            version: 1,
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Rejection {
+    Rejection::Internal(e.to_string())
+}
+
+/// Each rejection is logged once, at a level that fits its cause.
+fn log_rejection(rejection: &Rejection) {
+    match rejection {
+        Rejection::BadSignature
+        | Rejection::UnknownAggregator(_)
+        | Rejection::WrongExecutor { .. } => {
+            warn!(reason = rejection.reason(), "rejected: {rejection}");
+        }
+        // The ledger itself logs a conflict loudly, with its domain.
+        Rejection::Internal(_) => error!(reason = rejection.reason(), "{rejection}"),
+        _ => debug!(reason = rejection.reason(), "rejected: {rejection}"),
+    }
+}

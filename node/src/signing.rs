@@ -1,0 +1,281 @@
+//! Live signers: the keys named by `[[signer]]`, unlocked at start-up, and the two signatures a
+//! result carries (DESIGN §4.2, §4.3).
+//!
+//! Signing methods are a closed set (STYLE §3): only local keys so far; PKCS#11 and the remote
+//! signer join this enum. Every method signs only a [`SigningDigest`].
+
+use std::fmt;
+use std::path::Path;
+
+use avsnode_keystore::{Curve, Keystore, Password};
+use avsnode_signer::bn254::{self, HashToG1};
+use avsnode_signer::messages::{AuthMessage, SigningDigest, keccak256};
+use avsnode_signer::{Scheme, bls12_381, ecdsa};
+
+use crate::config::SignerConfig;
+
+/// Why a signer could not be loaded. Never carries key material or the password.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    /// A key or password file could not be read.
+    #[error("signer {name:?}: reading {path}: {source}")]
+    Read {
+        /// The signer.
+        name: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is readable by group or other.
+    #[error(
+        "signer {name:?}: {path} is readable by group or other (mode {mode:o}); run `chmod 600` on it, or set allow_insecure_permissions"
+    )]
+    InsecurePermissions {
+        /// The signer.
+        name: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The keystore could not be parsed or decrypted (a wrong password says so).
+    #[error("signer {name:?}: keystore {path}: {source}")]
+    Keystore {
+        /// The signer.
+        name: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: avsnode_keystore::Error,
+    },
+    /// The keystore holds a key of another curve than the configured scheme.
+    #[error("signer {name:?}: scheme {scheme} but the keystore holds a {curve} key")]
+    WrongCurve {
+        /// The signer.
+        name: String,
+        /// The configured scheme.
+        scheme: Scheme,
+        /// The keystore's curve.
+        curve: Curve,
+    },
+    /// The decrypted secret is not a valid key, or does not match the file's public key.
+    #[error("signer {name:?}: {reason}")]
+    BadKey {
+        /// The signer.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A decrypted operator key of one of the three schemes.
+pub enum LocalKey {
+    /// secp256k1.
+    Ecdsa(ecdsa::SecretKey),
+    /// BN254.
+    Bn254(bn254::SecretKey),
+    /// BLS12-381.
+    Bls12381(bls12_381::SecretKey),
+}
+
+impl fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LocalKey({}, {})", self.scheme(), self.public_id())
+    }
+}
+
+/// The result and auth signatures of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultSignatures {
+    /// Over the certificate digest (verified on chain).
+    pub result: Vec<u8>,
+    /// Over the 160-byte auth message binding the result to this operator.
+    pub auth: Vec<u8>,
+}
+
+impl LocalKey {
+    /// Generates a fresh key (for `keys generate` and the demo).
+    pub fn generate(scheme: Scheme) -> LocalKey {
+        let mut rng = rand::rngs::OsRng;
+        match scheme {
+            Scheme::Ecdsa => LocalKey::Ecdsa(ecdsa::SecretKey::random(&mut rng)),
+            Scheme::Bn254 => LocalKey::Bn254(bn254::SecretKey::random(&mut rng)),
+            Scheme::Bls12381 => LocalKey::Bls12381(bls12_381::SecretKey::random(&mut rng)),
+        }
+    }
+
+    /// Decodes a raw 32-byte big-endian secret.
+    pub fn from_secret(scheme: Scheme, secret: &[u8]) -> Result<LocalKey, avsnode_signer::Error> {
+        Ok(match scheme {
+            Scheme::Ecdsa => LocalKey::Ecdsa(ecdsa::SecretKey::from_bytes(secret)?),
+            Scheme::Bn254 => LocalKey::Bn254(bn254::SecretKey::from_bytes(secret)?),
+            Scheme::Bls12381 => LocalKey::Bls12381(bls12_381::SecretKey::from_bytes(secret)?),
+        })
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            LocalKey::Ecdsa(_) => Scheme::Ecdsa,
+            LocalKey::Bn254(_) => Scheme::Bn254,
+            LocalKey::Bls12381(_) => Scheme::Bls12381,
+        }
+    }
+
+    /// The public key bytes that identify the key: the 20-byte address for ECDSA, the 128-byte
+    /// G2 key for BN254, the 48-byte key for BLS12-381.
+    pub fn public_bytes(&self) -> Vec<u8> {
+        match self {
+            LocalKey::Ecdsa(k) => k.public_key().address().0.to_vec(),
+            LocalKey::Bn254(k) => k.public_key_g2().to_wire().to_vec(),
+            LocalKey::Bls12381(k) => k.public_key().to_bytes().to_vec(),
+        }
+    }
+
+    /// A short public identifier for logs: the address, or the start of the public key.
+    pub fn public_id(&self) -> String {
+        let bytes = self.public_bytes();
+        match self {
+            LocalKey::Ecdsa(_) => format!("0x{}", hex::encode(bytes)),
+            _ => format!("0x{}…", hex::encode(&bytes[..8])),
+        }
+    }
+
+    /// The ledger's key id: `keccak256(public_bytes)`.
+    pub fn key_id(&self) -> [u8; 32] {
+        keccak256(&self.public_bytes())
+    }
+
+    /// Signs a certificate digest: BN254 with `H_sol` (what the contracts verify).
+    pub fn sign_certificate(&self, digest: &SigningDigest) -> Vec<u8> {
+        match self {
+            LocalKey::Ecdsa(k) => k.sign(digest).to_bytes().to_vec(),
+            LocalKey::Bn254(k) => k.sign(digest, HashToG1::Solidity).to_wire().to_vec(),
+            LocalKey::Bls12381(k) => k.sign(digest).to_bytes().to_vec(),
+        }
+    }
+
+    /// Signs the auth message: BN254 with the RFC 9380 map (DESIGN §4.3).
+    pub fn sign_auth(&self, auth: &AuthMessage<'_>) -> Vec<u8> {
+        let digest = auth.digest();
+        match self {
+            LocalKey::Ecdsa(k) => k.sign(&digest).to_bytes().to_vec(),
+            LocalKey::Bn254(k) => k.sign(&digest, HashToG1::Rfc9380).to_wire().to_vec(),
+            LocalKey::Bls12381(k) => k.sign(&digest).to_bytes().to_vec(),
+        }
+    }
+
+    /// Signs a task's certificate digest, then the auth message over that signature.
+    pub fn sign_result(&self, digest: &SigningDigest, auth: AuthMessage<'_>) -> ResultSignatures {
+        let result = self.sign_certificate(digest);
+        let auth = self.sign_auth(&AuthMessage {
+            result_signature: &result,
+            ..auth
+        });
+        ResultSignatures { result, auth }
+    }
+
+    /// Unlocks a `[[signer]]`: checks file permissions, decrypts, checks the scheme and that the
+    /// secret matches the keystore's public key where the file records one.
+    pub fn load(config: &SignerConfig) -> Result<LocalKey, SignerError> {
+        let name = &config.name;
+        for path in [&config.keystore, &config.password_file] {
+            check_permissions(name, path, config.allow_insecure_permissions)?;
+        }
+        let password_text =
+            std::fs::read_to_string(&config.password_file).map_err(|source| SignerError::Read {
+                name: name.clone(),
+                path: config.password_file.clone(),
+                source,
+            })?;
+        let password = Password::from_file_contents(&zeroize::Zeroizing::new(password_text));
+        let keystore_error = |source| SignerError::Keystore {
+            name: name.clone(),
+            path: config.keystore.clone(),
+            source,
+        };
+        let keystore = Keystore::read(&config.keystore).map_err(keystore_error)?;
+        let expected_curve = match config.scheme {
+            Scheme::Ecdsa => Curve::Secp256k1,
+            Scheme::Bn254 => Curve::Bn254,
+            Scheme::Bls12381 => Curve::Bls12381,
+        };
+        if keystore.curve() != expected_curve {
+            return Err(SignerError::WrongCurve {
+                name: name.clone(),
+                scheme: config.scheme,
+                curve: keystore.curve(),
+            });
+        }
+        let secret = keystore.decrypt(&password).map_err(keystore_error)?;
+        let key = LocalKey::from_secret(config.scheme, secret.as_bytes()).map_err(|e| {
+            SignerError::BadKey {
+                name: name.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        key.check_recorded_public_key(&keystore)
+            .map_err(|reason| SignerError::BadKey {
+                name: name.clone(),
+                reason,
+            })?;
+        Ok(key)
+    }
+
+    /// The keystores leave `pubkey`/`address` outside their checksum: a decrypted key that does
+    /// not match them means a damaged or tampered file.
+    fn check_recorded_public_key(&self, keystore: &Keystore) -> Result<(), String> {
+        let (recorded, ours) = match (keystore, self) {
+            (Keystore::Web3(w), LocalKey::Ecdsa(k)) => match w.address() {
+                Some(a) => (
+                    a.trim_start_matches("0x").to_lowercase(),
+                    hex::encode(k.public_key().address().0),
+                ),
+                None => return Ok(()),
+            },
+            (Keystore::Eip2335(e), LocalKey::Bls12381(k)) => (
+                e.pubkey_hex().to_lowercase(),
+                hex::encode(k.public_key().to_bytes()),
+            ),
+            (Keystore::Eip2335(e), LocalKey::Bn254(k)) => {
+                let recorded = e.pubkey_hex().to_lowercase();
+                // The Hourglass format records the 128-byte G2 key; the Cerberus variant a
+                // compressed G1 key, which we do not decode: only the G2 form is compared.
+                if recorded.len() != 256 {
+                    return Ok(());
+                }
+                (recorded, hex::encode(k.public_key_g2().to_wire()))
+            }
+            _ => return Err("keystore format does not match the scheme".into()),
+        };
+        if recorded.is_empty() || recorded == ours {
+            Ok(())
+        } else {
+            Err(format!(
+                "the decrypted key's public key 0x{ours} does not match the keystore's 0x{recorded}"
+            ))
+        }
+    }
+}
+
+/// Refuses key and password files that group or other can read, unless allowed.
+pub fn check_permissions(name: &str, path: &Path, allow_insecure: bool) -> Result<(), SignerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| SignerError::Read {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && !allow_insecure {
+        return Err(SignerError::InsecurePermissions {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! The cheap checks of DESIGN §3.1 steps 1–6, in order: shape, addressee, AVS and operator set,
+//! deadline, freshness, aggregator signature. Nothing here calls a performer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use avsnode_proto::executor::TaskSubmission;
+use avsnode_signer::bn254::{self, HashToG1};
+use avsnode_signer::messages::{Address, TaskId, TaskMessage};
+use avsnode_signer::{Scheme, bls12_381, ecdsa};
+
+use crate::config::{AggregatorConfig, AvsConfig};
+use crate::rejection::Rejection;
+
+/// A task whose fields parsed (step 1).
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// The task id, normalised.
+    pub task_id: TaskId,
+    /// The task id string exactly as received (echoed in the result).
+    pub task_id_wire: String,
+    /// The aggregator that sent it.
+    pub aggregator: Address,
+    /// The AVS.
+    pub avs: Address,
+    /// The executor the task is addressed to.
+    pub executor: Address,
+    /// The operator set.
+    pub operator_set_id: u32,
+    /// The reference timestamp (unix seconds).
+    pub reference_timestamp: u32,
+    /// The block number.
+    pub task_block_number: u64,
+    /// 1 (Hourglass) or 2 (signed deadline).
+    pub version: u32,
+    /// Version 2: the signed deadline.
+    pub deadline_unix_ms: Option<u64>,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// The aggregator's signature.
+    pub signature: Vec<u8>,
+}
+
+/// Step 1: every field parses; version is 1 or 2; non-empty signature; non-zero timestamp.
+pub fn shape(sub: TaskSubmission) -> Result<Task, Rejection> {
+    let field = |name: &str, value: &str| -> Result<Address, Rejection> {
+        value
+            .parse()
+            .map_err(|e| Rejection::Malformed(format!("{name}: {e}")))
+    };
+    let task_id = sub
+        .task_id
+        .parse()
+        .map_err(|e| Rejection::Malformed(format!("task_id: {e}")))?;
+    let aggregator = field("aggregator_address", &sub.aggregator_address)?;
+    let avs = field("avs_address", &sub.avs_address)?;
+    let executor = field("executor_address", &sub.executor_address)?;
+    if sub.signature.is_empty() {
+        return Err(Rejection::Malformed("signature is empty".into()));
+    }
+    if sub.reference_timestamp == 0 {
+        return Err(Rejection::Malformed("reference_timestamp is 0".into()));
+    }
+    let deadline_unix_ms = match sub.version {
+        1 => None,
+        2 if sub.deadline_unix_ms == 0 => {
+            return Err(Rejection::Malformed(
+                "version 2 task without deadline_unix_ms".into(),
+            ));
+        }
+        2 => Some(sub.deadline_unix_ms),
+        v => return Err(Rejection::UnsupportedVersion(v)),
+    };
+    Ok(Task {
+        task_id,
+        task_id_wire: sub.task_id,
+        aggregator,
+        avs,
+        executor,
+        operator_set_id: sub.operator_set_id,
+        reference_timestamp: sub.reference_timestamp,
+        task_block_number: sub.task_block_number,
+        version: sub.version,
+        deadline_unix_ms,
+        payload: sub.payload,
+        signature: sub.signature,
+    })
+}
+
+/// Unix time in milliseconds.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Step 4: how long the task has left. Version 2 uses its signed deadline; version 1 the gRPC
+/// deadline of the call, else the AVS's `task_timeout`.
+pub fn time_left(
+    task: &Task,
+    grpc_timeout: Option<Duration>,
+    avs: &AvsConfig,
+) -> Result<Duration, Rejection> {
+    let left = match task.deadline_unix_ms {
+        Some(deadline) => {
+            let now = now_unix_ms();
+            if deadline <= now {
+                return Err(Rejection::Deadline(format!(
+                    "passed {} ms ago",
+                    now - deadline
+                )));
+            }
+            Duration::from_millis(deadline - now)
+        }
+        None => grpc_timeout.unwrap_or(avs.task_timeout),
+    };
+    if left < avs.min_execution_time {
+        return Err(Rejection::Deadline(format!(
+            "{} ms left, below the minimum execution time of {} ms",
+            left.as_millis(),
+            avs.min_execution_time.as_millis()
+        )));
+    }
+    Ok(left)
+}
+
+/// Step 5: the reference timestamp is neither older than `max_staleness` nor ahead of our clock
+/// by more than `max_clock_skew`.
+pub fn freshness(task: &Task, avs: &AvsConfig) -> Result<(), Rejection> {
+    let now = now_unix_ms() / 1000;
+    let ts = u64::from(task.reference_timestamp);
+    if ts + avs.max_staleness.as_secs() < now {
+        return Err(Rejection::Stale {
+            timestamp: task.reference_timestamp,
+            why: format!(
+                "{} s old, beyond max_staleness of {} s",
+                now - ts,
+                avs.max_staleness.as_secs()
+            ),
+        });
+    }
+    if ts > now + avs.max_clock_skew.as_secs() {
+        return Err(Rejection::Stale {
+            timestamp: task.reference_timestamp,
+            why: format!("{} s in the future, beyond max_clock_skew", ts - now),
+        });
+    }
+    Ok(())
+}
+
+/// An aggregator's verification key.
+#[derive(Debug, Clone)]
+pub enum AggregatorKey {
+    /// The recovered signer must be this address.
+    Ecdsa(Address),
+    /// `e(σ, G2gen) == e(H_rfc(h), pk)`.
+    Bn254(bn254::G2PublicKey),
+    /// blst `min_pk` over the 32 bytes `h`.
+    Bls12381(bls12_381::PublicKey),
+}
+
+impl AggregatorKey {
+    /// Decodes the configured key; the error message is for the config's `public_key` entry.
+    pub fn from_config(config: &AggregatorConfig) -> Result<AggregatorKey, String> {
+        let public_key = || -> Result<Vec<u8>, String> {
+            let text = config
+                .public_key
+                .as_deref()
+                .ok_or_else(|| format!("required for a {} aggregator", config.scheme))?;
+            hex::decode(text.trim_start_matches("0x")).map_err(|e| format!("invalid hex: {e}"))
+        };
+        match config.scheme {
+            Scheme::Ecdsa => match &config.public_key {
+                Some(_) => {
+                    Err("not used for an ecdsa aggregator (its address identifies it)".into())
+                }
+                None => config
+                    .address
+                    .parse()
+                    .map(AggregatorKey::Ecdsa)
+                    .map_err(|e| e.to_string()),
+            },
+            Scheme::Bn254 => bn254::G2PublicKey::from_wire(&public_key()?)
+                .map(AggregatorKey::Bn254)
+                .map_err(|e| e.to_string()),
+            Scheme::Bls12381 => bls12_381::PublicKey::from_bytes(&public_key()?)
+                .map(AggregatorKey::Bls12381)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Whether `signature` over `h` verifies under this key. CPU-bound: call off the async
+    /// workers.
+    pub fn verify(&self, h: &[u8; 32], signature: &[u8]) -> bool {
+        match self {
+            AggregatorKey::Ecdsa(address) => {
+                ecdsa::Signature::from_bytes(signature).is_ok_and(|s| ecdsa::verify(address, h, &s))
+            }
+            AggregatorKey::Bn254(pk) => bn254::Signature::from_wire(signature)
+                .is_ok_and(|s| bn254::verify(pk, h, &s, HashToG1::Rfc9380)),
+            AggregatorKey::Bls12381(pk) => bls12_381::Signature::from_bytes(signature)
+                .is_ok_and(|s| bls12_381::verify(pk, h, &s)),
+        }
+    }
+}
+
+/// The hash the aggregator signed (DESIGN §4.1), over **our** operator address.
+pub fn task_hash(task: &Task, operator: Address) -> [u8; 32] {
+    TaskMessage {
+        task_id: task.task_id,
+        avs: task.avs,
+        operator,
+        operator_set_id: task.operator_set_id,
+        reference_timestamp: task.reference_timestamp,
+        task_block_number: task.task_block_number,
+        payload: &task.payload,
+        deadline_unix_ms: task.deadline_unix_ms,
+    }
+    .hash()
+}
