@@ -1,12 +1,168 @@
 //! Performer runtimes: where an AVS's tasks actually execute.
 //!
-//! Will own (DESIGN §7): the runtime interface's implementations — `docker` (containers managed
-//! through the Docker Engine API with bollard: private bridge network, no published ports,
-//! hardened by default, labelled for adoption), `process` (a local executable started with
-//! `PORT`) and `remote` (an endpoint the node does not manage) — plus health checks
-//! (`grpc.health.v1.Health/Check` must say SERVING), restarts with capped backoff and crash-loop
-//! detection, blue/green deploys, and the gRPC client for the Hourglass `PerformerService`.
+//! Owns (DESIGN §7) the runtime interface, [`Performer`], and its implementations — `process`
+//! ([`ProcessPerformer`]: a local executable started with `PORT`, supervised and restarted) and
+//! `remote` ([`RemotePerformer`]: an endpoint the node does not manage, health-checked only); later
+//! `docker` (containers managed through the Docker Engine API with bollard: private bridge network,
+//! no published ports, hardened by default, labelled for adoption) and blue/green deploys. Also
+//! owns health checks (`grpc.health.v1.Health/Check` must say SERVING, see [`HealthPolicy`]),
+//! restarts with capped backoff and crash-loop detection ([`RestartPolicy`]), and the gRPC client
+//! for the Hourglass `PerformerService`.
 //!
-//! Does not own: which performer serves which task (the node's pipeline), or the management API
-//! (the node). The runtime trait lives here with its implementations, because the node depends on
-//! this crate and not the other way round.
+//! Does not own: which performer serves which task (the node's pipeline), checking what a
+//! performer returns (echoed task id, output size: the node), or the management API (the node).
+//! The runtime trait lives here with its implementations, because the node depends on this crate
+//! and not the other way round.
+
+mod client;
+mod health;
+mod process;
+mod remote;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use avsnode_proto::performer::{TaskRequest, TaskResponse};
+
+pub use health::{HealthCheckError, HealthPolicy};
+pub use process::{ProcessPerformer, ProcessSpec, RestartPolicy};
+pub use remote::{RemotePerformer, RemoteSpec};
+
+/// Where a performer stands, as the node and its metrics see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PerformerState {
+    /// Started, not yet answered a health check.
+    Starting,
+    /// Passing health checks: takes tasks.
+    Healthy,
+    /// Failing health checks (a remote endpoint that is down, or a process about to be restarted).
+    Unhealthy,
+    /// The process exited or was killed and is being restarted.
+    Restarting,
+    /// Given up: crash loop, or shut down. Needs an operator (or a deploy).
+    Failed,
+}
+
+impl fmt::Display for PerformerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// Why a task could not be executed. Maps one to one onto the gRPC code the node answers with
+/// (DESIGN §3.1 step 9).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// Not healthy, restarting, failed, or unreachable. Retryable (UNAVAILABLE).
+    #[error("performer unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the time the task had left (DEADLINE_EXCEEDED).
+    #[error("performer did not answer before the deadline")]
+    DeadlineExceeded,
+    /// The performer's own error, to pass through unchanged (INTERNAL stays INTERNAL).
+    #[error("performer failed the task ({:?}): {}", .0.code(), describe(.0))]
+    Status(tonic::Status),
+}
+
+/// Why a performer could not be started or connected.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The endpoint is not an `http://HOST:PORT` URI.
+    #[error("invalid performer endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as configured.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No free loopback port could be found for the process.
+    #[error("performer {name}: no free loopback port")]
+    NoPort {
+        /// The performer's name.
+        name: String,
+        /// The bind error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program could not be started (or waited for).
+    #[error("performer {name}: cannot run {}", program.display())]
+    Spawn {
+        /// The performer's name.
+        name: String,
+        /// The program.
+        program: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program exited before its first SERVING health check.
+    #[error("performer {name}: {} exited ({status}) before becoming healthy", program.display())]
+    Exited {
+        /// The performer's name.
+        name: String,
+        /// The program.
+        program: PathBuf,
+        /// How it exited.
+        status: std::process::ExitStatus,
+    },
+    /// The program ran but never answered SERVING within the startup timeout.
+    #[error(
+        "performer {name}: {} never became healthy within {timeout:?}",
+        program.display()
+    )]
+    NeverHealthy {
+        /// The performer's name.
+        name: String,
+        /// The program.
+        program: PathBuf,
+        /// The startup timeout.
+        timeout: Duration,
+        /// The last failed health check.
+        #[source]
+        last: HealthCheckError,
+    },
+}
+
+/// A status's message and its root cause: for transport failures tonic says "tcp connect error"
+/// and keeps "Connection refused" in the source chain.
+fn describe(status: &tonic::Status) -> String {
+    let mut message = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(next) = cause.and_then(std::error::Error::source) {
+        cause = Some(next);
+    }
+    if let Some(cause) = cause.map(ToString::to_string)
+        && !message.contains(&cause)
+    {
+        message = format!("{message}: {cause}");
+    }
+    message
+}
+
+/// A running performer, whatever its runtime: what the node's pipeline executes tasks on.
+#[async_trait::async_trait]
+pub trait Performer: Send + Sync + fmt::Debug {
+    /// The current state. Only a [`PerformerState::Healthy`] performer takes tasks.
+    fn state(&self) -> PerformerState;
+
+    /// Runs one task, giving the performer at most `timeout`.
+    ///
+    /// Returns [`ExecuteError::Unavailable`] at once when the performer is not healthy (never
+    /// waits for the deadline). Calls run concurrently over one shared HTTP/2 connection.
+    async fn execute(
+        &self,
+        request: TaskRequest,
+        timeout: Duration,
+    ) -> Result<TaskResponse, ExecuteError>;
+
+    /// Stops supervising (and, for a managed runtime, stops the performer). Afterwards the state is
+    /// [`PerformerState::Failed`] and `execute` returns `Unavailable`.
+    async fn shutdown(&self);
+}
