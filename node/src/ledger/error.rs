@@ -1,0 +1,255 @@
+//! The ledger's errors: one enum for the API, and the typed causes it carries.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use avsnode_signer::messages::TaskId;
+
+use super::{Domain, LOCK_FILE};
+
+/// Everything a ledger operation can fail with.
+///
+/// [`LedgerError::Conflict`] is the one refusal the pipeline expects in normal operation (a second,
+/// different output for a task already recorded); every other variant is an operational failure.
+/// In every error case nothing may be signed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// Another process (or another [`Ledger`](super::Ledger) in this process) holds the data
+    /// directory's lock.
+    #[error(
+        "another avsnode is using the data directory {} (it holds {LOCK_FILE} there); \
+         stop that process first, or use another data directory",
+        path.display()
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+
+    /// The database file could not be opened or created.
+    #[error("cannot open the ledger database {}", path.display())]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: redb::DatabaseError,
+    },
+
+    /// A file-system operation outside the database failed (creating the directory, the lock file,
+    /// starting the writer thread).
+    #[error("ledger I/O failed on {}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A database transaction failed. When this comes back from `record` or `store`, the whole
+    /// group-commit batch failed and nothing in it was committed.
+    #[error("ledger storage failed while {op}")]
+    Storage {
+        /// What the ledger was doing.
+        op: &'static str,
+        /// What redb said (shared by every request of a failed batch).
+        #[source]
+        source: Arc<redb::Error>,
+    },
+
+    /// The ledger already holds a record with a different digest for this (key, domain, task):
+    /// signing would break the sign-once invariant. Never sign after this.
+    #[error(
+        "refusing to sign task {task_id} in {domain}: the ledger already holds a different \
+         digest for it"
+    )]
+    Conflict {
+        /// The task.
+        task_id: TaskId,
+        /// Its domain.
+        domain: Domain,
+        /// keccak256 of the signing public key.
+        key_id: [u8; 32],
+    },
+
+    /// The proposal handed to [`Ledger::record`](super::Ledger::record) (or the signatures handed
+    /// to [`SignPermit::store`](super::SignPermit::store)) is inconsistent: a caller bug.
+    #[error("refusing to record task {task_id}: {problem}")]
+    InvalidProposal {
+        /// The task.
+        task_id: TaskId,
+        /// What is wrong.
+        problem: &'static str,
+    },
+
+    /// A stored entry cannot be decoded. The ledger fails closed: it neither signs nor overwrites.
+    #[error("corrupt ledger entry{}", CorruptTask(task_id))]
+    Corrupt {
+        /// The task, when the entry's key could still be decoded.
+        task_id: Option<TaskId>,
+        /// What is wrong with the bytes.
+        #[source]
+        source: DecodeError,
+    },
+
+    /// `import_json` refused its input; nothing was written.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+
+    /// Writing `export_json`'s output failed (the export is incomplete).
+    #[error("writing the ledger export failed")]
+    Export {
+        /// The writer's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The writer thread is gone (it panicked, or the ledger is shutting down).
+    #[error("the ledger writer has stopped; nothing was recorded")]
+    Closed,
+}
+
+struct CorruptTask<'a>(&'a Option<TaskId>);
+
+impl fmt::Display for CorruptTask<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(task_id) => write!(f, " for task {task_id}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why stored bytes could not be decoded (the key and value layouts are documented in
+/// `node/src/ledger/codec.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The key does not have the fixed key length.
+    #[error("key is {got} bytes, expected {expected}")]
+    KeyLength {
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        got: usize,
+    },
+    /// The key's verifier flag is neither 0 nor 1.
+    #[error("verifier flag is {0}, expected 0 or 1")]
+    VerifierFlag(u8),
+    /// The key says "no verifier" but the verifier bytes are not zero.
+    #[error("verifier bytes are set although the flag says there is no verifier")]
+    VerifierPadding,
+    /// The value's leading version byte is not one this build understands.
+    #[error("record format version {0} is unknown to this avsnode")]
+    UnknownVersion(u8),
+    /// The value's flags byte has bits this version does not define.
+    #[error("record flags {0:#04x} has undefined bits")]
+    Flags(u8),
+    /// The value ends early.
+    #[error("record is truncated: {needed} bytes needed at offset {offset}")]
+    Truncated {
+        /// Where the read started.
+        offset: usize,
+        /// How many bytes it needed.
+        needed: usize,
+    },
+    /// The value has bytes after its last field.
+    #[error("record has {0} trailing bytes")]
+    TrailingBytes(usize),
+}
+
+/// Why `import_json` refused its input. Nothing is written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The input could not be read.
+    #[error("ledger import failed: cannot read the input")]
+    Read(#[source] std::io::Error),
+    /// The input is not JSON of the expected shape (serde_json says where: line and column).
+    #[error("ledger import refused: the input is not a valid avsnode ledger export")]
+    Json(#[source] serde_json::Error),
+    /// `format` is not `avsnode-ledger`.
+    #[error("ledger import refused: format is {found:?}, expected \"avsnode-ledger\"")]
+    Format {
+        /// What the file says.
+        found: String,
+    },
+    /// `version` is not one this build reads.
+    #[error("ledger import refused: version is {found:?}, expected \"1\"")]
+    Version {
+        /// What the file says.
+        found: String,
+    },
+    /// One field of one record is malformed.
+    #[error("ledger import refused: records[{index}].{field}: {problem}")]
+    Field {
+        /// The record's position in `records`.
+        index: usize,
+        /// The field's JSON name.
+        field: &'static str,
+        /// What is wrong.
+        problem: FieldProblem,
+    },
+    /// Records whose task the ledger (or an earlier record of the same file) already holds with
+    /// a different digest.
+    #[error(
+        "ledger import refused: {} record(s) conflict with different digests already held for \
+         the same key, domain and task: {}",
+        task_ids.len(),
+        TaskList(task_ids)
+    )]
+    Conflicts {
+        /// Every conflicting task id, in file order.
+        task_ids: Vec<TaskId>,
+    },
+}
+
+struct TaskList<'a>(&'a [TaskId]);
+
+impl fmt::Display for TaskList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 20;
+        for (i, task_id) in self.0.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{task_id}")?;
+        }
+        if self.0.len() > SHOWN {
+            write!(f, " and {} more", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+/// What is wrong with one field of an imported record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldProblem {
+    /// Not `0x` followed by hex digits.
+    #[error("expected 0x-prefixed hex")]
+    NotHex,
+    /// Hex of the wrong length.
+    #[error("expected {expected} bytes, got {got}")]
+    Length {
+        /// Expected byte length.
+        expected: usize,
+        /// Actual byte length.
+        got: usize,
+    },
+    /// Not a decimal integer string in range.
+    #[error("expected a decimal integer in a string, within range")]
+    NotDecimal,
+    /// One of the two signatures is present without the other.
+    #[error("result_signature and auth_signature must both be present or both be null")]
+    HalfSigned,
+    /// `message_hash` is not keccak256(abi.encode(task_id, output)).
+    #[error("does not match task_id and output")]
+    MessageHashMismatch,
+    /// Longer than the record layout allows (4 GiB).
+    #[error("too long")]
+    TooLong,
+}

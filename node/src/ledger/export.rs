@@ -1,0 +1,299 @@
+//! `avsnode ledger export | import`: the ledger as JSON, in the spirit of EIP-3076 (slashing
+//! protection interchange): every integer is a decimal string, every byte string `0x`-hex.
+//!
+//! ```json
+//! {"format":"avsnode-ledger","version":"1","records":[
+//! {"key_id":"0x…","avs":"0x…","operator_set_id":"7","verifier":null,"task_id":"0x…",
+//!  "reference_timestamp":"…","message_hash":"0x…","digest":"0x…","output":"0x…",
+//!  "result_signature":"0x…","auth_signature":"0x…","created_at_unix_ms":"…"}
+//! ]}
+//! ```
+//!
+//! Import merges in one transaction: a record not held is inserted; one held with the same digest
+//! is skipped (or gains the imported signatures if it had none); one held with a different digest
+//! refuses the whole import, and nothing is written.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+
+use avsnode_signer::messages::{Address, TaskId, message_hash};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{self, decode_entry, decode_value, encode_key, encode_value, task_id_of_key};
+use super::error::{FieldProblem, ImportError};
+use super::{Domain, LedgerError, RECORDS, Record, RecordKey, Signatures, storage};
+
+const FORMAT: &str = "avsnode-ledger";
+const VERSION: &str = "1";
+
+/// What [`Ledger::import_json`](super::Ledger::import_json) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Records the ledger did not hold, now inserted.
+    pub inserted: u64,
+    /// Records already held with the same digest (left as they were).
+    pub skipped: u64,
+    /// Records held with the same digest but unsigned, which took the imported signatures.
+    pub signatures_added: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportFile {
+    format: String,
+    version: String,
+    records: Vec<JsonRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRecord {
+    key_id: String,
+    avs: String,
+    operator_set_id: String,
+    verifier: Option<String>,
+    task_id: String,
+    reference_timestamp: String,
+    message_hash: String,
+    digest: String,
+    output: String,
+    result_signature: Option<String>,
+    auth_signature: Option<String>,
+    created_at_unix_ms: String,
+}
+
+fn hex0x(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+impl From<&Record> for JsonRecord {
+    fn from(r: &Record) -> Self {
+        JsonRecord {
+            key_id: hex0x(&r.key.key_id),
+            avs: r.key.domain.avs.to_string(),
+            operator_set_id: r.key.domain.operator_set_id.to_string(),
+            verifier: r.key.domain.verifier.map(|v| v.to_string()),
+            task_id: r.key.task_id.to_string(),
+            reference_timestamp: r.reference_timestamp.to_string(),
+            message_hash: hex0x(&r.message_hash),
+            digest: hex0x(&r.digest),
+            output: hex0x(&r.output),
+            result_signature: r.signatures.as_ref().map(|s| hex0x(&s.result)),
+            auth_signature: r.signatures.as_ref().map(|s| hex0x(&s.auth)),
+            created_at_unix_ms: r.created_at_unix_ms.to_string(),
+        }
+    }
+}
+
+/// Writes every record, in key order, from one read snapshot.
+pub(super) fn export(db: &Database, out: &mut dyn Write) -> Result<u64, LedgerError> {
+    let txn = db
+        .begin_read()
+        .map_err(storage("starting a read transaction"))?;
+    let table = txn
+        .open_table(RECORDS)
+        .map_err(storage("opening the records table"))?;
+    let mut out = BufWriter::new(out);
+    let io = |source| LedgerError::Export { source };
+    write!(
+        out,
+        "{{\"format\":\"{FORMAT}\",\"version\":\"{VERSION}\",\"records\":["
+    )
+    .map_err(io)?;
+    let mut count = 0u64;
+    for entry in table.iter().map_err(storage("reading the records"))? {
+        let (key, value) = entry.map_err(storage("reading the records"))?;
+        let record =
+            decode_entry(key.value(), value.value()).map_err(|source| LedgerError::Corrupt {
+                task_id: task_id_of_key(key.value()),
+                source,
+            })?;
+        out.write_all(if count == 0 { b"\n" } else { b",\n" })
+            .map_err(io)?;
+        serde_json::to_writer(&mut out, &JsonRecord::from(&record)).map_err(|e| io(e.into()))?;
+        count += 1;
+    }
+    out.write_all(b"\n]}\n").map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(count)
+}
+
+/// Parses the whole input, then merges it in one write transaction (see the module doc).
+pub(super) fn import(db: &Database, input: &mut dyn Read) -> Result<ImportSummary, LedgerError> {
+    let file: ImportFile = serde_json::from_reader(BufReader::new(input)).map_err(|e| {
+        if e.is_io() {
+            ImportError::Read(e.into())
+        } else {
+            ImportError::Json(e)
+        }
+    })?;
+    if file.format != FORMAT {
+        return Err(ImportError::Format { found: file.format }.into());
+    }
+    if file.version != VERSION {
+        return Err(ImportError::Version {
+            found: file.version,
+        }
+        .into());
+    }
+    let records = file
+        .records
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| parse(index, r))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut txn = db
+        .begin_write()
+        .map_err(storage("starting a write transaction"))?;
+    txn.set_two_phase_commit(true);
+    let merged = merge(&txn, records);
+    match merged {
+        Ok(summary) => {
+            txn.commit().map_err(storage("committing the import"))?;
+            Ok(summary)
+        }
+        Err(e) => {
+            // Nothing of a refused import is written.
+            if let Err(abort) = txn.abort() {
+                tracing::warn!(error = %abort, "aborting a refused ledger import failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn merge(txn: &redb::WriteTransaction, records: Vec<Record>) -> Result<ImportSummary, LedgerError> {
+    let mut table = txn
+        .open_table(RECORDS)
+        .map_err(storage("opening the records table"))?;
+    let mut summary = ImportSummary::default();
+    let mut conflicts = Vec::new();
+    for record in records {
+        let key = encode_key(&record.key);
+        let held = table
+            .get(key.as_slice())
+            .map_err(storage("reading a record"))?
+            .map(|value| decode_value(record.key, value.value()));
+        let to_write = match held {
+            None => {
+                summary.inserted += 1;
+                record
+            }
+            Some(Err(source)) => {
+                return Err(LedgerError::Corrupt {
+                    task_id: Some(record.key.task_id),
+                    source,
+                });
+            }
+            Some(Ok(held)) if held.digest != record.digest => {
+                conflicts.push(record.key.task_id);
+                continue;
+            }
+            Some(Ok(mut held)) if held.signatures.is_none() && record.signatures.is_some() => {
+                summary.signatures_added += 1;
+                held.signatures = record.signatures;
+                held
+            }
+            Some(Ok(_)) => {
+                summary.skipped += 1;
+                continue;
+            }
+        };
+        // Lengths were checked by `parse`, so the encoding cannot fail.
+        let value = encode_value(&to_write).ok_or(LedgerError::InvalidProposal {
+            task_id: to_write.key.task_id,
+            problem: "a byte field is longer than the ledger layout allows (4 GiB)",
+        })?;
+        table
+            .insert(key.as_slice(), value.as_slice())
+            .map_err(storage("writing a record"))?;
+    }
+    if conflicts.is_empty() {
+        Ok(summary)
+    } else {
+        tracing::error!(
+            conflicts = conflicts.len(),
+            "ledger import refused: records conflict with different digests already held"
+        );
+        Err(ImportError::Conflicts {
+            task_ids: conflicts,
+        }
+        .into())
+    }
+}
+
+fn parse(index: usize, r: JsonRecord) -> Result<Record, ImportError> {
+    let field = |field: &'static str| {
+        move |problem| ImportError::Field {
+            index,
+            field,
+            problem,
+        }
+    };
+    let key = RecordKey {
+        key_id: fixed_hex(&r.key_id).map_err(field("key_id"))?,
+        domain: Domain {
+            avs: Address(fixed_hex(&r.avs).map_err(field("avs"))?),
+            operator_set_id: decimal(&r.operator_set_id).map_err(field("operator_set_id"))?,
+            verifier: r
+                .verifier
+                .as_deref()
+                .map(fixed_hex)
+                .transpose()
+                .map_err(field("verifier"))?
+                .map(Address),
+        },
+        task_id: TaskId(fixed_hex(&r.task_id).map_err(field("task_id"))?),
+    };
+    let output = var_hex(&r.output).map_err(field("output"))?;
+    let message_hash_bytes: [u8; 32] = fixed_hex(&r.message_hash).map_err(field("message_hash"))?;
+    if message_hash(&key.task_id, &output).0 != message_hash_bytes {
+        return Err(field("message_hash")(FieldProblem::MessageHashMismatch));
+    }
+    let signatures = match (r.result_signature, r.auth_signature) {
+        (None, None) => None,
+        (Some(result), Some(auth)) => Some(Signatures {
+            result: var_hex(&result).map_err(field("result_signature"))?,
+            auth: var_hex(&auth).map_err(field("auth_signature"))?,
+        }),
+        (Some(_), None) => return Err(field("auth_signature")(FieldProblem::HalfSigned)),
+        (None, Some(_)) => return Err(field("result_signature")(FieldProblem::HalfSigned)),
+    };
+    Ok(Record {
+        key,
+        reference_timestamp: decimal(&r.reference_timestamp)
+            .map_err(field("reference_timestamp"))?,
+        message_hash: message_hash_bytes,
+        digest: fixed_hex(&r.digest).map_err(field("digest"))?,
+        output,
+        signatures,
+        created_at_unix_ms: decimal(&r.created_at_unix_ms).map_err(field("created_at_unix_ms"))?,
+    })
+}
+
+fn var_hex(s: &str) -> Result<Vec<u8>, FieldProblem> {
+    let digits = s.strip_prefix("0x").ok_or(FieldProblem::NotHex)?;
+    let bytes = hex::decode(digits).map_err(|_| FieldProblem::NotHex)?;
+    if codec::fits(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(FieldProblem::TooLong)
+    }
+}
+
+fn fixed_hex<const N: usize>(s: &str) -> Result<[u8; N], FieldProblem> {
+    let bytes = var_hex(s)?;
+    let got = bytes.len();
+    bytes
+        .try_into()
+        .map_err(|_| FieldProblem::Length { expected: N, got })
+}
+
+/// A decimal integer string: ASCII digits only (no sign, no spaces), within `T`'s range.
+fn decimal<T: std::str::FromStr>(s: &str) -> Result<T, FieldProblem> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FieldProblem::NotDecimal);
+    }
+    s.parse().map_err(|_| FieldProblem::NotDecimal)
+}

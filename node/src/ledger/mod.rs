@@ -1,0 +1,649 @@
+//! The sign-once ledger (DESIGN §5): the record that makes a second, different signature for a
+//! task impossible, even across crashes and retries.
+//!
+//! # Invariant
+//!
+//! For one (signing key, domain, task id) the node releases signatures over at most one digest,
+//! and the record saying so is durably committed (fsynced) before any signature leaves the
+//! process. The domain is (AVS, operator set id, and for ECDSA sets the verifier address), so the
+//! same task id in another domain, or under another key, is another record.
+//!
+//! # Procedure
+//!
+//! [`Ledger::record`] runs, in one exclusive write transaction that is committed before it
+//! returns:
+//!
+//! - no record → insert it with no signatures, commit → [`Recorded::Sign`];
+//! - a record with the same digest and signatures → [`Recorded::Signed`] with the stored record
+//!   (an idempotent retry gets the same bytes);
+//! - a record with the same digest and no signatures (a crash or failed store between commit and
+//!   store) → [`Recorded::Sign`] again: signing the same digest twice is safe;
+//! - a record with a different digest → [`LedgerError::Conflict`], logged at error level with
+//!   the task id and domain (never payloads or signatures). Never sign after that.
+//!
+//! The safe order is the only order: the one way to obtain a [`SignPermit`] is a committed record,
+//! the permit hands out the digest to sign ([`SignPermit::digest`]) and takes the signatures back
+//! ([`SignPermit::store`]). Answer with the [`Record`] that `store` returns: if two permits for
+//! the same digest race, the first stored signatures are kept and returned to both.
+//!
+//! # Group commit
+//!
+//! One thread, `ledger-writer`, owns every `record`/`store` write. Callers queue a request with a
+//! oneshot reply and await it. The writer blocks for the first request, takes whatever else is
+//! queued (up to 1024), applies them in order in one transaction (so of two different digests
+//! for one task in the same batch, the second is a conflict), commits once — one fsync pair
+//! (redb two-phase commit) for the whole batch — and only then replies. If the commit fails,
+//! every request of the batch gets the error and nothing is signed. [`Ledger::stats`] counts
+//! commits and requests so the per-task commit cost can be measured.
+//!
+//! A caller that stops waiting (its future dropped) leaves a committed, unsigned record at worst;
+//! its retry gets `Sign` for the same digest. The pipeline should still run record-sign-store as a
+//! unit (DESIGN §3.2) so retries find a complete record.
+//!
+//! # Lock
+//!
+//! [`Ledger::open`] takes an OS lock (`flock`) on `<data_dir>/LOCK` for the ledger's lifetime: a
+//! second process, or a second `open` in this one, gets [`LedgerError::Locked`]. Export, import
+//! and prune from the command line open the ledger too, so they cannot run beside a live node.
+//! Dropping the last clone of a [`Ledger`] (and every outstanding [`SignPermit`]) drains the
+//! queue, commits, stops the writer and releases the lock; [`Ledger::close`] does the same
+//! and reports errors.
+//!
+//! # Caveat
+//!
+//! The ledger protects one data directory on one machine. It does not protect against:
+//!
+//! - the same key running in two nodes with different data directories (two machines, a restored
+//!   backup, a copied VM): each ledger is consistent on its own and together they can sign two
+//!   outputs. Move records with `avsnode ledger export | import` and never run a key twice;
+//! - an operator deleting or rolling back `ledger.redb`, or pruning with a cutoff inside some AVS's
+//!   `max_staleness` (a pruned task that is still fresh could be signed again);
+//! - storage that acknowledges `fsync` without persisting (some consumer SSDs, some virtual
+//!   disks), or a shared/network file system where `flock` is not enforced;
+//! - signatures made outside this API (a key used by another program);
+//! - a digest that does not belong to its output: `record` checks `message_hash` against the
+//!   output, but computing the digest from (reference timestamp, messageHash, scheme, verifier)
+//!   is the caller's job (DESIGN §4.2).
+
+mod codec;
+mod error;
+mod export;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use avsnode_signer::messages::{Address, SigningDigest, TaskId, message_hash};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::{DecodeError, FieldProblem, ImportError, LedgerError};
+pub use export::ImportSummary;
+
+use codec::{decode_entry, decode_value, encode_key, task_id_of_key};
+use writer::{Counters, Decision, Request};
+
+/// The data directory's lock file.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// The ledger database file in the data directory.
+pub const DB_FILE: &str = "ledger.redb";
+
+/// The one table: encoded [`RecordKey`] → encoded record (layouts in `codec.rs`).
+const RECORDS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("sign_once_records");
+
+/// Where a signature is valid: the AVS, the operator set and, for ECDSA sets, the verifier
+/// contract of the EIP-712 domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Domain {
+    /// The AVS.
+    pub avs: Address,
+    /// The operator set.
+    pub operator_set_id: u32,
+    /// The certificate verifier (ECDSA operator sets only).
+    pub verifier: Option<Address>,
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AVS {} operator set {}", self.avs, self.operator_set_id)?;
+        if let Some(verifier) = self.verifier {
+            write!(f, " verifier {verifier}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one record is about: the signing key, the domain and the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey {
+    /// keccak256 of the signing public key.
+    pub key_id: [u8; 32],
+    /// Where the signature is valid.
+    pub domain: Domain,
+    /// The task.
+    pub task_id: TaskId,
+}
+
+/// What the pipeline wants to sign for a task.
+#[derive(Clone)]
+pub struct Proposal {
+    /// The task's reference timestamp (part of the certificate digest).
+    pub reference_timestamp: u32,
+    /// keccak256(abi.encode(task id, output)); checked against `output` by `record`.
+    pub message_hash: [u8; 32],
+    /// The result digest that will be signed (DESIGN §4.2).
+    pub digest: SigningDigest,
+    /// The performer's output, kept so a retry can be answered in full.
+    pub output: Vec<u8>,
+}
+
+impl fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No payloads in logs: the output is shown by length only.
+        f.debug_struct("Proposal")
+            .field("reference_timestamp", &self.reference_timestamp)
+            .field("message_hash", &Hex(&self.message_hash))
+            .field("digest", &self.digest)
+            .field("output_len", &self.output.len())
+            .finish()
+    }
+}
+
+/// The two signatures released for a task (DESIGN §4.2, §4.3).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Signatures {
+    /// The result (certificate) signature.
+    pub result: Vec<u8>,
+    /// The auth signature.
+    pub auth: Vec<u8>,
+}
+
+impl fmt::Debug for Signatures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signatures")
+            .field("result", &Hex(&self.result))
+            .field("auth", &Hex(&self.auth))
+            .finish()
+    }
+}
+
+/// One ledger record.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Key, domain and task.
+    pub key: RecordKey,
+    /// The task's reference timestamp.
+    pub reference_timestamp: u32,
+    /// keccak256(abi.encode(task id, output)).
+    pub message_hash: [u8; 32],
+    /// The one digest this record allows signing.
+    pub digest: [u8; 32],
+    /// The output the digest covers.
+    pub output: Vec<u8>,
+    /// The released signatures; `None` between commit and store (or after a crash there).
+    pub signatures: Option<Signatures>,
+    /// When the record was first committed (Unix milliseconds); pruning goes by this.
+    pub created_at_unix_ms: u64,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("key", &self.key)
+            .field("reference_timestamp", &self.reference_timestamp)
+            .field("message_hash", &Hex(&self.message_hash))
+            .field("digest", &Hex(&self.digest))
+            .field("output_len", &self.output.len())
+            .field("signatures", &self.signatures)
+            .field("created_at_unix_ms", &self.created_at_unix_ms)
+            .finish()
+    }
+}
+
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{}", hex::encode(self.0))
+    }
+}
+
+/// What [`Ledger::record`] decided.
+#[derive(Debug)]
+#[must_use = "a Sign permit must be used to sign and store, a Signed record to answer"]
+pub enum Recorded {
+    /// The record is durably committed: sign `permit.digest()`, then `permit.store(..)`.
+    Sign(SignPermit),
+    /// Already signed over the same digest: answer with the stored signatures (idempotent retry).
+    Signed(Record),
+}
+
+/// Permission to sign one digest, issued only for a durably committed record.
+///
+/// Its fields are private and it has no constructor: [`Ledger::record`] is the only source.
+/// Dropping it without [`store`](SignPermit::store) is safe (a retry gets a new permit for the
+/// same digest), but the answer cannot then be replayed from the ledger.
+#[must_use = "sign the digest and store the signatures"]
+pub struct SignPermit {
+    ledger: Ledger,
+    record: Record,
+    digest: SigningDigest,
+}
+
+impl fmt::Debug for SignPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignPermit")
+            .field("key", &self.record.key)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignPermit {
+    /// The digest to sign: the one the committed record allows.
+    pub fn digest(&self) -> &SigningDigest {
+        &self.digest
+    }
+
+    /// The output the digest covers.
+    pub fn output(&self) -> &[u8] {
+        &self.record.output
+    }
+
+    /// Key, domain and task of the record.
+    pub fn key(&self) -> &RecordKey {
+        &self.record.key
+    }
+
+    /// The committed (still unsigned) record.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Stores the signatures made over [`digest`](Self::digest) and returns the record to answer
+    /// with. If another permit for the same digest stored first, its signatures are kept and
+    /// returned: answer with the returned record's signatures, not with `signatures`.
+    pub async fn store(self, signatures: Signatures) -> Result<Record, LedgerError> {
+        if !codec::fits(&signatures.result) || !codec::fits(&signatures.auth) {
+            return Err(LedgerError::InvalidProposal {
+                task_id: self.record.key.task_id,
+                problem: "a signature is longer than the ledger layout allows (4 GiB)",
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.ledger
+            .send(Request::Store {
+                committed: self.record,
+                signatures,
+                reply,
+            })
+            .await?;
+        answer.await.map_err(|_| LedgerError::Closed)?
+    }
+}
+
+/// Group-commit counters since [`Ledger::open`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LedgerStats {
+    /// Successful batch commits (each one durable).
+    pub commits: u64,
+    /// Batches that failed (every request in them got an error).
+    pub failed_commits: u64,
+    /// `record` and `store` requests in committed batches.
+    pub requests: u64,
+    /// Time spent in committed batches, from `begin_write` to the end of `commit`.
+    pub commit_seconds_total: f64,
+    /// The largest committed batch.
+    pub max_batch: u64,
+    /// `record` calls refused with [`LedgerError::Conflict`].
+    pub conflicts: u64,
+}
+
+/// The sign-once ledger of one data directory. Cheap to clone; all clones share one writer.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_dir: PathBuf,
+    sender: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    // Field order matters: the database closes before the lock file is released.
+    db: Arc<Database>,
+    _lock: File,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer drain and commit what is left, then return.
+        drop(self.sender.take());
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!("the ledger writer thread panicked");
+        }
+    }
+}
+
+fn storage<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> LedgerError {
+    move |e| LedgerError::Storage {
+        op,
+        source: Arc::new(e.into()),
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger in `data_dir`: creates the directory (mode 0700),
+    /// locks `data_dir/LOCK`, opens `data_dir/ledger.redb` and starts the writer thread.
+    ///
+    /// Fails with [`LedgerError::Locked`] if another avsnode (or another `Ledger` in this process)
+    /// uses the directory.
+    pub fn open(data_dir: &Path) -> Result<Ledger, LedgerError> {
+        create_private_dir(data_dir)?;
+
+        let lock_path = data_dir.join(LOCK_FILE);
+        let mut lock = private_file()
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked {
+                    path: data_dir.to_path_buf(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
+        }
+        // For a person wondering who holds the lock; the lock itself is the flock.
+        lock.set_len(0)
+            .and_then(|()| writeln!(lock, "{}", std::process::id()))
+            .map_err(io_error(&lock_path))?;
+
+        let db_path = data_dir.join(DB_FILE);
+        // Create the file ourselves so it is private from the start; redb initialises it.
+        drop(
+            private_file()
+                .append(true)
+                .open(&db_path)
+                .map_err(io_error(&db_path))?,
+        );
+        let db = Database::create(&db_path).map_err(|source| LedgerError::Open {
+            path: db_path.clone(),
+            source,
+        })?;
+        // Read transactions cannot open a table that was never created.
+        let txn = db
+            .begin_write()
+            .map_err(storage("starting a write transaction"))?;
+        txn.open_table(RECORDS)
+            .map_err(storage("creating the records table"))?;
+        txn.commit()
+            .map_err(storage("committing the records table"))?;
+
+        let db = Arc::new(db);
+        let counters = Arc::new(Counters::default());
+        let (sender, queue) = mpsc::channel(writer::QUEUE_CAPACITY);
+        let writer = std::thread::Builder::new()
+            .name("ledger-writer".to_owned())
+            .spawn({
+                let db = Arc::clone(&db);
+                let counters = Arc::clone(&counters);
+                move || writer::run(db, queue, counters)
+            })
+            .map_err(io_error(data_dir))?;
+
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                data_dir: data_dir.to_path_buf(),
+                sender: Some(sender),
+                writer: Some(writer),
+                counters,
+                db,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The data directory this ledger locks.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// The fast path (DESIGN §3.1 step 7): the record for `key`, from a read snapshot, without
+    /// the writer. A signed record answers a retry at once; a record with another digest than the
+    /// one the pipeline would produce means the task must not be signed. Only [`record`] decides
+    /// whether to sign.
+    ///
+    /// [`record`]: Ledger::record
+    pub fn lookup(&self, key: &RecordKey) -> Result<Option<Record>, LedgerError> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(storage("starting a read transaction"))?;
+        let table = txn
+            .open_table(RECORDS)
+            .map_err(storage("opening the records table"))?;
+        let Some(value) = table
+            .get(encode_key(key).as_slice())
+            .map_err(storage("reading a record"))?
+        else {
+            return Ok(None);
+        };
+        decode_value(*key, value.value())
+            .map(Some)
+            .map_err(|source| LedgerError::Corrupt {
+                task_id: Some(key.task_id),
+                source,
+            })
+    }
+
+    /// Check-and-record (DESIGN §3.1 step 11, §5): see the module doc for the procedure. Returns
+    /// only after the decision is durably committed.
+    ///
+    /// Refuses with [`LedgerError::InvalidProposal`] if `proposal.message_hash` is not
+    /// keccak256(abi.encode(task id, output)).
+    pub async fn record(
+        &self,
+        key: RecordKey,
+        proposal: Proposal,
+    ) -> Result<Recorded, LedgerError> {
+        if !codec::fits(&proposal.output) {
+            return Err(LedgerError::InvalidProposal {
+                task_id: key.task_id,
+                problem: "the output is longer than the ledger layout allows (4 GiB)",
+            });
+        }
+        if message_hash(&key.task_id, &proposal.output).0 != proposal.message_hash {
+            return Err(LedgerError::InvalidProposal {
+                task_id: key.task_id,
+                problem: "message_hash is not keccak256(abi.encode(task_id, output))",
+            });
+        }
+        let digest = proposal.digest;
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Record {
+            key,
+            proposal,
+            reply,
+        })
+        .await?;
+        let decision = answer.await.map_err(|_| LedgerError::Closed)?;
+        if let Err(LedgerError::Conflict { .. }) = &decision {
+            self.inner.counters.conflict();
+        }
+        match decision? {
+            Decision::Sign(record) => Ok(Recorded::Sign(SignPermit {
+                ledger: self.clone(),
+                record,
+                digest,
+            })),
+            Decision::Signed(record) => Ok(Recorded::Signed(record)),
+        }
+    }
+
+    async fn send(&self, request: Request) -> Result<(), LedgerError> {
+        let sender = self.inner.sender.as_ref().ok_or(LedgerError::Closed)?;
+        sender.send(request).await.map_err(|_| LedgerError::Closed)
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> Result<u64, LedgerError> {
+        let txn = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(storage("starting a read transaction"))?;
+        let table = txn
+            .open_table(RECORDS)
+            .map_err(storage("opening the records table"))?;
+        table.len().map_err(storage("counting the records"))
+    }
+
+    /// Whether the ledger holds no record.
+    pub fn is_empty(&self) -> Result<bool, LedgerError> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Removes every record created before `older_than_unix_ms` and returns how many went, in one
+    /// durable transaction. The cutoff must be older than every AVS's `max_staleness` (DESIGN §5),
+    /// so a pruned task is rejected as stale before it reaches the ledger. Blocking: call it
+    /// from `spawn_blocking` in async code.
+    pub fn prune(&self, older_than_unix_ms: u64) -> Result<u64, LedgerError> {
+        let mut txn = self
+            .inner
+            .db
+            .begin_write()
+            .map_err(storage("starting a write transaction"))?;
+        txn.set_two_phase_commit(true);
+        let removed = {
+            let mut table = txn
+                .open_table(RECORDS)
+                .map_err(storage("opening the records table"))?;
+            let mut doomed = Vec::new();
+            for entry in table.iter().map_err(storage("reading the records"))? {
+                let (key, value) = entry.map_err(storage("reading the records"))?;
+                let record = decode_entry(key.value(), value.value()).map_err(|source| {
+                    LedgerError::Corrupt {
+                        task_id: task_id_of_key(key.value()),
+                        source,
+                    }
+                })?;
+                if record.created_at_unix_ms < older_than_unix_ms {
+                    doomed.push(key.value().to_vec());
+                }
+            }
+            for key in &doomed {
+                table
+                    .remove(key.as_slice())
+                    .map_err(storage("removing a record"))?;
+            }
+            doomed.len()
+        };
+        txn.commit().map_err(storage("committing the prune"))?;
+        Ok(u64::try_from(removed).unwrap_or(u64::MAX))
+    }
+
+    /// Writes every record as JSON (see `export.rs` for the format) and returns how many.
+    /// Meant for a stopped node: `avsnode ledger export` holds the data directory's lock.
+    pub fn export_json(&self, out: &mut dyn Write) -> Result<u64, LedgerError> {
+        export::export(&self.inner.db, out)
+    }
+
+    /// Merges records from JSON written by [`export_json`](Ledger::export_json), in one
+    /// transaction: nothing is written if any record conflicts with a held one (a different
+    /// digest for the same key, domain and task) or if the input is malformed.
+    pub fn import_json(&self, input: &mut dyn Read) -> Result<ImportSummary, LedgerError> {
+        export::import(&self.inner.db, input)
+    }
+
+    /// Group-commit counters.
+    pub fn stats(&self) -> LedgerStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Waits until every request queued before this call is committed (or has failed).
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Request::Flush { reply }).await?;
+        done.await.map_err(|_| LedgerError::Closed)
+    }
+
+    /// Flushes, then drops this handle. If it was the last one (no other clone, no outstanding
+    /// [`SignPermit`]), the writer thread stops and the data directory's lock is released
+    /// before this returns.
+    pub async fn close(self) -> Result<(), LedgerError> {
+        self.flush().await?;
+        drop(self);
+        Ok(())
+    }
+}
+
+/// Options that create a file readable by its owner only.
+fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), LedgerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(io_error(dir))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // An existing directory keeps its mode; say so if others can reach the ledger.
+        let mode = std::fs::metadata(dir)
+            .map_err(io_error(dir))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                data_dir = %dir.display(),
+                mode = %format_args!("{:o}", mode & 0o777),
+                "the data directory is accessible to other users; chmod 700 it"
+            );
+        }
+    }
+    Ok(())
+}

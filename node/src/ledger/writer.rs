@@ -1,0 +1,419 @@
+//! The writer thread: owns every `record`/`store` write transaction and commits them in groups.
+//!
+//! It blocks for the first queued request, takes whatever else is queued (up to [`MAX_BATCH`]),
+//! applies the batch in queue order inside one write transaction (so a later request sees an
+//! earlier one's insert), commits once, and only then replies. If anything fails at the storage
+//! level, the transaction is aborted and every request of the batch gets the error: no `Sign`
+//! ever leaves this thread for a record that is not durably committed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableTable, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec::{decode_value, encode_key, encode_value};
+use super::{LedgerError, LedgerStats, Proposal, RECORDS, Record, RecordKey, Signatures};
+
+/// The most requests one transaction takes.
+pub(super) const MAX_BATCH: usize = 1024;
+
+/// How many requests may wait for the writer before `record`/`store` callers wait to enqueue.
+pub(super) const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
+
+/// One unit of work for the writer.
+pub(super) enum Request {
+    Record {
+        key: RecordKey,
+        proposal: Proposal,
+        reply: oneshot::Sender<Result<Decision, LedgerError>>,
+    },
+    Store {
+        /// The record as committed by `record` (unsigned).
+        committed: Record,
+        signatures: Signatures,
+        reply: oneshot::Sender<Result<Record, LedgerError>>,
+    },
+    /// Answered once everything queued before it has been committed (or has failed).
+    Flush { reply: oneshot::Sender<()> },
+}
+
+/// What `record` decided, before the permit wrapper is added.
+pub(super) enum Decision {
+    /// Committed with no signatures (new, or left unsigned by a crash).
+    Sign(Record),
+    /// Committed and signed over the same digest.
+    Signed(Record),
+}
+
+/// Counters behind [`LedgerStats`].
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    commits: AtomicU64,
+    failed_commits: AtomicU64,
+    requests: AtomicU64,
+    commit_nanos: AtomicU64,
+    max_batch: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn snapshot(&self) -> LedgerStats {
+        LedgerStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            failed_commits: self.failed_commits.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            commit_seconds_total: Duration::from_nanos(self.commit_nanos.load(Ordering::Relaxed))
+                .as_secs_f64(),
+            max_batch: self.max_batch.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(super) fn conflict(&self) {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn committed(&self, requests: usize, took: Duration) {
+        let requests = u64::try_from(requests).unwrap_or(u64::MAX);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests, Ordering::Relaxed);
+        self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.max_batch.fetch_max(requests, Ordering::Relaxed);
+    }
+}
+
+/// The writer thread's body; returns when every sender is gone and the queue is drained.
+pub(super) fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Request>, counters: Arc<Counters>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+        apply(&db, &mut batch, &counters);
+        debug_assert!(batch.is_empty());
+    }
+    tracing::debug!("ledger writer stopped: queue closed and drained");
+}
+
+/// A request taken from the queue, waiting for the commit before its answer is sent.
+enum Pending {
+    Record {
+        reply: oneshot::Sender<Result<Decision, LedgerError>>,
+        outcome: Option<Result<Decision, LedgerError>>,
+    },
+    Store {
+        reply: oneshot::Sender<Result<Record, LedgerError>>,
+        outcome: Option<Result<Record, LedgerError>>,
+    },
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A storage failure that sinks the whole batch.
+struct Failure {
+    op: &'static str,
+    source: Arc<redb::Error>,
+}
+
+impl Failure {
+    fn new(op: &'static str, source: impl Into<redb::Error>) -> Self {
+        Failure {
+            op,
+            source: Arc::new(source.into()),
+        }
+    }
+
+    fn error(&self) -> LedgerError {
+        LedgerError::Storage {
+            op: self.op,
+            source: Arc::clone(&self.source),
+        }
+    }
+}
+
+fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters) {
+    let writes = batch
+        .iter()
+        .filter(|r| !matches!(r, Request::Flush { .. }))
+        .count();
+    if writes == 0 {
+        for request in batch.drain(..) {
+            if let Request::Flush { reply } = request {
+                // The flusher may have stopped waiting; nothing to do then.
+                let _ = reply.send(());
+            }
+        }
+        return;
+    }
+
+    let started = Instant::now();
+    let now = now_unix_ms();
+    let (pending, failure) = match db.begin_write() {
+        Err(e) => {
+            let pending = batch.drain(..).map(unanswered).collect();
+            (
+                pending,
+                Some(Failure::new("starting a write transaction", e)),
+            )
+        }
+        Ok(mut txn) => {
+            // Two-phase commit: the commit slot is known good after a crash without trusting a
+            // checksum over attacker-influenced data (outputs come from performers). It costs a
+            // second fsync per batch, which group commit amortises.
+            txn.set_two_phase_commit(true);
+            let (pending, mut failure) = process(&txn, batch.drain(..), now);
+            match failure {
+                None => {
+                    if let Err(e) = txn.commit() {
+                        failure = Some(Failure::new("committing a batch", e));
+                    }
+                }
+                Some(_) => {
+                    if let Err(e) = txn.abort() {
+                        tracing::warn!(error = %e, "aborting a failed ledger batch failed");
+                    }
+                }
+            }
+            (pending, failure)
+        }
+    };
+
+    match &failure {
+        None => counters.committed(writes, started.elapsed()),
+        Some(f) => {
+            counters.failed_commits.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                op = f.op,
+                error = %f.source,
+                requests = writes,
+                "ledger batch failed; nothing in it was committed or signed"
+            );
+        }
+    }
+    tracing::trace!(
+        requests = writes,
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "ledger batch done"
+    );
+
+    // Replies go out only now, after the commit: a `Sign` for an uncommitted record is impossible.
+    for p in pending {
+        // A caller that stopped waiting (its future was dropped) finds the committed result on
+        // its next retry, so a failed send is not an error.
+        match p {
+            Pending::Record { reply, outcome } => {
+                let _ = reply.send(finish(outcome, &failure));
+            }
+            Pending::Store { reply, outcome } => {
+                let _ = reply.send(finish(outcome, &failure));
+            }
+            Pending::Flush { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+}
+
+fn finish<T>(
+    outcome: Option<Result<T, LedgerError>>,
+    failure: &Option<Failure>,
+) -> Result<T, LedgerError> {
+    match (failure, outcome) {
+        (None, Some(outcome)) => outcome,
+        (Some(f), _) => Err(f.error()),
+        // Unreachable: without a failure every request has an outcome. Fail closed anyway.
+        (None, None) => Err(LedgerError::Closed),
+    }
+}
+
+/// A request that gets no individual outcome (its batch failed).
+fn unanswered(request: Request) -> Pending {
+    match request {
+        Request::Record { reply, .. } => Pending::Record {
+            reply,
+            outcome: None,
+        },
+        Request::Store { reply, .. } => Pending::Store {
+            reply,
+            outcome: None,
+        },
+        Request::Flush { reply } => Pending::Flush { reply },
+    }
+}
+
+/// Applies the requests in order. After the first storage failure the rest are only collected.
+fn process(
+    txn: &WriteTransaction,
+    requests: impl Iterator<Item = Request>,
+    now: u64,
+) -> (Vec<Pending>, Option<Failure>) {
+    let mut out = Vec::new();
+    let mut table = match txn.open_table(RECORDS) {
+        Ok(table) => table,
+        Err(e) => {
+            let out = requests.map(unanswered).collect();
+            return (out, Some(Failure::new("opening the records table", e)));
+        }
+    };
+    let mut failure = None;
+    for request in requests {
+        if failure.is_some() {
+            out.push(unanswered(request));
+            continue;
+        }
+        match request {
+            Request::Record {
+                key,
+                proposal,
+                reply,
+            } => match record(&mut table, key, proposal, now) {
+                Ok(outcome) => out.push(Pending::Record {
+                    reply,
+                    outcome: Some(outcome),
+                }),
+                Err(f) => {
+                    failure = Some(f);
+                    out.push(Pending::Record {
+                        reply,
+                        outcome: None,
+                    });
+                }
+            },
+            Request::Store {
+                committed,
+                signatures,
+                reply,
+            } => match store(&mut table, committed, signatures) {
+                Ok(outcome) => out.push(Pending::Store {
+                    reply,
+                    outcome: Some(outcome),
+                }),
+                Err(f) => {
+                    failure = Some(f);
+                    out.push(Pending::Store {
+                        reply,
+                        outcome: None,
+                    });
+                }
+            },
+            Request::Flush { reply } => out.push(Pending::Flush { reply }),
+        }
+    }
+    (out, failure)
+}
+
+type Records<'txn> = Table<'txn, &'static [u8], &'static [u8]>;
+
+/// Reads the stored record for `key`, if any.
+fn get(
+    table: &Records<'_>,
+    key: &RecordKey,
+) -> Result<Option<Result<Record, LedgerError>>, Failure> {
+    let encoded = encode_key(key);
+    let guard = table
+        .get(encoded.as_slice())
+        .map_err(|e| Failure::new("reading a record", e))?;
+    Ok(guard.map(|value| {
+        decode_value(*key, value.value()).map_err(|source| LedgerError::Corrupt {
+            task_id: Some(key.task_id),
+            source,
+        })
+    }))
+}
+
+fn put(table: &mut Records<'_>, record: &Record) -> Result<Result<(), LedgerError>, Failure> {
+    let Some(value) = encode_value(record) else {
+        return Ok(Err(LedgerError::InvalidProposal {
+            task_id: record.key.task_id,
+            problem: "a byte field is longer than the ledger layout allows (4 GiB)",
+        }));
+    };
+    table
+        .insert(encode_key(&record.key).as_slice(), value.as_slice())
+        .map_err(|e| Failure::new("writing a record", e))?;
+    Ok(Ok(()))
+}
+
+/// DESIGN §5's procedure for one request: the outer `Result` is a batch failure, the inner one
+/// this request's answer.
+fn record(
+    table: &mut Records<'_>,
+    key: RecordKey,
+    proposal: Proposal,
+    now: u64,
+) -> Result<Result<Decision, LedgerError>, Failure> {
+    let digest = *proposal.digest.as_bytes();
+    match get(table, &key)? {
+        None => {
+            let record = Record {
+                key,
+                reference_timestamp: proposal.reference_timestamp,
+                message_hash: proposal.message_hash,
+                digest,
+                output: proposal.output,
+                signatures: None,
+                created_at_unix_ms: now,
+            };
+            Ok(put(table, &record)?.map(|()| Decision::Sign(record)))
+        }
+        Some(Err(corrupt)) => Ok(Err(corrupt)),
+        Some(Ok(stored)) if stored.digest != digest => Ok(Err(conflict(&key))),
+        Some(Ok(stored)) if stored.signatures.is_some() => Ok(Ok(Decision::Signed(stored))),
+        // Committed earlier but never signed (a crash or a failed store): signing the same
+        // digest again is safe.
+        Some(Ok(stored)) => Ok(Ok(Decision::Sign(stored))),
+    }
+}
+
+/// Attaches signatures to the record a permit was issued for.
+fn store(
+    table: &mut Records<'_>,
+    committed: Record,
+    signatures: Signatures,
+) -> Result<Result<Record, LedgerError>, Failure> {
+    let key = committed.key;
+    let mut record = match get(table, &key)? {
+        None => {
+            // Only possible if a prune or an import removed it between record and store; the
+            // permit proves the digest was the one committed, so put it back whole.
+            tracing::warn!(
+                task_id = %key.task_id,
+                domain = %key.domain,
+                "ledger record vanished before its signatures were stored; re-inserting it"
+            );
+            committed
+        }
+        Some(Err(corrupt)) => return Ok(Err(corrupt)),
+        Some(Ok(stored)) if stored.digest != committed.digest => return Ok(Err(conflict(&key))),
+        // Another permit for the same digest stored first: keep its bytes so every answer for
+        // this task is identical (HSM signatures are randomised).
+        Some(Ok(stored)) if stored.signatures.is_some() => return Ok(Ok(stored)),
+        Some(Ok(stored)) => stored,
+    };
+    record.signatures = Some(signatures);
+    Ok(put(table, &record)?.map(|()| record))
+}
+
+fn conflict(key: &RecordKey) -> LedgerError {
+    tracing::error!(
+        task_id = %key.task_id,
+        avs = %key.domain.avs,
+        operator_set_id = key.domain.operator_set_id,
+        verifier = ?key.domain.verifier.map(|v| v.to_string()),
+        key_id = %format_args!("0x{}", hex::encode(key.key_id)),
+        "LEDGER CONFLICT: refusing to sign a second, different digest for a task already recorded"
+    );
+    LedgerError::Conflict {
+        task_id: key.task_id,
+        domain: key.domain,
+        key_id: key.key_id,
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub(super) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
