@@ -586,3 +586,203 @@ impl Config {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+[node]
+operator_address = "0x1111111111111111111111111111111111111111"
+data_dir = "data"
+
+[[signer]]
+name = "bn254-main"
+scheme = "bn254"
+keystore = "keys/bn254.json"
+password_file = "keys/bn254.pass"
+
+[[signer]]
+name = "ecdsa-main"
+scheme = "ecdsa"
+keystore = "keys/ecdsa.json"
+password_file = "keys/ecdsa.pass"
+
+[[avs]]
+address = "0x2222222222222222222222222222222222222222"
+max_staleness = "30m"
+aggregators = [{ scheme = "ecdsa", address = "0x3333333333333333333333333333333333333333" }]
+operator_sets = [
+  { id = 0, signer = "bn254-main" },
+  { id = 1, signer = "ecdsa-main", verifier = "0x4444444444444444444444444444444444444444", verifier_version = "1" },
+]
+[avs.performer]
+runtime = "process"
+command = "./performer"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/avsnode/avsnode.toml"), |_| None)
+    }
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.iter().map(|p| p.to_string()).collect()
+            }
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_config_with_defaults_and_resolved_paths() {
+        let config = parse(VALID).unwrap();
+        assert_eq!(config.intake.listen, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(config.intake.max_message_size, 4 << 20);
+        assert_eq!(config.ledger.retention, Duration::from_secs(14 * 86400));
+        let avs = &config.avs[0];
+        assert_eq!(avs.max_staleness, Duration::from_secs(1800));
+        assert_eq!(avs.task_timeout, Duration::from_secs(10));
+        assert_eq!(avs.max_output_size, 1_572_863);
+        assert_eq!(config.node.data_dir, Path::new("/etc/avsnode/data"));
+        assert_eq!(
+            config.signers[0].keystore,
+            Path::new("/etc/avsnode/keys/bn254.json")
+        );
+        assert!(
+            matches!(&avs.performer, PerformerConfig::Process { command, .. } if command == Path::new("/etc/avsnode/./performer"))
+        );
+        let summary = config.summary();
+        assert!(
+            summary.contains("operator sets 0 (bn254-main), 1 (ecdsa-main)"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../deploy/avsnode.example.toml");
+        let config =
+            Config::from_toml(text, Path::new("deploy/avsnode.example.toml"), |_| None).unwrap();
+        assert_eq!(config.avs[0].operator_sets.len(), 2);
+    }
+
+    #[test]
+    fn misspelt_key_is_an_error_naming_it() {
+        let text = VALID.replace("max_staleness", "max_stalenes");
+        let Err(ConfigError::Parse { message, .. }) = parse(&text) else {
+            panic!("expected a parse error")
+        };
+        assert!(message.contains("max_stalenes"), "{message}");
+    }
+
+    #[test]
+    fn bad_duration_says_how_to_write_one() {
+        let text = VALID.replace("\"30m\"", "\"30 parsecs\"");
+        let Err(ConfigError::Parse { message, .. }) = parse(&text) else {
+            panic!("expected a parse error")
+        };
+        assert!(
+            message.contains("invalid duration") && message.contains("\"10s\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key_path() {
+        let text = VALID
+            .replace("signer = \"ecdsa-main\"", "signer = \"ecdsa-mian\"")
+            .replace("0x1111111111111111111111111111111111111111", "0x11")
+            .replace("max_staleness = \"30m\"", "max_staleness = \"30d\"");
+        let found = problems(&text);
+        assert!(
+            found.contains(
+                &"avs[0].operator_sets[1].signer: no signer named \"ecdsa-mian\"".to_string()
+            ),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("node.operator_address: address")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("avs[0].max_staleness: must be below ledger.retention")),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn ecdsa_sets_need_a_verifier_and_others_must_not_have_one() {
+        let text = VALID
+            .replace(", verifier = \"0x4444444444444444444444444444444444444444\", verifier_version = \"1\"", "")
+            .replace("{ id = 0, signer = \"bn254-main\" }", "{ id = 0, signer = \"bn254-main\", verifier = \"0x4444444444444444444444444444444444444444\" }");
+        let found = problems(&text);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("avs[0].operator_sets[1].verifier: required")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("avs[0].operator_sets[1].verifier_version: required")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("avs[0].operator_sets[0].verifier: only ecdsa")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn aggregator_keys_are_checked() {
+        let text = VALID.replace(
+            "{ scheme = \"ecdsa\", address = \"0x3333333333333333333333333333333333333333\" }",
+            "{ scheme = \"bn254\", address = \"0x3333333333333333333333333333333333333333\", public_key = \"0x1234\" }",
+        );
+        let found = problems(&text);
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("avs[0].aggregators[0].public_key: BN254 G2")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_ports_data_dir_and_password_files() {
+        let env = |name: &str| match name {
+            "AVSNODE_INTAKE_LISTEN" => Some("127.0.0.1:7000".to_string()),
+            "AVSNODE_DATA_DIR" => Some("/var/lib/avsnode".to_string()),
+            "AVSNODE_SIGNER_ECDSA_MAIN_PASSWORD_FILE" => Some("/run/secrets/ecdsa".to_string()),
+            _ => None,
+        };
+        let config = Config::from_toml(VALID, Path::new("/etc/avsnode/avsnode.toml"), env).unwrap();
+        assert_eq!(config.intake.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.node.data_dir, Path::new("/var/lib/avsnode"));
+        assert_eq!(
+            config.signers[1].password_file,
+            Path::new("/run/secrets/ecdsa")
+        );
+        assert_eq!(
+            config.signers[0].password_file,
+            Path::new("/etc/avsnode/keys/bn254.pass")
+        );
+
+        let bad = |name: &str| (name == "AVSNODE_INTAKE_LISTEN").then(|| "nowhere".to_string());
+        let Err(ConfigError::Invalid { problems, .. }) =
+            Config::from_toml(VALID, Path::new("x.toml"), bad)
+        else {
+            panic!("expected a problem")
+        };
+        assert_eq!(problems[0].path, "AVSNODE_INTAKE_LISTEN");
+    }
+}

@@ -212,7 +212,10 @@ impl RunningNode {
         for performer in &self.performers {
             performer.shutdown().await;
         }
+        let ledger = self.pipeline.ledger().clone();
         drop(self.pipeline);
+        // Commits anything queued, stops the writer thread and releases the data dir's lock.
+        ledger.close().await?;
         info!("stopped");
         Ok(())
     }

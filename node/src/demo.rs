@@ -35,6 +35,10 @@ pub struct DemoOptions {
     /// Tasks the aggregator keeps in flight on its stream.
     #[arg(long, default_value_t = 512)]
     pub inflight: usize,
+    /// Offered load in tasks/s (open loop, for latency measurements); default: as fast as the
+    /// node reads the stream.
+    #[arg(long)]
+    pub rate: Option<u32>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -161,7 +165,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let sending = {
         let sent_at = sent_at.clone();
         tokio::spawn(async move {
+            let rate = options
+                .rate
+                .map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
             for (i, task) in submissions.into_iter().enumerate() {
+                if let Some(interval) = rate {
+                    tokio::time::sleep_until((start + interval * i as u32).into()).await;
+                }
                 sent_at.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(Instant::now());
                 let request = StreamRequest {
                     kind: Some(stream_request::Kind::Task(task)),

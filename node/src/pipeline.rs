@@ -216,8 +216,11 @@ impl Pipeline {
             task_id: task.task_id,
         };
         // Fast path: a retry of a signed task is answered from the ledger, without execution.
-        if let Some(Record { signatures: Some(signatures), output, .. }) =
-            self.ledger.lookup(&key).map_err(internal)?
+        if let Some(Record {
+            signatures: Some(signatures),
+            output,
+            ..
+        }) = self.ledger.lookup(&key).map_err(internal)?
         {
             debug!("answered from the ledger");
             return Ok(self.result(&task, &output, &signatures));
@@ -412,8 +415,16 @@ impl Pipeline {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Rejection {
-    Rejection::Internal(e.to_string())
+/// An internal failure, with its whole `source()` chain (the detail is often in the sources).
+fn internal(e: impl Into<Box<dyn std::error::Error>>) -> Rejection {
+    let e = e.into();
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    Rejection::Internal(message)
 }
 
 /// Each rejection is logged once, at a level that fits its cause.
