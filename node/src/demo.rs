@@ -225,6 +225,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         progress(results.len() + rejections.len(), tasks.len());
         eprintln!();
     }
+    let ledger = node.pipeline().ledger().stats();
     node.shutdown().await?;
 
     // Check every answer as the chain and the aggregator would.
@@ -276,6 +277,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     println!(
         "  signatures   {verified}/{} answers verified (result and auth signatures)",
         tasks.len()
+    );
+    println!(
+        "  ledger       {} durable commits for {} records (largest batch {}): {:.0} µs of commit time per task",
+        ledger.commits,
+        results.len(),
+        ledger.max_batch,
+        ledger.commit_seconds_total * 1e6 / results.len().max(1) as f64
     );
     for line in rejections.iter().chain(&failures).take(10) {
         println!("  problem      {line}");

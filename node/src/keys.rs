@@ -97,7 +97,7 @@ pub fn open(path: &Path, password: &Password) -> anyhow::Result<LocalKey> {
         .decrypt(password)
         .with_context(|| format!("decrypting {}", path.display()))?;
     let scheme = scheme_of(keystore.curve());
-    LocalKey::from_secret(scheme, secret.as_bytes())
+    LocalKey::from_keystore_secret(scheme, secret.as_bytes())
         .with_context(|| format!("{}: not a valid {scheme} key", path.display()))
 }
 

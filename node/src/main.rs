@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// avsnode: the EigenLayer AVS operator daemon. Receives tasks from aggregators, runs them in
 /// each AVS's performer, and signs the results — never two different outputs for one task.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version)]
 struct Cli {
     /// Log format: human-readable or JSON lines for log shippers.
     #[arg(
@@ -355,6 +355,11 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                     })?
                 }
                 (None, Some(path)) => {
+                    avsnode::signing::check_permissions(
+                        "keystore",
+                        &path,
+                        password.allow_insecure_permissions,
+                    )?;
                     let pw = keys::read_password(
                         from_password_file.as_deref(),
                         "Password of the keystore to import: ",

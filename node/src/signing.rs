@@ -18,7 +18,7 @@ use crate::config::SignerConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
     /// A key or password file could not be read.
-    #[error("signer {name:?}: reading {path}: {source}")]
+    #[error("{name}: reading {path}: {source}")]
     Read {
         /// The signer.
         name: String,
@@ -30,10 +30,10 @@ pub enum SignerError {
     },
     /// The file is readable by group or other.
     #[error(
-        "signer {name:?}: {path} is readable by group or other (mode {mode:o}); run `chmod 600` on it, or set allow_insecure_permissions"
+        "{name}: {path} is readable by group or other (mode {mode:o}); run `chmod 600 {path}`, or accept it with allow_insecure_permissions (config) or --allow-insecure-permissions (command line)"
     )]
     InsecurePermissions {
-        /// The signer.
+        /// What the file is for (e.g. `signer "bn254-main"`, `password file`).
         name: String,
         /// The file.
         path: std::path::PathBuf,
@@ -116,6 +116,20 @@ impl LocalKey {
         })
     }
 
+    /// Decodes the secret of a keystore file. BN254 keystores written by Hourglass may hold an
+    /// unreduced scalar; it is reduced mod r (see `bn254::SecretKey::from_keystore_bytes`).
+    pub fn from_keystore_secret(
+        scheme: Scheme,
+        secret: &[u8],
+    ) -> Result<LocalKey, avsnode_signer::Error> {
+        match scheme {
+            Scheme::Bn254 => Ok(LocalKey::Bn254(bn254::SecretKey::from_keystore_bytes(
+                secret,
+            )?)),
+            _ => LocalKey::from_secret(scheme, secret),
+        }
+    }
+
     /// The scheme.
     pub fn scheme(&self) -> Scheme {
         match self {
@@ -183,11 +197,15 @@ impl LocalKey {
     pub fn load(config: &SignerConfig) -> Result<LocalKey, SignerError> {
         let name = &config.name;
         for path in [&config.keystore, &config.password_file] {
-            check_permissions(name, path, config.allow_insecure_permissions)?;
+            check_permissions(
+                &format!("signer {name:?}"),
+                path,
+                config.allow_insecure_permissions,
+            )?;
         }
         let password_text =
             std::fs::read_to_string(&config.password_file).map_err(|source| SignerError::Read {
-                name: name.clone(),
+                name: format!("signer {name:?}"),
                 path: config.password_file.clone(),
                 source,
             })?;
@@ -211,12 +229,13 @@ impl LocalKey {
             });
         }
         let secret = keystore.decrypt(&password).map_err(keystore_error)?;
-        let key = LocalKey::from_secret(config.scheme, secret.as_bytes()).map_err(|e| {
-            SignerError::BadKey {
-                name: name.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let key =
+            LocalKey::from_keystore_secret(config.scheme, secret.as_bytes()).map_err(|e| {
+                SignerError::BadKey {
+                    name: name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
         key.check_recorded_public_key(&keystore)
             .map_err(|reason| SignerError::BadKey {
                 name: name.clone(),

@@ -294,11 +294,12 @@ impl SignPermit {
 /// Group-commit counters since [`Ledger::open`].
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LedgerStats {
-    /// Successful batch commits (each one durable).
+    /// Successful durable batch commits (batches that only store signatures commit without an
+    /// fsync and are not counted).
     pub commits: u64,
     /// Batches that failed (every request in them got an error).
     pub failed_commits: u64,
-    /// `record` and `store` requests in committed batches.
+    /// `record` and `store` requests in durable batches.
     pub requests: u64,
     /// Time spent in committed batches, from `begin_write` to the end of `commit`.
     pub commit_seconds_total: f64,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{decode_value, encode_key, encode_value};
@@ -88,9 +88,20 @@ impl Counters {
 /// The writer thread's body; returns when every sender is gone and the queue is drained.
 pub(super) fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Request>, counters: Arc<Counters>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut unsynced = false;
     while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-        apply(&db, &mut batch, &counters);
+        apply(&db, &mut batch, &counters, &mut unsynced);
         debug_assert!(batch.is_empty());
+    }
+    if unsynced {
+        // Signatures stored since the last durable commit: make them durable before exiting.
+        let (reply, _done) = oneshot::channel();
+        apply(
+            &db,
+            &mut vec![Request::Flush { reply }],
+            &counters,
+            &mut unsynced,
+        );
     }
     tracing::debug!("ledger writer stopped: queue closed and drained");
 }
@@ -132,12 +143,22 @@ impl Failure {
     }
 }
 
-fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters) {
+/// Applies one batch in one transaction. `unsynced` says whether an earlier batch committed
+/// without an fsync.
+///
+/// Only records must be durable before their answer: a batch that only stores signatures commits
+/// without an fsync (`Durability::None`). If the machine crashes before a later durable commit,
+/// the record is found unsigned and the same digest is signed again — which the invariant allows.
+/// A flush makes everything durable.
+fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters, unsynced: &mut bool) {
     let writes = batch
         .iter()
         .filter(|r| !matches!(r, Request::Flush { .. }))
         .count();
-    if writes == 0 {
+    let has_record = batch.iter().any(|r| matches!(r, Request::Record { .. }));
+    let has_flush = batch.iter().any(|r| matches!(r, Request::Flush { .. }));
+    let durable = has_record || (has_flush && *unsynced);
+    if writes == 0 && !durable {
         for request in batch.drain(..) {
             if let Request::Flush { reply } = request {
                 // The flusher may have stopped waiting; nothing to do then.
@@ -161,7 +182,11 @@ fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters) {
             // Two-phase commit: the commit slot is known good after a crash without trusting a
             // checksum over attacker-influenced data (outputs come from performers). It costs a
             // second fsync per batch, which group commit amortises.
-            txn.set_two_phase_commit(true);
+            if durable {
+                txn.set_two_phase_commit(true);
+            } else if let Err(e) = txn.set_durability(Durability::None) {
+                tracing::warn!(error = %e, "cannot relax durability; committing durably");
+            }
             let (pending, mut failure) = process(&txn, batch.drain(..), now);
             match failure {
                 None => {
@@ -180,7 +205,12 @@ fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters) {
     };
 
     match &failure {
-        None => counters.committed(writes, started.elapsed()),
+        // The counters describe durable commits: what an fsync costs per task.
+        None if durable => {
+            *unsynced = false;
+            counters.committed(writes, started.elapsed());
+        }
+        None => *unsynced = true,
         Some(f) => {
             counters.failed_commits.fetch_add(1, Ordering::Relaxed);
             tracing::error!(

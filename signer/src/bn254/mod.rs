@@ -80,6 +80,25 @@ impl SecretKey {
         }
     }
 
+    /// Decodes the scalar of a BN254 **keystore**, reducing it mod `r`.
+    ///
+    /// Hourglass (and the crypto library it uses) writes the secret it was given without reducing
+    /// it, and uses it mod `r`: its own test keystore holds `0xabcdef…abcd`, about 3.5·r, whose key
+    /// is that value mod `r`. Reading such files needs the reduction; only a scalar ≡ 0 is
+    /// refused. Raw secrets typed in by an operator go through the strict [`SecretKey::from_bytes`].
+    pub fn from_keystore_bytes(bytes: &[u8]) -> Result<Self, Error> {
+        let bytes: &[u8; 32] = bytes.try_into().map_err(|_| Error::Length {
+            what: "BN254 secret key",
+            expected: 32,
+            got: bytes.len(),
+        })?;
+        let scalar = Fr::from_be_bytes_mod_order(bytes);
+        if scalar == Fr::ZERO {
+            return Err(Error::SecretKeyOutOfRange);
+        }
+        Ok(SecretKey { scalar })
+    }
+
     /// A uniformly random key in `[1, r)`.
     pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         let mut buf = Zeroizing::new([0u8; 32]);

@@ -491,3 +491,27 @@ proptest! {
         let _ = G2PublicKey::from_wire(&bytes);
     }
 }
+
+#[test]
+fn hourglass_keystore_scalars_are_reduced_mod_r() {
+    // The shared Hourglass keystore vector stores 0xabcdef…abcd (≈ 3.5·r); its G1 key (README of
+    // shared/vectors/keystores) is that value mod r.
+    let secret =
+        hex::decode("abcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcdefabcd").unwrap();
+    assert_eq!(
+        SecretKey::from_bytes(&secret).err(),
+        Some(Error::SecretKeyOutOfRange)
+    );
+    let key = SecretKey::from_keystore_bytes(&secret).unwrap();
+    assert_eq!(
+        hex::encode(key.public_key_g1().to_wire()),
+        "0238c3eab5ce0bc05604942ca2172d67c343e221a58b0bd8d647cba594fd55b30ee8c4a0800d75f64eb42817902211180a7377ed83cbfd3c40a19a9668aa0ab7"
+    );
+    // r itself reduces to zero: still refused.
+    let r =
+        hex::decode("30644e72e131a029b85045b68181585d2833e84879b9709143e1f593f0000001").unwrap();
+    assert_eq!(
+        SecretKey::from_keystore_bytes(&r).err(),
+        Some(Error::SecretKeyOutOfRange)
+    );
+}
