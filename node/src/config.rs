@@ -81,12 +81,17 @@ pub struct LedgerConfig {
     /// `max_staleness`, so a pruned task is always rejected as stale before it could be re-signed.
     #[serde(default = "defaults::retention", deserialize_with = "duration")]
     pub retention: Duration,
+    /// Group commit: how long the ledger waits for more new records to share one fsync (default
+    /// `"2ms"`; `"0s"` commits each batch at once). Adds at most this much latency per task.
+    #[serde(default = "defaults::commit_delay", deserialize_with = "duration")]
+    pub commit_delay: Duration,
 }
 
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             retention: defaults::retention(),
+            commit_delay: defaults::commit_delay(),
         }
     }
 }
@@ -225,6 +230,9 @@ mod defaults {
     }
     pub(super) fn retention() -> Duration {
         Duration::from_secs(14 * 24 * 3600)
+    }
+    pub(super) fn commit_delay() -> Duration {
+        Duration::from_millis(2)
     }
     pub(super) fn max_staleness() -> Duration {
         Duration::from_secs(3600)
@@ -409,6 +417,12 @@ impl Config {
             problem(
                 "intake.max_message_size".into(),
                 "must be at least 1024 bytes".into(),
+            );
+        }
+        if self.ledger.commit_delay > Duration::from_millis(100) {
+            problem(
+                "ledger.commit_delay".into(),
+                "at most 100ms: every new task waits this long".into(),
             );
         }
         if self.intake.stream_inflight == 0 {

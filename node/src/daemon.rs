@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, PerformerConfig, Problem};
 use crate::intake::{self, IntakeError, IntakeOptions};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, LedgerError, LedgerOptions};
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
 use crate::signing::{LocalKey, SignerError};
 use crate::validate::AggregatorKey;
@@ -74,7 +74,12 @@ impl RunningNode {
             }
             .into());
         }
-        let ledger = Ledger::open(&config.node.data_dir)?;
+        let ledger = Ledger::open_with(
+            &config.node.data_dir,
+            LedgerOptions {
+                commit_delay: config.ledger.commit_delay,
+            },
+        )?;
 
         // Unlocking costs about a second of scrypt per key: off the async workers.
         let signer_configs = config.signers.clone();

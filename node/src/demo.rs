@@ -39,6 +39,9 @@ pub struct DemoOptions {
     /// node reads the stream.
     #[arg(long)]
     pub rate: Option<u32>,
+    /// The ledger's group-commit delay (see `ledger.commit_delay`; default as in a config).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub commit_delay: Option<Duration>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -81,6 +84,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let mut toml = format!(
         "[node]\noperator_address = \"{operator_address}\"\ndata_dir = \"data\"\nshutdown_grace = \"5s\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n\n"
     );
+    if let Some(delay) = options.commit_delay {
+        writeln!(
+            toml,
+            "[ledger]\ncommit_delay = \"{}\"\n",
+            humantime::format_duration(delay)
+        )?;
+    }
     let mut sets = Vec::new();
     for (id, scheme) in options.schemes.iter().enumerate() {
         let key = LocalKey::generate(*scheme);

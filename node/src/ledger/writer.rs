@@ -86,10 +86,28 @@ impl Counters {
 }
 
 /// The writer thread's body; returns when every sender is gone and the queue is drained.
-pub(super) fn run(db: Arc<Database>, mut queue: mpsc::Receiver<Request>, counters: Arc<Counters>) {
+pub(super) fn run(
+    db: Arc<Database>,
+    mut queue: mpsc::Receiver<Request>,
+    counters: Arc<Counters>,
+    commit_delay: Duration,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut unsynced = false;
     while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+        // Group commit under moderate load: let more records join this batch's fsync.
+        if !commit_delay.is_zero()
+            && batch.len() < MAX_BATCH
+            && batch.iter().any(|r| matches!(r, Request::Record { .. }))
+        {
+            std::thread::sleep(commit_delay);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+        }
         apply(&db, &mut batch, &counters, &mut unsynced);
         debug_assert!(batch.is_empty());
     }
