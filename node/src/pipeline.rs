@@ -216,14 +216,10 @@ impl Pipeline {
             task_id: task.task_id,
         };
         // Fast path: a retry of a signed task is answered from the ledger, without execution.
-        if let Some(Record {
-            signatures: Some(signatures),
-            output,
-            ..
-        }) = self.ledger.lookup(&key).map_err(internal)?
+        if let Some(record) = self.ledger.lookup(&key).map_err(internal)?
+            && record.signatures.is_some()
         {
-            debug!("answered from the ledger");
-            return Ok(self.result(&task, &output, &signatures));
+            return self.answer_from_record(&task, set, &record);
         }
         self.join_flight(avs, task, key, deadline).await
     }
@@ -286,20 +282,17 @@ impl Pipeline {
             .map_err(|_| Rejection::ShuttingDown)?;
 
         // A record without signatures (a crash between commit and signing) is finished from its
-        // stored output: the performer is not asked again.
+        // stored output: the performer is not asked again. `record` below refuses it if this
+        // request's digest differs.
+        let set = &avs.operator_sets[&task.operator_set_id];
         let output = match self.ledger.lookup(&key).map_err(internal)? {
-            Some(Record {
-                signatures: Some(signatures),
-                output,
-                ..
-            }) => {
-                return Ok(self.result(task, &output, &signatures));
+            Some(record) if record.signatures.is_some() => {
+                return self.answer_from_record(task, set, &record);
             }
             Some(record) => record.output,
             None => self.execute(avs, task, deadline).await?,
         };
 
-        let set = &avs.operator_sets[&task.operator_set_id];
         let (message_hash, digest) = set.digest(task.reference_timestamp, &task.task_id, &output);
         let proposal = Proposal {
             reference_timestamp: task.reference_timestamp,
@@ -399,6 +392,30 @@ impl Pipeline {
             return Err(Rejection::WrongEcho);
         }
         Ok(response.result)
+    }
+
+    /// Answers from a signed record — only if this request asks for the very digest that was
+    /// signed. The same task id with another reference timestamp (or another ECDSA verifier
+    /// version) is a different digest: refused, never answered with signatures that do not match
+    /// it, and never signed.
+    fn answer_from_record(&self, task: &Task, set: &OperatorSet, record: &Record) -> Outcome {
+        let signatures = record
+            .signatures
+            .as_ref()
+            .ok_or_else(|| internal("answering from an unsigned record"))?;
+        let (_, digest) = set.digest(task.reference_timestamp, &task.task_id, &record.output);
+        if digest.as_bytes() != &record.digest {
+            error!(
+                reference_timestamp = task.reference_timestamp,
+                recorded_reference_timestamp = record.reference_timestamp,
+                "ledger conflict: this task id was already signed over another digest; refusing"
+            );
+            return Err(Rejection::Conflict {
+                task_id: task.task_id,
+            });
+        }
+        debug!("answered from the ledger");
+        Ok(self.result(task, &record.output, signatures))
     }
 
     fn result(&self, task: &Task, output: &[u8], signatures: &Signatures) -> TaskResult {

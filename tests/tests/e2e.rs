@@ -1,0 +1,248 @@
+//! The node end to end: the real `avsnode run` binary and example performer, an aggregator client
+//! over real sockets, and every answer checked as a chain would check it (DESIGN §2–§5).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use avsnode_proto::executor::TaskResult;
+use avsnode_proto::stream::stream_event;
+use avsnode_signer::Scheme;
+use common::{AVS, AvsSpec, SCHEMES, TestNode, now_ms};
+
+/// An AVS whose performer takes 300 ms and returns a different output on every execution.
+const RANDOM_SLOW_AVS: &str = "0x00000000000000000000000000000000000005a1";
+
+/// One node for the tests that do not change its settings: the default AVS, and one with a
+/// slow, nondeterministic performer.
+fn node() -> &'static TestNode {
+    static NODE: OnceLock<TestNode> = OnceLock::new();
+    NODE.get_or_init(|| {
+        TestNode::builder()
+            .avs(AvsSpec::new(AVS))
+            .avs(AvsSpec::new(RANDOM_SLOW_AVS).performer(&["--random-output", "--delay-ms", "300"]))
+            .start()
+    })
+}
+
+/// Every aggregator scheme × every operator-set scheme, as a version-1 (Hourglass) task and as a
+/// version-2 task with a signed deadline: each answer echoes the task and verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_aggregator_scheme_with_every_operator_set_scheme() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    let mut checked = 0;
+    for aggregator in SCHEMES {
+        for set in SCHEMES {
+            for deadline in [None, Some(now_ms() + 30_000)] {
+                let mut task = fixture.task(AVS, set, &(checked as u64 + 3).to_be_bytes());
+                task.deadline_unix_ms = deadline;
+                let submission = fixture.sign(aggregator, &task);
+                assert_eq!(submission.version, if deadline.is_some() { 2 } else { 1 });
+                let result = node
+                    .submit(submission.clone())
+                    .await
+                    .unwrap_or_else(|s| panic!("{aggregator} → {set}, {deadline:?}: {s}"));
+                fixture.verify(&result, &task).unwrap_or_else(|e| {
+                    panic!(
+                        "{aggregator} aggregator → {set} operator set, deadline {deadline:?}: {e}"
+                    )
+                });
+                assert_eq!(result.task_id, submission.task_id);
+                assert_eq!(result.operator_address, fixture.operator.to_string());
+                assert_eq!(result.avs_address, AVS);
+                assert_eq!(result.operator_set_id, fixture.set(set).id);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 18);
+}
+
+/// The task id is 32 bytes however it is spelt: an upper-case id is echoed as sent, and the
+/// lower-case spelling is the same task (answered from the ledger with the same signatures).
+#[tokio::test(flavor = "multi_thread")]
+async fn task_ids_are_case_insensitive_and_echoed_as_sent() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    let task = fixture.task(AVS, Scheme::Bn254, &[9]);
+    let mut upper = fixture.sign(Scheme::Ecdsa, &task);
+    upper.task_id = format!("0x{}", upper.task_id[2..].to_uppercase());
+    let first = node.submit(upper.clone()).await.unwrap();
+    assert_eq!(first.task_id, upper.task_id);
+    fixture.assert_verifies(&first, &task);
+
+    let lower = fixture.sign(Scheme::Ecdsa, &task);
+    let second = node.submit(lower.clone()).await.unwrap();
+    assert_eq!(second.task_id, lower.task_id);
+    assert_eq!(
+        (
+            &second.output,
+            &second.result_signature,
+            &second.auth_signature
+        ),
+        (
+            &first.output,
+            &first.result_signature,
+            &first.auth_signature
+        )
+    );
+}
+
+/// One stream, 300 tasks across the three operator sets and aggregators: exactly one event per
+/// task, every result verifies, and a malformed task in the middle gets an INVALID_ARGUMENT
+/// rejection without closing the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_stream_carries_hundreds_of_tasks_and_survives_a_malformed_one() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    const TASKS: usize = 300;
+    const BAD_AT: usize = TASKS / 2;
+    const BAD_ID: &str = "0x1234";
+    let mut tasks = HashMap::new();
+    let mut submissions = Vec::with_capacity(TASKS + 1);
+    for i in 0..TASKS {
+        if i == BAD_AT {
+            let mut bad = fixture.sign(Scheme::Ecdsa, &fixture.task(AVS, Scheme::Ecdsa, &[1]));
+            bad.task_id = BAD_ID.into();
+            submissions.push(bad);
+        }
+        let set = SCHEMES[i % 3];
+        let aggregator = SCHEMES[(i / 3) % 3];
+        let mut task = fixture.task(AVS, set, &(i as u64 * 7919).to_be_bytes());
+        if i % 2 == 1 {
+            task.deadline_unix_ms = Some(now_ms() + 60_000);
+        }
+        let submission = fixture.sign(aggregator, &task);
+        tasks.insert(submission.task_id.clone(), task);
+        submissions.push(submission);
+    }
+
+    let events = node.stream(submissions).await;
+    assert_eq!(events.len(), TASKS + 1);
+    let mut results = Vec::with_capacity(TASKS);
+    let mut rejections = Vec::new();
+    for event in events {
+        match event.kind.expect("an event with a kind") {
+            stream_event::Kind::Result(result) => results.push(result),
+            stream_event::Kind::Rejection(r) => rejections.push(r),
+        }
+    }
+    let mut seen = HashMap::new();
+    let mut answers = Vec::with_capacity(TASKS);
+    for result in &results {
+        let task = tasks
+            .get(&result.task_id)
+            .unwrap_or_else(|| panic!("a result for an unknown task {}", result.task_id));
+        *seen.entry(&result.task_id).or_insert(0) += 1;
+        answers.push((result, task));
+    }
+    assert_eq!(seen.len(), TASKS, "every good task got a result");
+    assert!(seen.values().all(|&n| n == 1), "one event per task");
+    let failures = fixture.verify_all(&answers);
+    assert!(
+        failures.is_empty(),
+        "{} answers fail: {failures:#?}",
+        failures.len()
+    );
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    let rejection = &rejections[0];
+    assert_eq!(rejection.task_id, BAD_ID);
+    assert_eq!(
+        rejection.code,
+        tonic::Code::InvalidArgument as i32,
+        "{rejection:?}"
+    );
+    assert!(rejection.message.contains("task_id"), "{rejection:?}");
+}
+
+/// Single flight and sign-once: with a performer that answers differently on every execution, 16
+/// concurrent submissions of one task all get byte-identical answers (one execution, one digest
+/// signed), and a later retry is answered from the ledger, faster than one execution.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_duplicates_share_one_execution_and_one_signature() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    for set in SCHEMES {
+        let task = fixture.task(RANDOM_SLOW_AVS, set, &[7, 7]);
+        let submission = fixture.sign(Scheme::Ecdsa, &task);
+        let client = node.client().await;
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let mut client = client.clone();
+                let submission = submission.clone();
+                tokio::spawn(async move { client.submit_task(submission).await })
+            })
+            .collect();
+        let mut answers: Vec<TaskResult> = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap().unwrap().into_inner());
+        }
+        let first = &answers[0];
+        fixture.verify_random(first, &task).unwrap();
+        for answer in &answers[1..] {
+            assert_eq!(
+                answer, first,
+                "{set}: every concurrent caller gets the same answer"
+            );
+        }
+
+        let start = Instant::now();
+        let retry = node.submit(submission).await.unwrap();
+        let took = start.elapsed();
+        assert_eq!(&retry, first, "{set}: a retry gets the stored answer");
+        assert!(
+            took < Duration::from_millis(300),
+            "{set}: the retry took {took:?}: it was executed again instead of answered from the ledger"
+        );
+    }
+}
+
+/// Backpressure: with `stream_inflight = 4`, a stream of 24 tasks that each take 50 ms all
+/// complete, and never more than 4 at once (so it takes at least 6 rounds of 50 ms).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_beyond_its_inflight_cap_completes_in_bounded_rounds() {
+    const CAP: usize = 4;
+    const TASKS: usize = 24;
+    const DELAY_MS: u64 = 50;
+    let node = TestNode::builder()
+        .stream_inflight(CAP)
+        .avs(AvsSpec::new(AVS).performer(&["--delay-ms", &DELAY_MS.to_string()]))
+        .start();
+    let fixture = node.fixture();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| fixture.task(AVS, SCHEMES[i % 3], &[i as u8]))
+        .collect();
+    let submissions = tasks
+        .iter()
+        .map(|t| fixture.sign(Scheme::Bn254, t))
+        .collect();
+    let start = Instant::now();
+    let events = node.stream(submissions).await;
+    let took = start.elapsed();
+    let by_id: HashMap<_, _> = tasks
+        .iter()
+        .map(|t| (t.task_id.to_wire_string(), t))
+        .collect();
+    for event in &events {
+        match event.kind.as_ref().unwrap() {
+            stream_event::Kind::Result(result) => {
+                fixture.verify(result, by_id[&result.task_id]).unwrap()
+            }
+            stream_event::Kind::Rejection(r) => panic!("rejected: {r:?}"),
+        }
+    }
+    let rounds = (TASKS / CAP) as u32;
+    assert!(
+        took >= Duration::from_millis(DELAY_MS) * rounds - Duration::from_millis(20),
+        "{TASKS} tasks of {DELAY_MS} ms with {CAP} in flight took only {took:?}: the cap was not applied"
+    );
+}

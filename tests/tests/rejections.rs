@@ -1,0 +1,386 @@
+//! Every reason a task is refused (DESIGN §3.1), against the real binary: the gRPC code an
+//! aggregator sees, no result (nothing signed), and a node that still serves good tasks after.
+//!
+//! One node serves them all, with one AVS per performer behaviour, so the cases run in parallel
+//! without disturbing each other.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use avsnode::aggregator::{Aggregator, NewTask};
+use avsnode::signing::LocalKey;
+use avsnode_proto::executor::{TaskResult, TaskSubmission};
+use avsnode_signer::Scheme;
+use common::{AVS, AvsSpec, SCHEMES, TestNode, address, now_ms, now_secs};
+use tonic::Code;
+
+/// The good AVS; its payloads are capped at 64 bytes.
+const MAX_PAYLOAD: usize = 64;
+/// Its performer fails every task with INTERNAL (`--fail-rate 1`).
+const FAILING_AVS: &str = "0x000000000000000000000000000000000000fa11";
+/// Its performer echoes another task id.
+const WRONG_ECHO_AVS: &str = "0x000000000000000000000000000000000000ec40";
+/// Its performer pads outputs to 2048 bytes; the AVS caps them at 1024.
+const BIG_OUTPUT_AVS: &str = "0x000000000000000000000000000000000000b160";
+/// Its performer takes 2 s per task.
+const SLOW_AVS: &str = "0x000000000000000000000000000000000000510e";
+/// One task at a time, one waiting, 1 s each.
+const NARROW_AVS: &str = "0x000000000000000000000000000000000000a770";
+/// Served by nobody.
+const UNKNOWN_AVS: &str = "0x000000000000000000000000000000000000dead";
+
+fn node() -> &'static TestNode {
+    static NODE: OnceLock<TestNode> = OnceLock::new();
+    NODE.get_or_init(|| {
+        TestNode::builder()
+            .avs(AvsSpec::new(AVS).max_payload_size(MAX_PAYLOAD))
+            .avs(AvsSpec::new(FAILING_AVS).performer(&["--fail-rate", "1"]))
+            .avs(AvsSpec::new(WRONG_ECHO_AVS).performer(&["--wrong-task-id"]))
+            .avs(
+                AvsSpec::new(BIG_OUTPUT_AVS)
+                    .performer(&["--output-size", "2048"])
+                    .max_output_size(1024),
+            )
+            .avs(AvsSpec::new(SLOW_AVS).performer(&["--delay-ms", "2000"]))
+            .avs(
+                AvsSpec::new(NARROW_AVS)
+                    .performer(&["--delay-ms", "1000"])
+                    .max_concurrency(1)
+                    .queue_depth(1),
+            )
+            .start()
+    })
+}
+
+/// Asserts the submission is refused with `code` and a message containing `says`.
+async fn assert_refused(submission: TaskSubmission, code: Code, says: &str) {
+    let outcome = node().submit(submission).await;
+    assert_refused_with(outcome, code, says);
+}
+
+fn assert_refused_with(outcome: Result<TaskResult, tonic::Status>, code: Code, says: &str) {
+    match outcome {
+        Ok(result) => panic!("expected {code:?}, got a signed result: {result:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(
+                status.message().contains(says),
+                "expected a message saying {says:?}: {status:?}"
+            );
+        }
+    }
+}
+
+/// After a refusal the node still answers a good task, and the answer verifies.
+async fn assert_still_serves() {
+    let node = node();
+    let fixture = node.fixture();
+    for scheme in SCHEMES {
+        let task = fixture.task(AVS, scheme, &[2, 3]);
+        let result = node
+            .submit(fixture.sign(scheme, &task))
+            .await
+            .unwrap_or_else(|s| panic!("a good {scheme} task after a refusal: {s:?}"));
+        fixture.assert_verifies(&result, &task);
+    }
+}
+
+fn good_task(scheme: Scheme) -> NewTask {
+    node().fixture().task(AVS, scheme, &[5])
+}
+
+fn sign(task: &NewTask) -> TaskSubmission {
+    node().fixture().sign(Scheme::Ecdsa, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_task_id_is_invalid_argument() {
+    let _log = node().log_on_panic();
+    for bad in ["0x1234", "not hex", "", &format!("0x{}", "zz".repeat(32))] {
+        let mut submission = sign(&good_task(Scheme::Ecdsa));
+        submission.task_id = bad.into();
+        assert_refused(submission, Code::InvalidArgument, "task_id").await;
+    }
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_for_another_executor_is_permission_denied() {
+    let _log = node().log_on_panic();
+    let mut task = good_task(Scheme::Bn254);
+    task.operator = address("0x00000000000000000000000000000000000e0e0e");
+    assert_refused(sign(&task), Code::PermissionDenied, "addressed to executor").await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_avs_is_not_found() {
+    let _log = node().log_on_panic();
+    let task = node().fixture().task(UNKNOWN_AVS, Scheme::Ecdsa, &[5]);
+    assert_refused(sign(&task), Code::NotFound, "not served by this node").await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_operator_set_is_not_found() {
+    let _log = node().log_on_panic();
+    let mut task = good_task(Scheme::Ecdsa);
+    task.operator_set_id = 99;
+    assert_refused(sign(&task), Code::NotFound, "operator set 99").await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passed_signed_deadline_is_deadline_exceeded() {
+    let _log = node().log_on_panic();
+    let mut task = good_task(Scheme::Bls12381);
+    task.deadline_unix_ms = Some(now_ms() - 1_000);
+    let submission = sign(&task);
+    assert_eq!(submission.version, 2);
+    assert_refused(submission, Code::DeadlineExceeded, "deadline").await;
+
+    // Less time left than min_execution_time (50 ms) is refused up front too.
+    let mut task = good_task(Scheme::Bls12381);
+    task.deadline_unix_ms = Some(now_ms() + 10);
+    assert_refused(sign(&task), Code::DeadlineExceeded, "deadline").await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_or_future_reference_timestamp_is_failed_precondition() {
+    let _log = node().log_on_panic();
+    // max_staleness is 1 h by default, max_clock_skew 30 s.
+    let mut task = good_task(Scheme::Ecdsa);
+    task.reference_timestamp = now_secs() - 2 * 3600;
+    assert_refused(sign(&task), Code::FailedPrecondition, "reference timestamp").await;
+    let mut task = good_task(Scheme::Ecdsa);
+    task.reference_timestamp = now_secs() + 3600;
+    assert_refused(sign(&task), Code::FailedPrecondition, "in the future").await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_task_signatures_are_permission_denied() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    for scheme in SCHEMES {
+        let task = good_task(Scheme::Bn254);
+        // A key that is not the configured one, claiming to be the configured aggregator.
+        let impostor = Aggregator::new(
+            fixture.aggregator(scheme).address,
+            LocalKey::generate(scheme),
+        );
+        assert_refused(
+            impostor.sign(&task),
+            Code::PermissionDenied,
+            "does not verify",
+        )
+        .await;
+
+        // The configured aggregator's valid signature, over another payload.
+        let mut tampered = fixture.sign(scheme, &task);
+        tampered.payload = vec![6];
+        assert_refused(tampered, Code::PermissionDenied, "does not verify").await;
+
+        // ... or with any other signed field changed.
+        let mut tampered = fixture.sign(scheme, &task);
+        tampered.task_block_number += 1;
+        assert_refused(tampered, Code::PermissionDenied, "does not verify").await;
+    }
+    // An aggregator the AVS does not list.
+    let stranger_key = LocalKey::generate(Scheme::Ecdsa);
+    let stranger = match &stranger_key {
+        LocalKey::Ecdsa(k) => k.public_key().address(),
+        _ => unreachable!(),
+    };
+    let stranger = Aggregator::new(stranger, stranger_key);
+    assert_refused(
+        stranger.sign(&good_task(Scheme::Ecdsa)),
+        Code::PermissionDenied,
+        "not allowed",
+    )
+    .await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsupported_version_is_invalid_argument() {
+    let _log = node().log_on_panic();
+    for version in [0, 3] {
+        let mut submission = sign(&good_task(Scheme::Ecdsa));
+        submission.version = version;
+        assert_refused(
+            submission,
+            Code::InvalidArgument,
+            &format!("unsupported task version {version}"),
+        )
+        .await;
+    }
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payload_over_the_avs_limit_is_invalid_argument() {
+    let _log = node().log_on_panic();
+    let task = node()
+        .fixture()
+        .task(AVS, Scheme::Bn254, &[1; MAX_PAYLOAD + 1]);
+    assert_refused(
+        sign(&task),
+        Code::InvalidArgument,
+        "exceeds this AVS's limit",
+    )
+    .await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_queue_is_resource_exhausted() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    // One task in the performer, one waiting: of four at once, at least one finds no room.
+    let tasks: Vec<_> = (0..4u8)
+        .map(|i| fixture.task(NARROW_AVS, SCHEMES[i as usize % 3], &[i]))
+        .collect();
+    let client = node.client().await;
+    let calls: Vec<_> = tasks
+        .iter()
+        .map(|task| {
+            let mut client = client.clone();
+            let submission = fixture.sign(Scheme::Ecdsa, task);
+            tokio::spawn(async move { client.submit_task(submission).await })
+        })
+        .collect();
+    let (mut signed, mut refused) = (0, 0);
+    for (call, task) in calls.into_iter().zip(&tasks) {
+        match call.await.unwrap() {
+            Ok(result) => {
+                fixture.assert_verifies(result.get_ref(), task);
+                signed += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("queue is full"), "{status:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused >= 1,
+        "no RESOURCE_EXHAUSTED among 4 tasks with room for 2"
+    );
+    assert!(signed >= 1, "the task in the performer was answered");
+
+    // Once the queue drains, the same AVS takes tasks again.
+    let task = fixture.task(NARROW_AVS, Scheme::Ecdsa, &[9]);
+    let result = node
+        .submit(fixture.sign(Scheme::Ecdsa, &task))
+        .await
+        .unwrap();
+    fixture.assert_verifies(&result, &task);
+    assert_still_serves().await;
+}
+
+/// A task id signed once cannot be signed again for another digest. The aggregator re-issues a
+/// signed task id with another reference timestamp (validly signed): the certificate digest of
+/// the stored output under the new timestamp differs from the recorded one, so the node must
+/// refuse (FAILED_PRECONDITION, DESIGN §3.1 step 7 and §5) rather than sign, and rather than
+/// answer with the first task's signatures, which do not verify for this one.
+#[tokio::test(flavor = "multi_thread")]
+async fn same_task_id_with_another_digest_is_failed_precondition() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    for scheme in SCHEMES {
+        let first = good_task(scheme);
+        let answer = node.submit(sign(&first)).await.unwrap();
+        fixture.assert_verifies(&answer, &first);
+
+        let mut reissued = first.clone();
+        reissued.reference_timestamp -= 10;
+        match node.submit(sign(&reissued)).await {
+            Ok(result) => {
+                let verifies = fixture.verify(&result, &reissued);
+                panic!(
+                    "{scheme}: a re-issued task id with another reference timestamp got a result \
+                     (identical to the first answer: {}; verifies for the re-issued task: {verifies:?}) \
+                     instead of FAILED_PRECONDITION",
+                    result == answer
+                );
+            }
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    Code::FailedPrecondition,
+                    "{scheme}: {status:?}"
+                );
+                assert!(
+                    status.message().contains("already signed"),
+                    "{scheme}: {status:?}"
+                );
+            }
+        }
+    }
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn performer_error_is_passed_through_and_nothing_is_recorded() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let task = node.fixture().task(FAILING_AVS, Scheme::Bn254, &[5]);
+    for _ in 0..2 {
+        // The retry fails the same way: no answer was recorded for it.
+        assert_refused(sign(&task), Code::Internal, "injected failure").await;
+    }
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn performer_echoing_another_task_id_is_internal() {
+    let _log = node().log_on_panic();
+    let task = node().fixture().task(WRONG_ECHO_AVS, Scheme::Ecdsa, &[5]);
+    assert_refused(sign(&task), Code::Internal, "another task id").await;
+    assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn performer_output_over_the_avs_limit_is_internal() {
+    let _log = node().log_on_panic();
+    let task = node()
+        .fixture()
+        .task(BIG_OUTPUT_AVS, Scheme::Bls12381, &[5]);
+    assert_refused(sign(&task), Code::Internal, "output of 2048 bytes").await;
+    assert_still_serves().await;
+}
+
+/// A version-1 task's deadline is the gRPC deadline of the call: a performer slower than it is
+/// cut off, and the caller hears DEADLINE_EXCEEDED from the node before its deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn performer_slower_than_the_grpc_deadline_is_deadline_exceeded() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let task = node.fixture().task(SLOW_AVS, Scheme::Ecdsa, &[5]);
+    let mut request = tonic::Request::new(sign(&task));
+    request.set_timeout(Duration::from_millis(500));
+    let start = Instant::now();
+    let outcome = node
+        .client()
+        .await
+        .submit_task(request)
+        .await
+        .map(tonic::Response::into_inner);
+    let took = start.elapsed();
+    assert_refused_with(outcome, Code::DeadlineExceeded, "deadline");
+    assert!(
+        took < Duration::from_millis(1500),
+        "the refusal took {took:?}"
+    );
+    assert_still_serves().await;
+}

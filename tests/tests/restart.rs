@@ -1,0 +1,197 @@
+//! The sign-once ledger across restarts (DESIGN §5): answers survive a SIGTERM and come back byte
+//! for byte without the performer; one data directory serves one node at a time.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use avsnode::aggregator::NewTask;
+use avsnode_proto::executor::TaskResult;
+use avsnode_proto::stream::stream_event;
+use avsnode_signer::Scheme;
+use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, avsnode_cli};
+use tonic::Code;
+
+/// Submits every task at once (unary) and returns the answers in task order.
+async fn submit_all(node: &TestNode, tasks: &[(Scheme, NewTask)]) -> Vec<TaskResult> {
+    let client = node.client().await;
+    let fixture = node.fixture();
+    let calls: Vec<_> = tasks
+        .iter()
+        .map(|(aggregator, task)| {
+            let mut client = client.clone();
+            let submission = fixture.sign(*aggregator, task);
+            tokio::spawn(async move { client.submit_task(submission).await })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for (call, (_, task)) in calls.into_iter().zip(tasks) {
+        let answer = call
+            .await
+            .unwrap()
+            .unwrap_or_else(|s| panic!("task {}: {s:?}", task.task_id));
+        answers.push(answer.into_inner());
+    }
+    answers
+}
+
+/// Twenty tasks signed by a node whose performer answers randomly; SIGTERM (exit 0, promptly);
+/// restart on the same data dir with a performer that fails everything: the same twenty tasks get
+/// byte-identical answers, unary and streamed — they came from the ledger, not the performer.
+/// While the first node runs, a second one on its data dir refuses to start.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_survive_a_restart_and_come_from_the_ledger() {
+    let fixture = Fixture::new();
+    let mut first = TestNode::builder()
+        .fixture(fixture.clone())
+        .avs(AvsSpec::new(AVS).performer(&["--random-output"]))
+        .start();
+    let tasks: Vec<(Scheme, NewTask)> = (0..20)
+        .map(|i| {
+            let aggregator = SCHEMES[(i / 3) % 3];
+            let mut task = fixture.task(AVS, SCHEMES[i % 3], &[i as u8, 1]);
+            if i % 2 == 0 {
+                task.deadline_unix_ms = Some(common::now_ms() + 120_000);
+            }
+            (aggregator, task)
+        })
+        .collect();
+    let answers = submit_all(&first, &tasks).await;
+    for (answer, (_, task)) in answers.iter().zip(&tasks) {
+        fixture.verify_random(answer, task).unwrap();
+    }
+
+    // One data directory, one node.
+    let (status, stderr) = TestNode::builder()
+        .fixture(fixture.clone())
+        .avs(AvsSpec::new(AVS))
+        .run_to_exit();
+    assert!(
+        !status.success(),
+        "a second node on the same data dir ran: {stderr}"
+    );
+    assert!(
+        stderr.contains("another avsnode is using the data directory"),
+        "{stderr}"
+    );
+
+    let (status, took) = first.stop();
+    assert!(status.success(), "SIGTERM: {status}\n{}", first.log());
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+
+    let second = TestNode::builder()
+        .fixture(fixture.clone())
+        .avs(AvsSpec::new(AVS).performer(&["--fail-rate", "1"]))
+        .start();
+    let _log = second.log_on_panic();
+    let again = submit_all(&second, &tasks).await;
+    for (i, (before, after)) in answers.iter().zip(&again).enumerate() {
+        assert_eq!(
+            before, after,
+            "task {i} was answered differently after the restart"
+        );
+    }
+    let streamed = second
+        .stream(
+            tasks
+                .iter()
+                .map(|(aggregator, task)| fixture.sign(*aggregator, task))
+                .collect(),
+        )
+        .await;
+    for event in streamed {
+        let Some(stream_event::Kind::Result(result)) = event.kind else {
+            panic!("a streamed retry was not answered: {event:?}");
+        };
+        let before = answers
+            .iter()
+            .find(|a| a.task_id == result.task_id)
+            .unwrap();
+        assert_eq!(&result, before);
+    }
+
+    // The performer really does fail now: a new task is not signed.
+    let task = fixture.task(AVS, Scheme::Ecdsa, &[1]);
+    let status = second
+        .submit(fixture.sign(Scheme::Ecdsa, &task))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+}
+
+/// A record committed but left unsigned (the state a crash between commit and signing leaves;
+/// here made by clearing the signatures of an exported record and importing it into a fresh data
+/// dir) is finished from its recorded output, without the performer, and the signatures equal
+/// the first ones (every scheme signs deterministically). Before that, the same task id with
+/// another reference timestamp, which would need a second digest, is refused: FAILED_PRECONDITION.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsigned_record_is_finished_from_its_output_and_never_signed_twice() {
+    let fixture = Fixture::new();
+    let mut first = TestNode::builder()
+        .fixture(fixture.clone())
+        .avs(AvsSpec::new(AVS).performer(&["--random-output"]))
+        .start();
+    let tasks: Vec<(Scheme, NewTask)> = SCHEMES
+        .into_iter()
+        .map(|scheme| (scheme, fixture.task(AVS, scheme, &[4, 2])))
+        .collect();
+    let answers = submit_all(&first, &tasks).await;
+    let (status, _) = first.stop();
+    assert!(status.success());
+
+    let export = fixture.dir().join("export.json");
+    let (status, _, stderr) = avsnode_cli(&[
+        OsStr::new("ledger"),
+        OsStr::new("export"),
+        OsStr::new("--data-dir"),
+        fixture.data_dir().as_os_str(),
+        OsStr::new("--out"),
+        export.as_os_str(),
+    ]);
+    assert!(status.success(), "ledger export: {stderr}");
+    let mut exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&export).unwrap()).unwrap();
+    let records = exported["records"].as_array_mut().unwrap();
+    assert_eq!(records.len(), tasks.len(), "one record per signed task");
+    for record in records.iter_mut() {
+        record["result_signature"] = serde_json::Value::Null;
+        record["auth_signature"] = serde_json::Value::Null;
+    }
+    let unsigned = fixture.dir().join("unsigned.json");
+    std::fs::write(&unsigned, exported.to_string()).unwrap();
+    let fresh = fixture.dir().join("fresh-data");
+    let (status, stdout, stderr) = avsnode_cli(&[
+        OsStr::new("ledger"),
+        OsStr::new("import"),
+        OsStr::new("--data-dir"),
+        fresh.as_os_str(),
+        unsigned.as_os_str(),
+    ]);
+    assert!(status.success(), "ledger import: {stdout}{stderr}");
+
+    let second = TestNode::builder()
+        .fixture(fixture.clone())
+        .data_dir(&fresh)
+        .avs(AvsSpec::new(AVS).performer(&["--fail-rate", "1"]))
+        .start();
+    let _log = second.log_on_panic();
+    // First a re-issue that needs another digest: refused, and the record is untouched.
+    for (aggregator, task) in &tasks {
+        let mut reissued = task.clone();
+        reissued.reference_timestamp -= 10;
+        let status = second
+            .submit(fixture.sign(*aggregator, &reissued))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    }
+
+    let again = submit_all(&second, &tasks).await;
+    for ((before, after), (_, task)) in answers.iter().zip(&again).zip(&tasks) {
+        fixture.verify_random(after, task).unwrap();
+        assert_eq!(before, after, "{}", task.task_id);
+    }
+}
