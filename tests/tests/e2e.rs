@@ -206,6 +206,47 @@ async fn concurrent_duplicates_share_one_execution_and_one_signature() {
     }
 }
 
+/// DESIGN §3.2: a caller that goes away does not stop record-sign-store. The caller gives up
+/// after 100 ms (its call is cancelled); the performer takes 300 ms and answers differently each
+/// time. The retry is then answered from the ledger — quickly, with no second execution — which
+/// is only possible if the abandoned task was still executed, recorded and signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_leaves_does_not_stop_record_sign_store() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    for set in SCHEMES {
+        let task = fixture.task(RANDOM_SLOW_AVS, set, &[9, 9]);
+        let submission = fixture.sign(Scheme::Ecdsa, &task);
+        let mut client = node.client().await;
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            client.submit_task(submission.clone()),
+        )
+        .await;
+        assert!(
+            abandoned.is_err(),
+            "{set}: the 300 ms performer answered within 100 ms"
+        );
+
+        // Let the abandoned flight finish (300 ms performer + signing).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let start = Instant::now();
+        let retry = node.submit(submission.clone()).await.unwrap();
+        let took = start.elapsed();
+        fixture.verify_random(&retry, &task).unwrap();
+        assert!(
+            took < Duration::from_millis(250),
+            "{set}: the retry took {took:?}: the abandoned task was not recorded and signed"
+        );
+        assert_eq!(
+            node.submit(submission).await.unwrap(),
+            retry,
+            "{set}: stable answer"
+        );
+    }
+}
+
 /// Backpressure: with `stream_inflight = 4`, a stream of 24 tasks that each take 50 ms all
 /// complete, and never more than 4 at once (so it takes at least 6 rounds of 50 ms).
 #[tokio::test(flavor = "multi_thread")]
