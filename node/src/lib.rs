@@ -3,15 +3,18 @@
 //! Owns (DESIGN §3, §5, §9): the TOML configuration and its validation ([`config`]), the intake
 //! services ([`intake`]), the task pipeline — shape, addressee, deadline, freshness, aggregator
 //! signature ([`validate`]), ledger fast path, admission with single flight, execution, output
-//! checks, record-sign-store ([`pipeline`]) — the sign-once [`ledger`], the live signers
+//! checks, sign-and-commit ([`pipeline`]) — the sign-once [`ledger`], the live signers
 //! ([`signing`]), and the `avsnode` command line (keys, demo). It depends on every other crate;
 //! nothing depends on it.
 //!
 //! # Invariant
 //!
 //! For one (signing key, domain, task id) the node releases signatures over at most one digest,
-//! and the record saying so is durably committed before any signature leaves the process: the
-//! pipeline can only sign through a [`ledger::SignPermit`], which only a committed record yields.
+//! and the record holding them is durably committed before any signature leaves the process: the
+//! pipeline signs, hands its signatures to [`ledger::Ledger::commit_signed`], and answers only
+//! from the durably committed record that call returns (whose signatures may be an earlier
+//! attempt's). Signatures that lose the check (a different digest already recorded) are dropped
+//! in memory, never stored or released.
 
 pub mod aggregator;
 pub mod config;

@@ -1,9 +1,10 @@
 //! The task pipeline (DESIGN §3.1): validation, the ledger fast path, admission with single
-//! flight, execution, output checks, and record-sign-store.
+//! flight, execution, output checks, and sign-and-commit (sign, durably record with the
+//! signatures, answer from the committed record).
 //!
 //! The work after admission runs in a spawned task (a "flight") whose outcome every caller for
 //! that task awaits: a retry arriving while the first attempt runs joins it instead of executing
-//! again, and a caller that disconnects does not stop record-sign-store half way (§3.2).
+//! again, and a caller that disconnects does not stop sign-and-commit half way (§3.2).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::config::AvsConfig;
-use crate::ledger::{Domain, Ledger, Proposal, Record, RecordKey, Recorded, Signatures};
+use crate::ledger::{Domain, Ledger, LedgerError, Proposal, Record, RecordKey, Signatures};
 use crate::rejection::Rejection;
 use crate::signing::LocalKey;
 use crate::validate::{self, AggregatorKey, Task};
@@ -273,7 +274,7 @@ impl Pipeline {
             .unwrap_or_else(|| Err(Rejection::Internal("empty outcome".into())))
     }
 
-    /// Steps 8–11 for the flight's leader: queue, execute, check, record, sign, store.
+    /// Steps 8–11 for the flight's leader: queue, execute, check, sign, commit to the ledger.
     async fn fly(&self, avs: &Avs, task: &Task, key: RecordKey, deadline: Instant) -> Outcome {
         let permit = tokio::time::timeout_at(deadline, avs.slots.clone().acquire_owned()).await;
         avs.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -281,48 +282,29 @@ impl Pipeline {
             .map_err(|_| Rejection::Deadline("expired while queued for the performer".into()))?
             .map_err(|_| Rejection::ShuttingDown)?;
 
-        // A record without signatures (a crash between commit and signing) is finished from its
-        // stored output: the performer is not asked again. `record` below refuses it if this
-        // request's digest differs.
+        // A record without signatures (left by an older avsnode that crashed between commit and
+        // signing, or imported) is finished from its stored output: the performer is not asked
+        // again. `commit_signed` below refuses it if this request's digest differs.
         let set = &avs.operator_sets[&task.operator_set_id];
         let output = match self.ledger.lookup(&key).map_err(internal)? {
             Some(record) if record.signatures.is_some() => {
                 return self.answer_from_record(task, set, &record);
             }
-            Some(record) => record.output,
+            Some(record) => {
+                // Refused before signing: no signature is ever computed for a digest the ledger
+                // would refuse.
+                same_digest(task, set, &record)?;
+                record.output
+            }
             None => self.execute(avs, task, deadline).await?,
         };
 
         let (message_hash, digest) = set.digest(task.reference_timestamp, &task.task_id, &output);
-        let proposal = Proposal {
-            reference_timestamp: task.reference_timestamp,
-            message_hash,
-            digest,
-            output,
-        };
-        let permit = match self.ledger.record(key, proposal).await {
-            Ok(Recorded::Signed(record)) => {
-                let signatures = record
-                    .signatures
-                    .as_ref()
-                    .ok_or_else(|| internal("signed record without signatures"))?;
-                return Ok(self.result(task, &record.output, signatures));
-            }
-            Ok(Recorded::Sign(permit)) => permit,
-            Err(crate::ledger::LedgerError::Conflict { .. }) => {
-                return Err(Rejection::Conflict {
-                    task_id: task.task_id,
-                });
-            }
-            Err(e) => return Err(internal(e)),
-        };
-
-        let key = set.key.clone();
+        let signing_key = set.key.clone();
         let auth_fields = (task.task_id, task.avs, self.operator, task.operator_set_id);
-        let digest = *permit.digest();
         let signatures = tokio::task::spawn_blocking(move || {
             let (task_id, avs, operator, operator_set_id) = auth_fields;
-            key.sign_result(
+            let signed = signing_key.sign_result(
                 &digest,
                 AuthMessage {
                     task_id,
@@ -331,21 +313,40 @@ impl Pipeline {
                     operator_set_id,
                     result_signature: &[],
                 },
-            )
+            );
+            Signatures {
+                result: signed.result,
+                auth: signed.auth,
+            }
         })
         .await
         .map_err(|e| internal(format!("signing panicked: {e}")))?;
-        let record = permit
-            .store(Signatures {
-                result: signatures.result,
-                auth: signatures.auth,
-            })
-            .await
-            .map_err(internal)?;
+        let proposal = Proposal {
+            reference_timestamp: task.reference_timestamp,
+            message_hash,
+            digest,
+            output,
+        };
+        // Our signatures move into the ledger and only the committed record comes back: the
+        // answer is built from that record alone, never from what we signed. Its signatures are
+        // durably committed, and are an earlier attempt's if one won for this digest; on a
+        // conflict ours are dropped unreleased (DESIGN §5).
+        let record = match self.ledger.commit_signed(key, proposal, signatures).await {
+            Ok(record) => record,
+            Err(LedgerError::Conflict { .. }) => {
+                return Err(Rejection::Conflict {
+                    task_id: task.task_id,
+                });
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        if record.digest != *digest.as_bytes() {
+            return Err(internal("the ledger answered for another digest"));
+        }
         let signatures = record
             .signatures
             .as_ref()
-            .ok_or_else(|| internal("stored record without signatures"))?;
+            .ok_or_else(|| internal("committed record without signatures"))?;
         Ok(self.result(task, &record.output, signatures))
     }
 
@@ -403,17 +404,7 @@ impl Pipeline {
             .signatures
             .as_ref()
             .ok_or_else(|| internal("answering from an unsigned record"))?;
-        let (_, digest) = set.digest(task.reference_timestamp, &task.task_id, &record.output);
-        if digest.as_bytes() != &record.digest {
-            error!(
-                reference_timestamp = task.reference_timestamp,
-                recorded_reference_timestamp = record.reference_timestamp,
-                "ledger conflict: this task id was already signed over another digest; refusing"
-            );
-            return Err(Rejection::Conflict {
-                task_id: task.task_id,
-            });
-        }
+        same_digest(task, set, record)?;
         debug!("answered from the ledger");
         Ok(self.result(task, &record.output, signatures))
     }
@@ -430,6 +421,23 @@ impl Pipeline {
             version: 1,
         }
     }
+}
+
+/// A recorded task may only be answered or signed again for the very digest recorded. The same
+/// task id with another reference timestamp (or another ECDSA verifier version) is a conflict.
+fn same_digest(task: &Task, set: &OperatorSet, record: &Record) -> Result<(), Rejection> {
+    let (_, digest) = set.digest(task.reference_timestamp, &task.task_id, &record.output);
+    if digest.as_bytes() == &record.digest {
+        return Ok(());
+    }
+    error!(
+        reference_timestamp = task.reference_timestamp,
+        recorded_reference_timestamp = record.reference_timestamp,
+        "ledger conflict: this task id is recorded with another digest; refusing"
+    );
+    Err(Rejection::Conflict {
+        task_id: task.task_id,
+    })
 }
 
 /// An internal failure, with its whole `source()` chain (the detail is often in the sources).

@@ -206,12 +206,12 @@ async fn concurrent_duplicates_share_one_execution_and_one_signature() {
     }
 }
 
-/// DESIGN §3.2: a caller that goes away does not stop record-sign-store. The caller gives up
+/// DESIGN §3.2: a caller that goes away does not stop sign-and-commit. The caller gives up
 /// after 100 ms (its call is cancelled); the performer takes 300 ms and answers differently each
 /// time. The retry is then answered from the ledger — quickly, with no second execution — which
 /// is only possible if the abandoned task was still executed, recorded and signed.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_caller_that_leaves_does_not_stop_record_sign_store() {
+async fn a_caller_that_leaves_does_not_stop_sign_and_commit() {
     let node = node();
     let _log = node.log_on_panic();
     let fixture = node.fixture();

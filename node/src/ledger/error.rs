@@ -12,7 +12,7 @@ use super::{Domain, LOCK_FILE};
 ///
 /// [`LedgerError::Conflict`] is the one refusal the pipeline expects in normal operation (a second,
 /// different output for a task already recorded); every other variant is an operational failure.
-/// In every error case nothing may be signed.
+/// In every error case no signature may be released: `commit_signed` drops the caller's.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerError {
@@ -49,7 +49,7 @@ pub enum LedgerError {
         source: std::io::Error,
     },
 
-    /// A database transaction failed. When this comes back from `record` or `store`, the whole
+    /// A database transaction failed. When this comes back from `commit_signed`, the whole
     /// group-commit batch failed and nothing in it was committed.
     #[error("ledger storage failed while {op}")]
     Storage {
@@ -61,7 +61,8 @@ pub enum LedgerError {
     },
 
     /// The ledger already holds a record with a different digest for this (key, domain, task):
-    /// signing would break the sign-once invariant. Never sign after this.
+    /// releasing the caller's signatures would break the sign-once invariant. They are dropped;
+    /// never release any for this task.
     #[error(
         "refusing to sign task {task_id} in {domain}: the ledger already holds a different \
          digest for it"
@@ -75,8 +76,9 @@ pub enum LedgerError {
         key_id: [u8; 32],
     },
 
-    /// The proposal handed to [`Ledger::record`](super::Ledger::record) (or the signatures handed
-    /// to [`SignPermit::store`](super::SignPermit::store)) is inconsistent: a caller bug.
+    /// The proposal or signatures handed to
+    /// [`Ledger::commit_signed`](super::Ledger::commit_signed) are inconsistent or too long: a
+    /// caller bug.
     #[error("refusing to record task {task_id}: {problem}")]
     InvalidProposal {
         /// The task.
@@ -85,7 +87,8 @@ pub enum LedgerError {
         problem: &'static str,
     },
 
-    /// A stored entry cannot be decoded. The ledger fails closed: it neither signs nor overwrites.
+    /// A stored entry cannot be decoded. The ledger fails closed: it neither answers with
+    /// signatures nor overwrites the entry.
     #[error("corrupt ledger entry{}", CorruptTask(task_id))]
     Corrupt {
         /// The task, when the entry's key could still be decoded.

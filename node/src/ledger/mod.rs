@@ -4,52 +4,64 @@
 //! # Invariant
 //!
 //! For one (signing key, domain, task id) the node releases signatures over at most one digest,
-//! and the record saying so is durably committed (fsynced) before any signature leaves the
-//! process. The domain is (AVS, operator set id, and for ECDSA sets the verifier address), so the
-//! same task id in another domain, or under another key, is another record.
+//! and the record holding those signatures is durably committed (fsynced) before any of them
+//! leaves the process. The domain is (AVS, operator set id, and for ECDSA sets the verifier
+//! address), so the same task id in another domain, or under another key, is another record.
 //!
 //! # Procedure
 //!
-//! [`Ledger::record`] runs, in one exclusive write transaction that is committed before it
-//! returns:
+//! The caller computes the digest and signs it, then hands digest and signatures to
+//! [`Ledger::commit_signed`], which decides in one exclusive write transaction and replies only
+//! after that transaction is durably committed:
 //!
-//! - no record → insert it with no signatures, commit → [`Recorded::Sign`];
-//! - a record with the same digest and signatures → [`Recorded::Signed`] with the stored record
-//!   (an idempotent retry gets the same bytes);
-//! - a record with the same digest and no signatures (a crash or failed store between commit and
-//!   store) → [`Recorded::Sign`] again: signing the same digest twice is safe;
+//! - no record → insert it with the signatures, commit → the new record;
+//! - a record with the same digest and signatures → the stored record, unchanged: its signatures
+//!   win and the caller's are discarded, so a retry gets byte-identical answers even from a
+//!   randomised signer (HSM);
+//! - a record with the same digest and no signatures (left by a crash of an older avsnode, which
+//!   committed before signing, or imported that way) → store the caller's signatures in it,
+//!   commit → that record;
 //! - a record with a different digest → [`LedgerError::Conflict`], logged at error level with
-//!   the task id and domain (never payloads or signatures). Never sign after that.
+//!   the task id and domain (never payloads or signatures). The caller's signatures are dropped.
 //!
-//! The safe order is the only order: the one way to obtain a [`SignPermit`] is a committed record,
-//! the permit hands out the digest to sign ([`SignPermit::digest`]) and takes the signatures back
-//! ([`SignPermit::store`]). Answer with the [`Record`] that `store` returns: if two permits for
-//! the same digest race, the first stored signatures are kept and returned to both.
+//! The only signatures the API ever hands back are those inside a returned [`Record`], and a
+//! record is returned only once it is durably committed: a caller that answers from the returned
+//! record (never from the signatures it passed in) cannot release a signature that is not the
+//! committed one.
 //!
 //! # Group commit
 //!
-//! One thread, `ledger-writer`, owns every `record`/`store` write. Callers queue a request with a
-//! oneshot reply and await it. The writer blocks for the first request, takes whatever else is
-//! queued (up to 1024), applies them in order in one transaction (so of two different digests
-//! for one task in the same batch, the second is a conflict), commits once — one fsync pair
-//! (redb two-phase commit) for the whole batch — and only then replies. If the commit fails,
-//! every request of the batch gets the error and nothing is signed. [`Ledger::stats`] counts
-//! commits and requests so the per-task commit cost can be measured.
+//! One thread, `ledger-writer`, owns every `commit_signed` write. Callers queue a request with a
+//! oneshot reply and await it. The writer blocks for the first request, waits
+//! [`LedgerOptions::commit_delay`] for more to join, takes whatever is queued (up to 1024),
+//! applies them in order in one transaction (so of two different digests for one task in the
+//! same batch, the second is a conflict, and of two same-digest calls the second gets the
+//! first's signatures), commits once — one fsync pair (redb two-phase commit) for the whole
+//! batch — and only then replies. If the commit fails, every request of the batch gets the error
+//! and no signature of the batch is returned. [`Ledger::stats`] counts commits and requests so
+//! the per-task commit cost can be measured.
 //!
-//! A caller that stops waiting (its future dropped) leaves a committed, unsigned record at worst;
-//! its retry gets `Sign` for the same digest. The pipeline should still run record-sign-store as a
-//! unit (DESIGN §3.2) so retries find a complete record.
+//! A caller that stops waiting (its future dropped) may still have its record committed, with
+//! its signatures; its retry gets that stored record. The pipeline runs sign-and-commit as a unit
+//! anyway (DESIGN §3.2).
 //!
 //! # Lock
 //!
 //! [`Ledger::open`] takes an OS lock (`flock`) on `<data_dir>/LOCK` for the ledger's lifetime: a
 //! second process, or a second `open` in this one, gets [`LedgerError::Locked`]. Export, import
 //! and prune from the command line open the ledger too, so they cannot run beside a live node.
-//! Dropping the last clone of a [`Ledger`] (and every outstanding [`SignPermit`]) drains the
-//! queue, commits, stops the writer and releases the lock; [`Ledger::close`] does the same
-//! and reports errors.
+//! Dropping the last clone of a [`Ledger`] drains the queue, commits, stops the writer and
+//! releases the lock; [`Ledger::close`] does the same and reports errors.
 //!
 //! # Caveat
+//!
+//! Signatures are computed before the ledger check, not after it. On a conflict (a different
+//! digest already recorded), or when two same-digest calls race, a signature — possibly over a
+//! digest the ledger then refuses — has been COMPUTED and held in this process's memory. It is
+//! never stored and never returned, so it never leaves the process through this API; it is
+//! dropped with the refused request (its bytes may linger in freed memory, a core dump or swap
+//! until overwritten). The pipeline's single flight (one flight per task at a time) and its
+//! ledger fast path (a signed task is answered without signing) make such wasted signatures rare.
 //!
 //! The ledger protects one data directory on one machine. It does not protect against:
 //!
@@ -60,10 +72,12 @@
 //!   `max_staleness` (a pruned task that is still fresh could be signed again);
 //! - storage that acknowledges `fsync` without persisting (some consumer SSDs, some virtual
 //!   disks), or a shared/network file system where `flock` is not enforced;
-//! - signatures made outside this API (a key used by another program);
-//! - a digest that does not belong to its output: `record` checks `message_hash` against the
-//!   output, but computing the digest from (reference timestamp, messageHash, scheme, verifier)
-//!   is the caller's job (DESIGN §4.2).
+//! - signatures made outside this API (a key used by another program), or a caller that releases
+//!   the signatures it computed instead of those in the returned record;
+//! - a digest that does not belong to its output, or signatures that are not over the digest:
+//!   `commit_signed` checks `message_hash` against the output, but computing the digest from
+//!   (reference timestamp, messageHash, scheme, verifier) and signing exactly that digest is the
+//!   caller's job (DESIGN §4.2).
 
 mod codec;
 mod error;
@@ -89,7 +103,7 @@ pub use error::{DecodeError, FieldProblem, ImportError, LedgerError};
 pub use export::ImportSummary;
 
 use codec::{decode_entry, decode_value, encode_key, task_id_of_key};
-use writer::{Counters, Decision, Request};
+use writer::{Counters, Request};
 
 /// The data directory's lock file.
 pub const LOCK_FILE: &str = "LOCK";
@@ -134,14 +148,14 @@ pub struct RecordKey {
     pub task_id: TaskId,
 }
 
-/// What the pipeline wants to sign for a task.
+/// What the pipeline signed for a task.
 #[derive(Clone)]
 pub struct Proposal {
     /// The task's reference timestamp (part of the certificate digest).
     pub reference_timestamp: u32,
-    /// keccak256(abi.encode(task id, output)); checked against `output` by `record`.
+    /// keccak256(abi.encode(task id, output)); checked against `output` by `commit_signed`.
     pub message_hash: [u8; 32],
-    /// The result digest that will be signed (DESIGN §4.2).
+    /// The result digest the signatures are over (DESIGN §4.2).
     pub digest: SigningDigest,
     /// The performer's output, kept so a retry can be answered in full.
     pub output: Vec<u8>,
@@ -190,7 +204,8 @@ pub struct Record {
     pub digest: [u8; 32],
     /// The output the digest covers.
     pub output: Vec<u8>,
-    /// The released signatures; `None` between commit and store (or after a crash there).
+    /// The released signatures. `None` only in records this version does not write: left by a
+    /// crash of an older avsnode (which committed before signing), or imported that way.
     pub signatures: Option<Signatures>,
     /// When the record was first committed (Unix milliseconds); pruning goes by this.
     pub created_at_unix_ms: u64,
@@ -218,95 +233,21 @@ impl fmt::Debug for Hex<'_> {
     }
 }
 
-/// What [`Ledger::record`] decided.
-#[derive(Debug)]
-#[must_use = "a Sign permit must be used to sign and store, a Signed record to answer"]
-pub enum Recorded {
-    /// The record is durably committed: sign `permit.digest()`, then `permit.store(..)`.
-    Sign(SignPermit),
-    /// Already signed over the same digest: answer with the stored signatures (idempotent retry).
-    Signed(Record),
-}
-
-/// Permission to sign one digest, issued only for a durably committed record.
-///
-/// Its fields are private and it has no constructor: [`Ledger::record`] is the only source.
-/// Dropping it without [`store`](SignPermit::store) is safe (a retry gets a new permit for the
-/// same digest), but the answer cannot then be replayed from the ledger.
-#[must_use = "sign the digest and store the signatures"]
-pub struct SignPermit {
-    ledger: Ledger,
-    record: Record,
-    digest: SigningDigest,
-}
-
-impl fmt::Debug for SignPermit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignPermit")
-            .field("key", &self.record.key)
-            .field("digest", &self.digest)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SignPermit {
-    /// The digest to sign: the one the committed record allows.
-    pub fn digest(&self) -> &SigningDigest {
-        &self.digest
-    }
-
-    /// The output the digest covers.
-    pub fn output(&self) -> &[u8] {
-        &self.record.output
-    }
-
-    /// Key, domain and task of the record.
-    pub fn key(&self) -> &RecordKey {
-        &self.record.key
-    }
-
-    /// The committed (still unsigned) record.
-    pub fn record(&self) -> &Record {
-        &self.record
-    }
-
-    /// Stores the signatures made over [`digest`](Self::digest) and returns the record to answer
-    /// with. If another permit for the same digest stored first, its signatures are kept and
-    /// returned: answer with the returned record's signatures, not with `signatures`.
-    pub async fn store(self, signatures: Signatures) -> Result<Record, LedgerError> {
-        if !codec::fits(&signatures.result) || !codec::fits(&signatures.auth) {
-            return Err(LedgerError::InvalidProposal {
-                task_id: self.record.key.task_id,
-                problem: "a signature is longer than the ledger layout allows (4 GiB)",
-            });
-        }
-        let (reply, answer) = oneshot::channel();
-        self.ledger
-            .send(Request::Store {
-                committed: self.record,
-                signatures,
-                reply,
-            })
-            .await?;
-        answer.await.map_err(|_| LedgerError::Closed)?
-    }
-}
-
 /// Group-commit counters since [`Ledger::open`].
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LedgerStats {
-    /// Successful durable batch commits (batches that only store signatures commit without an
-    /// fsync and are not counted).
+    /// Successful durable batch commits (every committed batch is durable).
     pub commits: u64,
     /// Batches that failed (every request in them got an error).
     pub failed_commits: u64,
-    /// `record` and `store` requests in durable batches.
+    /// [`Ledger::commit_signed`] calls in successfully committed durable batches (refusals
+    /// decided inside a committed batch, such as conflicts, included).
     pub requests: u64,
     /// Time spent in committed batches, from `begin_write` to the end of `commit`.
     pub commit_seconds_total: f64,
     /// The largest committed batch.
     pub max_batch: u64,
-    /// `record` calls refused with [`LedgerError::Conflict`].
+    /// [`Ledger::commit_signed`] calls refused with [`LedgerError::Conflict`].
     pub conflicts: u64,
 }
 
@@ -363,8 +304,8 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
 /// Tuning of the ledger's writer.
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerOptions {
-    /// How long the writer waits, after taking a batch that holds a new record, for more records
-    /// to share its fsync. Adds up to this much latency; at 1,000 tasks/s a few milliseconds
+    /// How long the writer waits, after taking a batch that holds a write, for more writes to
+    /// share its fsync. Adds up to this much latency; at 1,000 tasks/s a few milliseconds
     /// put several records in each durable commit. Zero commits at once.
     pub commit_delay: Duration,
 }
@@ -372,7 +313,7 @@ pub struct LedgerOptions {
 impl Default for LedgerOptions {
     fn default() -> Self {
         LedgerOptions {
-            commit_delay: Duration::from_millis(2),
+            commit_delay: Duration::from_millis(4),
         }
     }
 }
@@ -464,10 +405,10 @@ impl Ledger {
 
     /// The fast path (DESIGN §3.1 step 7): the record for `key`, from a read snapshot, without
     /// the writer. A signed record answers a retry at once; a record with another digest than the
-    /// one the pipeline would produce means the task must not be signed. Only [`record`] decides
-    /// whether to sign.
+    /// one the pipeline would produce means the task must not be answered. Only
+    /// [`commit_signed`] decides which signatures may be released.
     ///
-    /// [`record`]: Ledger::record
+    /// [`commit_signed`]: Ledger::commit_signed
     pub fn lookup(&self, key: &RecordKey) -> Result<Option<Record>, LedgerError> {
         let txn = self
             .inner
@@ -491,48 +432,50 @@ impl Ledger {
             })
     }
 
-    /// Check-and-record (DESIGN §3.1 step 11, §5): see the module doc for the procedure. Returns
-    /// only after the decision is durably committed.
+    /// Check-and-commit (DESIGN §3.1 step 11, §5): `signatures` are the caller's signatures over
+    /// `proposal.digest`; see the module doc for the procedure. Returns only after the decision
+    /// is durably committed, and returns the record to answer with: its signatures are the ones
+    /// committed, which are not `signatures` when an earlier call for the same digest won.
+    /// Answer from the returned record, never from `signatures`.
     ///
     /// Refuses with [`LedgerError::InvalidProposal`] if `proposal.message_hash` is not
-    /// keccak256(abi.encode(task id, output)).
-    pub async fn record(
+    /// keccak256(abi.encode(task id, output)) or a field does not fit the record layout, and with
+    /// [`LedgerError::Conflict`] if the record holds another digest; in every error case the
+    /// caller's signatures are dropped.
+    pub async fn commit_signed(
         &self,
         key: RecordKey,
         proposal: Proposal,
-    ) -> Result<Recorded, LedgerError> {
-        if !codec::fits(&proposal.output) {
-            return Err(LedgerError::InvalidProposal {
+        signatures: Signatures,
+    ) -> Result<Record, LedgerError> {
+        let invalid = |problem| {
+            Err(LedgerError::InvalidProposal {
                 task_id: key.task_id,
-                problem: "the output is longer than the ledger layout allows (4 GiB)",
-            });
+                problem,
+            })
+        };
+        if !codec::fits(&proposal.output) {
+            return invalid("the output is longer than the ledger layout allows (4 GiB)");
+        }
+        if !codec::fits(&signatures.result) || !codec::fits(&signatures.auth) {
+            return invalid("a signature is longer than the ledger layout allows (4 GiB)");
         }
         if message_hash(&key.task_id, &proposal.output).0 != proposal.message_hash {
-            return Err(LedgerError::InvalidProposal {
-                task_id: key.task_id,
-                problem: "message_hash is not keccak256(abi.encode(task_id, output))",
-            });
+            return invalid("message_hash is not keccak256(abi.encode(task_id, output))");
         }
-        let digest = proposal.digest;
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Record {
+        self.send(Request::Commit {
             key,
             proposal,
+            signatures,
             reply,
         })
         .await?;
-        let decision = answer.await.map_err(|_| LedgerError::Closed)?;
-        if let Err(LedgerError::Conflict { .. }) = &decision {
+        let committed = answer.await.map_err(|_| LedgerError::Closed)?;
+        if let Err(LedgerError::Conflict { .. }) = &committed {
             self.inner.counters.conflict();
         }
-        match decision? {
-            Decision::Sign(record) => Ok(Recorded::Sign(SignPermit {
-                ledger: self.clone(),
-                record,
-                digest,
-            })),
-            Decision::Signed(record) => Ok(Recorded::Signed(record)),
-        }
+        committed
     }
 
     async fn send(&self, request: Request) -> Result<(), LedgerError> {
@@ -622,9 +565,8 @@ impl Ledger {
         done.await.map_err(|_| LedgerError::Closed)
     }
 
-    /// Flushes, then drops this handle. If it was the last one (no other clone, no outstanding
-    /// [`SignPermit`]), the writer thread stops and the data directory's lock is released
-    /// before this returns.
+    /// Flushes, then drops this handle. If it was the last one (no other clone), the writer
+    /// thread stops and the data directory's lock is released before this returns.
     pub async fn close(self) -> Result<(), LedgerError> {
         self.flush().await?;
         drop(self);

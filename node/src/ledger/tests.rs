@@ -35,6 +35,7 @@ fn proposal(task_id: &TaskId, output: &[u8]) -> Proposal {
     }
 }
 
+/// Stand-in signatures: distinct tags give distinct bytes, like two runs of a randomised signer.
 fn sigs(tag: u8) -> Signatures {
     Signatures {
         result: vec![tag; 64],
@@ -48,22 +49,20 @@ fn open_temp() -> (tempfile::TempDir, Ledger) {
     (dir, ledger)
 }
 
-fn permit(recorded: Result<Recorded, LedgerError>) -> SignPermit {
-    match recorded {
-        Ok(Recorded::Sign(permit)) => permit,
-        other => panic!("expected Sign, got {other:?}"),
-    }
+/// `commit_signed` of `output` under `key`, signed with `sigs(tag)`.
+async fn commit(
+    ledger: &Ledger,
+    key: RecordKey,
+    output: &[u8],
+    tag: u8,
+) -> Result<Record, LedgerError> {
+    ledger
+        .commit_signed(key, proposal(&key.task_id, output), sigs(tag))
+        .await
 }
 
-fn signed(recorded: Result<Recorded, LedgerError>) -> Record {
-    match recorded {
-        Ok(Recorded::Signed(record)) => record,
-        other => panic!("expected Signed, got {other:?}"),
-    }
-}
-
-fn assert_conflict(recorded: Result<Recorded, LedgerError>, expected: &RecordKey) {
-    match recorded {
+fn assert_conflict(committed: Result<Record, LedgerError>, expected: &RecordKey) {
+    match committed {
         Err(LedgerError::Conflict {
             task_id,
             domain,
@@ -77,25 +76,46 @@ fn assert_conflict(recorded: Result<Recorded, LedgerError>, expected: &RecordKey
     }
 }
 
-/// 16 concurrent proposals of 16 different outputs for one task: exactly one may be signed.
+/// Gives `ledger` a record for `key` over `output` with no signatures: the state an older avsnode
+/// (which committed before signing) left after a crash. Made the way an operator would carry it
+/// over: an export whose signatures are null, imported.
+async fn import_unsigned(ledger: &Ledger, key: RecordKey, output: &[u8]) -> Record {
+    let (_dir, scratch) = open_temp();
+    commit(&scratch, key, output, 0xee).await.expect("commit");
+    let mut json = Vec::new();
+    scratch.export_json(&mut json).expect("export");
+    let mut value: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    for record in value["records"].as_array_mut().expect("records") {
+        record["result_signature"] = serde_json::Value::Null;
+        record["auth_signature"] = serde_json::Value::Null;
+    }
+    let summary = ledger
+        .import_json(&mut value.to_string().as_bytes())
+        .expect("import");
+    assert_eq!(summary.inserted, 1);
+    let record = ledger.lookup(&key).expect("lookup").expect("imported");
+    assert_eq!(record.signatures, None);
+    record
+}
+
+/// 16 concurrent commits of 16 different outputs (so digests) for one task: exactly one is
+/// committed, and from then on only its signatures are ever returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_one_of_sixteen_different_digests_wins() {
-    const RACERS: usize = 16;
+    const RACERS: u8 = 16;
     let (_dir, ledger) = open_temp();
     for round in 0..20u8 {
         let key = key(round);
-        let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let barrier = Arc::new(tokio::sync::Barrier::new(RACERS.into()));
         let racers: Vec<_> = (0..RACERS)
             .map(|i| {
                 let ledger = ledger.clone();
                 let barrier = Arc::clone(&barrier);
                 tokio::spawn(async move {
-                    let output = vec![round, u8::try_from(i).expect("small")];
+                    let output = vec![round, i];
                     barrier.wait().await;
-                    (
-                        output.clone(),
-                        ledger.record(key, proposal(&key.task_id, &output)).await,
-                    )
+                    let committed = commit(&ledger, key, &output, i).await;
+                    (i, output, committed)
                 })
             })
             .collect();
@@ -103,9 +123,9 @@ async fn exactly_one_of_sixteen_different_digests_wins() {
         let mut winners = Vec::new();
         let mut losers = Vec::new();
         for racer in racers {
-            let (output, recorded) = racer.await.expect("racer panicked");
-            match recorded {
-                Ok(Recorded::Sign(permit)) => winners.push((output, permit)),
+            let (i, output, committed) = racer.await.expect("racer panicked");
+            match committed {
+                Ok(record) => winners.push((i, output, record)),
                 Err(LedgerError::Conflict {
                     task_id, domain, ..
                 }) => {
@@ -115,31 +135,35 @@ async fn exactly_one_of_sixteen_different_digests_wins() {
                 other => panic!("round {round}: unexpected {other:?}"),
             }
         }
-        assert_eq!(winners.len(), 1, "round {round}: exactly one Sign");
+        assert_eq!(winners.len(), 1, "round {round}: exactly one Ok");
         assert_eq!(
             losers.len(),
-            RACERS - 1,
+            usize::from(RACERS - 1),
             "round {round}: all others Conflict"
         );
 
-        let (winning_output, permit) = winners.pop().expect("one winner");
+        let (winner, winning_output, stored) = winners.pop().expect("one winner");
         let winning = proposal(&key.task_id, &winning_output);
-        assert_eq!(permit.digest(), &winning.digest);
-        assert_eq!(permit.output(), winning_output.as_slice());
-        let stored = permit.store(sigs(round)).await.expect("store");
-        assert_eq!(stored.signatures, Some(sigs(round)));
+        assert_eq!(stored.key, key);
         assert_eq!(stored.digest, *winning.digest.as_bytes());
+        assert_eq!(stored.output, winning_output);
+        assert_eq!(stored.signatures, Some(sigs(winner)));
+        assert_eq!(ledger.lookup(&key).expect("lookup"), Some(stored.clone()));
 
-        // Afterwards: the winner's digest is answered from the ledger, every other one refused.
-        for _ in 0..3 {
-            let again = signed(ledger.record(key, winning.clone()).await);
-            assert_eq!(again, stored);
+        // Afterwards: the winner's digest gets the stored record — the winner's signature bytes,
+        // whatever was signed this time — and every other digest is refused.
+        let retries: Vec<_> = (0..4u8)
+            .map(|n| {
+                let ledger = ledger.clone();
+                let winning = winning.clone();
+                tokio::spawn(async move { ledger.commit_signed(key, winning, sigs(100 + n)).await })
+            })
+            .collect();
+        for retry in retries {
+            assert_eq!(retry.await.expect("task").expect("retry"), stored);
         }
         for output in &losers {
-            assert_conflict(
-                ledger.record(key, proposal(&key.task_id, output)).await,
-                &key,
-            );
+            assert_conflict(commit(&ledger, key, output, 200).await, &key);
         }
         assert_eq!(ledger.lookup(&key).expect("lookup"), Some(stored));
     }
@@ -148,109 +172,106 @@ async fn exactly_one_of_sixteen_different_digests_wins() {
     assert_eq!(ledger.stats().conflicts, 20 * 30);
 }
 
-/// Of two different digests for one task in one batch, the second is a conflict.
+/// Within one batch a later request sees an earlier one's insert: of two different digests the
+/// second is a conflict; of two same-digest commits the second gets the first's signatures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_sees_its_own_earlier_inserts() {
     let (_dir, ledger) = open_temp();
     let key = key(1);
     // Queued back to back (no await in between), so they very likely share a batch; correct
     // either way.
-    let a = ledger.record(key, proposal(&key.task_id, b"a"));
-    let b = ledger.record(key, proposal(&key.task_id, b"b"));
+    let a = commit(&ledger, key, b"a", 1);
+    let b = commit(&ledger, key, b"b", 2);
     let (a, b) = tokio::join!(a, b);
     let outcomes = [a, b];
-    let signs = outcomes
-        .iter()
-        .filter(|r| matches!(r, Ok(Recorded::Sign(_))))
-        .count();
+    let oks = outcomes.iter().filter(|r| r.is_ok()).count();
     let conflicts = outcomes
         .iter()
         .filter(|r| matches!(r, Err(LedgerError::Conflict { .. })))
         .count();
-    assert_eq!((signs, conflicts), (1, 1), "{outcomes:?}");
+    assert_eq!((oks, conflicts), (1, 1), "{outcomes:?}");
+
+    let key = self::key(2);
+    let a = commit(&ledger, key, b"same", 1);
+    let b = commit(&ledger, key, b"same", 2);
+    let (a, b) = tokio::join!(a, b);
+    let (a, b) = (a.expect("first"), b.expect("second"));
+    assert_eq!(a, b);
+    assert!(
+        a.signatures == Some(sigs(1)) || a.signatures == Some(sigs(2)),
+        "{a:?}"
+    );
 }
 
-/// Retries with the same digest: `Sign` before `store` (signing the same digest is safe), then
-/// `Signed` with the stored bytes.
+/// 16 concurrent commits of the same digest, each with different signature bytes (a randomised
+/// signer): all 16 answer with the same bytes, those of the one committed first, and so does every
+/// later retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn same_digest_retries_sign_then_replay() {
-    const RETRIES: usize = 16;
+async fn same_digest_commits_all_answer_the_first_signatures() {
+    const RETRIES: u8 = 16;
     let (_dir, ledger) = open_temp();
     let key = key(2);
     let same = proposal(&key.task_id, b"the one output");
 
     let calls: Vec<_> = (0..RETRIES)
-        .map(|_| {
+        .map(|i| {
             let ledger = ledger.clone();
             let same = same.clone();
-            tokio::spawn(async move { ledger.record(key, same).await })
+            tokio::spawn(async move { ledger.commit_signed(key, same, sigs(i)).await })
         })
         .collect();
-    let mut permits = Vec::new();
+    let mut records = Vec::new();
     for call in calls {
-        permits.push(permit(call.await.expect("task")));
+        records.push(call.await.expect("task").expect("commit"));
     }
-    assert_eq!(permits.len(), RETRIES);
-    let created_at = permits[0].record().created_at_unix_ms;
-    for p in &permits {
-        assert_eq!(p.digest(), &same.digest);
-        assert_eq!(p.record().signatures, None);
-        // The record was inserted once; later permits see that same record.
-        assert_eq!(p.record().created_at_unix_ms, created_at);
-    }
-
-    // All store concurrently with different (randomised-HSM-like) bytes: the first stored wins
-    // and every permit is told so.
-    let stores: Vec<_> = permits
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| tokio::spawn(p.store(sigs(u8::try_from(i).expect("small")))))
+    let first = records[0].clone();
+    let kept = first.signatures.clone().expect("signed");
+    assert!(
+        (0..RETRIES).any(|i| sigs(i) == kept),
+        "the kept bytes are one caller's"
+    );
+    let answers: HashSet<_> = records
+        .iter()
+        .map(|r| r.signatures.clone().expect("signed"))
         .collect();
-    let mut answers = HashSet::new();
-    for store in stores {
-        let record = store.await.expect("task").expect("store");
-        answers.insert(record.signatures.clone().expect("signed"));
-    }
-    assert_eq!(answers.len(), 1, "every store answers with the same bytes");
-    let kept = answers.into_iter().next();
-
-    let calls: Vec<_> = (0..RETRIES)
-        .map(|_| {
-            let ledger = ledger.clone();
-            let same = same.clone();
-            tokio::spawn(async move { ledger.record(key, same).await })
-        })
-        .collect();
-    for call in calls {
-        let record = signed(call.await.expect("task"));
-        assert_eq!(record.signatures, kept);
+    assert_eq!(answers.len(), 1, "every call answers with the same bytes");
+    for record in &records {
+        // The record was inserted once; every later call got that same record.
+        assert_eq!(record, &first);
+        assert_eq!(record.digest, *same.digest.as_bytes());
         assert_eq!(record.output, b"the one output");
     }
+
+    let calls: Vec<_> = (0..RETRIES)
+        .map(|i| {
+            let ledger = ledger.clone();
+            let same = same.clone();
+            tokio::spawn(async move { ledger.commit_signed(key, same, sigs(100 + i)).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.expect("task").expect("retry"), first);
+    }
+    assert_eq!(ledger.lookup(&key).expect("lookup"), Some(first));
     assert_eq!(ledger.len().expect("len"), 1);
+    assert_eq!(ledger.stats().conflicts, 0);
 }
 
 #[tokio::test]
 async fn records_survive_reopen_and_an_unsigned_record_stays_binding() {
     let dir = tempfile::tempdir().expect("tempdir");
     let signed_key = key(3);
-    let crashed_key = key(4);
-    let stored = {
+    let unsigned_key = key(4);
+    let (stored, unsigned) = {
         let ledger = Ledger::open(dir.path()).expect("open");
-        let p = permit(
-            ledger
-                .record(signed_key, proposal(&signed_key.task_id, b"done"))
-                .await,
-        );
-        let stored = p.store(sigs(3)).await.expect("store");
-        // Committed, then "crash" before signing: the permit is dropped without store.
-        let crashed = permit(
-            ledger
-                .record(crashed_key, proposal(&crashed_key.task_id, b"first"))
-                .await,
-        );
-        drop(crashed);
+        let stored = commit(&ledger, signed_key, b"done", 3)
+            .await
+            .expect("commit");
+        assert_eq!(stored.signatures, Some(sigs(3)));
+        // Left unsigned by an older avsnode's crash between commit and signing.
+        let unsigned = import_unsigned(&ledger, unsigned_key, b"first").await;
         drop(ledger);
-        stored
+        (stored, unsigned)
     };
 
     let ledger = Ledger::open(dir.path()).expect("reopen");
@@ -259,40 +280,51 @@ async fn records_survive_reopen_and_an_unsigned_record_stays_binding() {
         Some(stored.clone())
     );
     assert_eq!(
-        signed(
-            ledger
-                .record(signed_key, proposal(&signed_key.task_id, b"done"))
-                .await
-        ),
-        stored
+        commit(&ledger, signed_key, b"done", 30)
+            .await
+            .expect("retry"),
+        stored,
+        "the committed signatures survive the reopen and win over new ones"
     );
-    assert_conflict(
-        ledger
-            .record(signed_key, proposal(&signed_key.task_id, b"other"))
-            .await,
-        &signed_key,
-    );
+    assert_conflict(commit(&ledger, signed_key, b"other", 31).await, &signed_key);
 
-    let unsigned = ledger.lookup(&crashed_key).expect("lookup").expect("held");
-    assert_eq!(unsigned.signatures, None);
+    assert_eq!(
+        ledger.lookup(&unsigned_key).expect("lookup"),
+        Some(unsigned.clone())
+    );
     assert_conflict(
-        ledger
-            .record(crashed_key, proposal(&crashed_key.task_id, b"second"))
-            .await,
-        &crashed_key,
+        commit(&ledger, unsigned_key, b"second", 40).await,
+        &unsigned_key,
     );
-    let again = permit(
-        ledger
-            .record(crashed_key, proposal(&crashed_key.task_id, b"first"))
-            .await,
+    // The conflict left it as it was: unsigned, its digest still binding.
+    assert_eq!(
+        ledger.lookup(&unsigned_key).expect("lookup"),
+        Some(unsigned.clone())
     );
-    assert_eq!(again.record(), &unsigned);
-    let finished = again.store(sigs(4)).await.expect("store");
-    assert_eq!(finished.signatures, Some(sigs(4)));
+    let finished = commit(&ledger, unsigned_key, b"first", 4)
+        .await
+        .expect("the same digest completes it");
+    assert_eq!(
+        finished,
+        Record {
+            signatures: Some(sigs(4)),
+            ..unsigned
+        }
+    );
+    assert_eq!(
+        commit(&ledger, unsigned_key, b"first", 41)
+            .await
+            .expect("retry"),
+        finished
+    );
     ledger.close().await.expect("close");
 
     let ledger = Ledger::open(dir.path()).expect("reopen after close");
-    assert_eq!(ledger.lookup(&crashed_key).expect("lookup"), Some(finished));
+    assert_eq!(
+        ledger.lookup(&unsigned_key).expect("lookup"),
+        Some(finished)
+    );
+    assert_eq!(ledger.lookup(&signed_key).expect("lookup"), Some(stored));
 }
 
 #[tokio::test]
@@ -324,20 +356,16 @@ async fn domains_and_keys_are_separate_records() {
     ];
     for (i, key) in keys.iter().enumerate() {
         // Same task id everywhere, a different output in each domain: each one may be signed.
-        let output = [u8::try_from(i).expect("small")];
-        let p = permit(ledger.record(*key, proposal(&key.task_id, &output)).await);
-        p.store(sigs(5)).await.expect("store");
+        let tag = u8::try_from(i).expect("small");
+        let record = commit(&ledger, *key, &[tag], tag).await.expect("commit");
+        assert_eq!(record.signatures, Some(sigs(tag)));
     }
     assert_eq!(ledger.len().expect("len"), keys.len() as u64);
     for (i, key) in keys.iter().enumerate() {
         let record = ledger.lookup(key).expect("lookup").expect("held");
         assert_eq!(record.key, *key);
         assert_eq!(record.output, [u8::try_from(i).expect("small")]);
-        let other = [0xee];
-        assert_conflict(
-            ledger.record(*key, proposal(&key.task_id, &other)).await,
-            key,
-        );
+        assert_conflict(commit(&ledger, *key, &[0xee], 0xee).await, key);
     }
 }
 
@@ -345,7 +373,7 @@ async fn domains_and_keys_are_separate_records() {
 async fn a_second_open_is_locked_until_the_first_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let first = Ledger::open(dir.path()).expect("open");
-    let p = permit(first.record(key(6), proposal(&key(6).task_id, b"x")).await);
+    let clone = first.clone();
 
     let err = Ledger::open(dir.path()).expect_err("second open must fail");
     assert!(
@@ -359,24 +387,25 @@ async fn a_second_open_is_locked_until_the_first_is_dropped() {
         "{message}"
     );
 
-    // A permit keeps the writer (and so the lock) alive.
+    // A clone keeps the writer (and so the lock) alive.
     drop(first);
     assert!(matches!(
         Ledger::open(dir.path()),
         Err(LedgerError::Locked { .. })
     ));
-    p.store(sigs(6))
+    commit(&clone, key(6), b"x", 6)
         .await
-        .expect("store after the ledger handle was dropped");
+        .expect("commit through the remaining clone");
+    drop(clone);
 
-    let reopened = Ledger::open(dir.path()).expect("open after the first is gone");
-    assert!(
+    let reopened = Ledger::open(dir.path()).expect("open after the last clone is gone");
+    assert_eq!(
         reopened
             .lookup(&key(6))
             .expect("lookup")
             .expect("held")
-            .signatures
-            .is_some()
+            .signatures,
+        Some(sigs(6))
     );
 }
 
@@ -405,7 +434,7 @@ fn another_process_is_locked_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn group_commit_batches_concurrent_records() {
+async fn group_commit_batches_concurrent_commits() {
     const TASKS: u32 = 500;
     let (_dir, ledger) = open_temp();
     let before = ledger.stats();
@@ -416,12 +445,15 @@ async fn group_commit_batches_concurrent_records() {
             tokio::spawn(async move {
                 let mut key = key(0);
                 key.task_id.0[..4].copy_from_slice(&i.to_be_bytes());
-                ledger.record(key, proposal(&key.task_id, b"out")).await
+                let tag = i.to_be_bytes()[3];
+                let record = commit(&ledger, key, b"out", tag).await;
+                (tag, record)
             })
         })
         .collect();
     for call in calls {
-        drop(permit(call.await.expect("task")));
+        let (tag, record) = call.await.expect("task");
+        assert_eq!(record.expect("commit").signatures, Some(sigs(tag)));
     }
     let elapsed = started.elapsed();
     let after = ledger.stats();
@@ -445,9 +477,7 @@ async fn group_commit_batches_concurrent_records() {
     for i in 0..20u32 {
         let mut key = key(1);
         key.task_id.0[..4].copy_from_slice(&i.to_be_bytes());
-        drop(permit(
-            ledger.record(key, proposal(&key.task_id, b"out")).await,
-        ));
+        commit(&ledger, key, b"out", 1).await.expect("commit");
     }
     let after = ledger.stats();
     eprintln!(
@@ -463,22 +493,13 @@ async fn group_commit_batches_concurrent_records() {
 async fn prune_removes_only_older_records() {
     let (_dir, ledger) = open_temp();
     for n in 0..3 {
-        drop(permit(
-            ledger
-                .record(key(n), proposal(&key(n).task_id, b"old"))
-                .await,
-        ));
+        commit(&ledger, key(n), b"old", n).await.expect("commit");
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
     let cutoff = writer::now_unix_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
     for n in 10..12 {
-        let p = permit(
-            ledger
-                .record(key(n), proposal(&key(n).task_id, b"new"))
-                .await,
-        );
-        p.store(sigs(n)).await.expect("store");
+        commit(&ledger, key(n), b"new", n).await.expect("commit");
     }
     assert_eq!(ledger.len().expect("len"), 5);
     assert_eq!(ledger.prune(0).expect("prune nothing"), 0);
@@ -505,9 +526,10 @@ async fn sample_records(ledger: &Ledger) -> Vec<RecordKey> {
             key.domain.operator_set_id = u32::MAX - u32::from(n);
         }
         let output: Vec<u8> = (0..n * 20).collect();
-        let p = permit(ledger.record(key, proposal(&key.task_id, &output)).await);
-        if n != 2 {
-            p.store(sigs(n)).await.expect("store");
+        if n == 2 {
+            import_unsigned(ledger, key, &output).await;
+        } else {
+            commit(ledger, key, &output, n).await.expect("commit");
         }
         keys.push(key);
     }
@@ -546,6 +568,7 @@ async fn export_then_import_reproduces_every_record() {
     assert!(records.iter().any(|r| r["result_signature"].is_null()));
     assert!(records.iter().any(|r| r["operator_set_id"] == "4294967294"));
 
+    let unsigned_json = json.clone();
     let (_dst_dir, dst) = open_temp();
     let summary = dst.import_json(&mut json.as_slice()).expect("import");
     assert_eq!(
@@ -569,14 +592,9 @@ async fn export_then_import_reproduces_every_record() {
 
     // The unsigned record is signed at the source later: importing that fills in the signatures.
     let unsigned = keys[2];
-    let p = permit(
-        src.record(
-            unsigned,
-            proposal(&unsigned.task_id, &(0..40).collect::<Vec<u8>>()),
-        )
-        .await,
-    );
-    p.store(sigs(9)).await.expect("store");
+    let output: Vec<u8> = (0..40).collect();
+    let signed = commit(&src, unsigned, &output, 9).await.expect("commit");
+    assert_eq!(signed.signatures, Some(sigs(9)));
     let mut json = Vec::new();
     src.export_json(&mut json).expect("export");
     let third = dst.import_json(&mut json.as_slice()).expect("import");
@@ -593,10 +611,27 @@ async fn export_then_import_reproduces_every_record() {
         src.lookup(&unsigned).expect("lookup")
     );
     // The imported records bind: a different output for an imported task is refused.
-    assert_conflict(
-        dst.record(keys[0], proposal(&keys[0].task_id, b"different"))
-            .await,
-        &keys[0],
+    assert_conflict(commit(&dst, keys[0], b"different", 0).await, &keys[0]);
+    // And an imported unsigned record binds and is completed like one left by a crash.
+    let (_dir, fresh) = open_temp();
+    fresh
+        .import_json(&mut unsigned_json.as_slice())
+        .expect("import");
+    assert_eq!(
+        fresh
+            .lookup(&unsigned)
+            .expect("lookup")
+            .expect("held")
+            .signatures,
+        None
+    );
+    assert_conflict(commit(&fresh, unsigned, b"different", 2).await, &unsigned);
+    assert_eq!(
+        commit(&fresh, unsigned, &output, 2)
+            .await
+            .expect("commit")
+            .signatures,
+        Some(sigs(2))
     );
 }
 
@@ -609,12 +644,9 @@ async fn a_conflicting_import_is_refused_whole() {
 
     // Another ledger holds a different output for one of the tasks.
     let (_dir2, other) = open_temp();
-    let p = permit(
-        other
-            .record(keys[1], proposal(&keys[1].task_id, b"elsewhere"))
-            .await,
-    );
-    p.store(sigs(1)).await.expect("store");
+    commit(&other, keys[1], b"elsewhere", 1)
+        .await
+        .expect("commit");
     let held_before = other.lookup(&keys[1]).expect("lookup");
 
     let err = other
@@ -821,9 +853,8 @@ async fn corrupt_entries_fail_closed_without_panicking() {
             matches!(ledger.lookup(&key), Err(LedgerError::Corrupt { task_id: Some(t), .. }) if t == key.task_id),
             "{value:?}"
         );
-        // `record` refuses too, and does not overwrite what it cannot read.
-        let err = ledger
-            .record(key, proposal(&key.task_id, b"x"))
+        // `commit_signed` refuses too, and does not overwrite what it cannot read.
+        let err = commit(&ledger, key, b"x", 8)
             .await
             .expect_err("corrupt record refused");
         assert!(matches!(err, LedgerError::Corrupt { .. }), "{err:?}");
@@ -843,8 +874,7 @@ async fn corrupt_entries_fail_closed_without_panicking() {
     }
     // The writer survived every refusal and still serves other tasks.
     let other = self::key(9);
-    let p = permit(ledger.record(other, proposal(&other.task_id, b"ok")).await);
-    p.store(sigs(9)).await.expect("store");
+    commit(&ledger, other, b"ok", 9).await.expect("commit");
 
     // A key of the wrong shape.
     let (_dir2, ledger) = open_temp();
@@ -870,7 +900,10 @@ async fn inconsistent_proposals_are_refused() {
     let key = key(10);
     let mut p = proposal(&key.task_id, b"real output");
     p.output = b"another output".to_vec();
-    let err = ledger.record(key, p).await.expect_err("refused");
+    let err = ledger
+        .commit_signed(key, p, sigs(10))
+        .await
+        .expect_err("refused");
     assert!(
         matches!(err, LedgerError::InvalidProposal { .. }),
         "{err:?}"
@@ -882,24 +915,18 @@ async fn inconsistent_proposals_are_refused() {
 async fn close_flushes_and_releases_the_lock() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ledger = Ledger::open(dir.path()).expect("open");
-    let p = permit(
-        ledger
-            .record(key(11), proposal(&key(11).task_id, b"o"))
-            .await,
-    );
-    p.store(sigs(11)).await.expect("store");
+    commit(&ledger, key(11), b"o", 11).await.expect("commit");
     ledger.flush().await.expect("flush");
-    // The record commits durably; the store commits without an fsync (not counted); the flush
-    // is a second durable commit that makes the store durable.
+    // One write, one durable commit; the flush has nothing left to commit.
     let stats = ledger.stats();
     assert_eq!(stats.requests, 1, "{stats:?}");
-    assert_eq!(stats.commits, 2, "{stats:?}");
+    assert_eq!(stats.commits, 1, "{stats:?}");
     ledger.close().await.expect("close");
     let reopened = Ledger::open(dir.path()).expect("lock released by close");
     let record = reopened.lookup(&key(11)).expect("lookup").expect("record");
     assert!(
         record.signatures.is_some(),
-        "the flushed signatures survived"
+        "the committed signatures survived"
     );
     drop(reopened);
 
@@ -998,12 +1025,7 @@ fn records_read_from_a_snapshot_match_the_api() {
         .expect("runtime");
     let (_dir, ledger) = open_temp();
     rt.block_on(async {
-        let p = permit(
-            ledger
-                .record(key(12), proposal(&key(12).task_id, b"s"))
-                .await,
-        );
-        p.store(sigs(12)).await.expect("store");
+        commit(&ledger, key(12), b"s", 12).await.expect("commit");
     });
     let txn = ledger.inner.db.begin_read().expect("read");
     let table = txn.open_table(RECORDS).expect("table");

@@ -1,16 +1,17 @@
-//! The writer thread: owns every `record`/`store` write transaction and commits them in groups.
+//! The writer thread: owns every `commit_signed` write transaction and commits them in groups.
 //!
-//! It blocks for the first queued request, takes whatever else is queued (up to [`MAX_BATCH`]),
-//! applies the batch in queue order inside one write transaction (so a later request sees an
-//! earlier one's insert), commits once, and only then replies. If anything fails at the storage
-//! level, the transaction is aborted and every request of the batch gets the error: no `Sign`
-//! ever leaves this thread for a record that is not durably committed.
+//! It blocks for the first queued request, waits the commit delay for more, takes whatever is
+//! queued (up to [`MAX_BATCH`]), applies the batch in queue order inside one write transaction
+//! (so a later request sees an earlier one's insert), commits durably once, and only then
+//! replies. If anything fails at the storage level, the transaction is aborted and every request
+//! of the batch gets the error: no record, and so no signature, ever leaves this thread unless
+//! it is durably committed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{decode_value, encode_key, encode_value};
@@ -19,32 +20,22 @@ use super::{LedgerError, LedgerStats, Proposal, RECORDS, Record, RecordKey, Sign
 /// The most requests one transaction takes.
 pub(super) const MAX_BATCH: usize = 1024;
 
-/// How many requests may wait for the writer before `record`/`store` callers wait to enqueue.
+/// How many requests may wait for the writer before `commit_signed` callers wait to enqueue.
 pub(super) const QUEUE_CAPACITY: usize = 4 * MAX_BATCH;
 
 /// One unit of work for the writer.
+// `Commit` is the large variant and the one per task; boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Request {
-    Record {
+    /// DESIGN §5's check-and-commit for signatures already made over `proposal.digest`.
+    Commit {
         key: RecordKey,
         proposal: Proposal,
-        reply: oneshot::Sender<Result<Decision, LedgerError>>,
-    },
-    Store {
-        /// The record as committed by `record` (unsigned).
-        committed: Record,
         signatures: Signatures,
         reply: oneshot::Sender<Result<Record, LedgerError>>,
     },
     /// Answered once everything queued before it has been committed (or has failed).
     Flush { reply: oneshot::Sender<()> },
-}
-
-/// What `record` decided, before the permit wrapper is added.
-pub(super) enum Decision {
-    /// Committed with no signatures (new, or left unsigned by a crash).
-    Sign(Record),
-    /// Committed and signed over the same digest.
-    Signed(Record),
 }
 
 /// Counters behind [`LedgerStats`].
@@ -93,12 +84,11 @@ pub(super) fn run(
     commit_delay: Duration,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut unsynced = false;
     while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
-        // Group commit under moderate load: let more records join this batch's fsync.
+        // Group commit under moderate load: let more writes join this batch's fsync.
         if !commit_delay.is_zero()
             && batch.len() < MAX_BATCH
-            && batch.iter().any(|r| matches!(r, Request::Record { .. }))
+            && batch.iter().any(|r| matches!(r, Request::Commit { .. }))
         {
             std::thread::sleep(commit_delay);
             while batch.len() < MAX_BATCH {
@@ -108,29 +98,16 @@ pub(super) fn run(
                 }
             }
         }
-        apply(&db, &mut batch, &counters, &mut unsynced);
+        apply(&db, &mut batch, &counters);
         debug_assert!(batch.is_empty());
-    }
-    if unsynced {
-        // Signatures stored since the last durable commit: make them durable before exiting.
-        let (reply, _done) = oneshot::channel();
-        apply(
-            &db,
-            &mut vec![Request::Flush { reply }],
-            &counters,
-            &mut unsynced,
-        );
     }
     tracing::debug!("ledger writer stopped: queue closed and drained");
 }
 
 /// A request taken from the queue, waiting for the commit before its answer is sent.
+#[allow(clippy::large_enum_variant)] // as for `Request`
 enum Pending {
-    Record {
-        reply: oneshot::Sender<Result<Decision, LedgerError>>,
-        outcome: Option<Result<Decision, LedgerError>>,
-    },
-    Store {
+    Commit {
         reply: oneshot::Sender<Result<Record, LedgerError>>,
         outcome: Option<Result<Record, LedgerError>>,
     },
@@ -161,22 +138,14 @@ impl Failure {
     }
 }
 
-/// Applies one batch in one transaction. `unsynced` says whether an earlier batch committed
-/// without an fsync.
-///
-/// Only records must be durable before their answer: a batch that only stores signatures commits
-/// without an fsync (`Durability::None`). If the machine crashes before a later durable commit,
-/// the record is found unsigned and the same digest is signed again — which the invariant allows.
-/// A flush makes everything durable.
-fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters, unsynced: &mut bool) {
+/// Applies one batch in one durable transaction. Every commit is durable, so a flush only has to
+/// wait for the batches before it, which the queue order already guarantees.
+fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters) {
     let writes = batch
         .iter()
-        .filter(|r| !matches!(r, Request::Flush { .. }))
+        .filter(|r| matches!(r, Request::Commit { .. }))
         .count();
-    let has_record = batch.iter().any(|r| matches!(r, Request::Record { .. }));
-    let has_flush = batch.iter().any(|r| matches!(r, Request::Flush { .. }));
-    let durable = has_record || (has_flush && *unsynced);
-    if writes == 0 && !durable {
+    if writes == 0 {
         for request in batch.drain(..) {
             if let Request::Flush { reply } = request {
                 // The flusher may have stopped waiting; nothing to do then.
@@ -200,11 +169,7 @@ fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters, unsynced:
             // Two-phase commit: the commit slot is known good after a crash without trusting a
             // checksum over attacker-influenced data (outputs come from performers). It costs a
             // second fsync per batch, which group commit amortises.
-            if durable {
-                txn.set_two_phase_commit(true);
-            } else if let Err(e) = txn.set_durability(Durability::None) {
-                tracing::warn!(error = %e, "cannot relax durability; committing durably");
-            }
+            txn.set_two_phase_commit(true);
             let (pending, mut failure) = process(&txn, batch.drain(..), now);
             match failure {
                 None => {
@@ -224,18 +189,15 @@ fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters, unsynced:
 
     match &failure {
         // The counters describe durable commits: what an fsync costs per task.
-        None if durable => {
-            *unsynced = false;
-            counters.committed(writes, started.elapsed());
-        }
-        None => *unsynced = true,
+        None => counters.committed(writes, started.elapsed()),
         Some(f) => {
             counters.failed_commits.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 op = f.op,
                 error = %f.source,
                 requests = writes,
-                "ledger batch failed; nothing in it was committed or signed"
+                "ledger batch failed; nothing in it was committed and none of its signatures \
+                 will be released"
             );
         }
     }
@@ -245,15 +207,13 @@ fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters, unsynced:
         "ledger batch done"
     );
 
-    // Replies go out only now, after the commit: a `Sign` for an uncommitted record is impossible.
+    // Replies go out only now, after the durable commit: a record (and the signatures in it)
+    // that is not committed never reaches a caller.
     for p in pending {
-        // A caller that stopped waiting (its future was dropped) finds the committed result on
+        // A caller that stopped waiting (its future was dropped) finds the committed record on
         // its next retry, so a failed send is not an error.
         match p {
-            Pending::Record { reply, outcome } => {
-                let _ = reply.send(finish(outcome, &failure));
-            }
-            Pending::Store { reply, outcome } => {
+            Pending::Commit { reply, outcome } => {
                 let _ = reply.send(finish(outcome, &failure));
             }
             Pending::Flush { reply } => {
@@ -263,10 +223,10 @@ fn apply(db: &Database, batch: &mut Vec<Request>, counters: &Counters, unsynced:
     }
 }
 
-fn finish<T>(
-    outcome: Option<Result<T, LedgerError>>,
+fn finish(
+    outcome: Option<Result<Record, LedgerError>>,
     failure: &Option<Failure>,
-) -> Result<T, LedgerError> {
+) -> Result<Record, LedgerError> {
     match (failure, outcome) {
         (None, Some(outcome)) => outcome,
         (Some(f), _) => Err(f.error()),
@@ -275,14 +235,10 @@ fn finish<T>(
     }
 }
 
-/// A request that gets no individual outcome (its batch failed).
+/// A request that gets no individual outcome (its batch failed). Its signatures are dropped here.
 fn unanswered(request: Request) -> Pending {
     match request {
-        Request::Record { reply, .. } => Pending::Record {
-            reply,
-            outcome: None,
-        },
-        Request::Store { reply, .. } => Pending::Store {
+        Request::Commit { reply, .. } => Pending::Commit {
             reply,
             outcome: None,
         },
@@ -311,35 +267,19 @@ fn process(
             continue;
         }
         match request {
-            Request::Record {
+            Request::Commit {
                 key,
                 proposal,
-                reply,
-            } => match record(&mut table, key, proposal, now) {
-                Ok(outcome) => out.push(Pending::Record {
-                    reply,
-                    outcome: Some(outcome),
-                }),
-                Err(f) => {
-                    failure = Some(f);
-                    out.push(Pending::Record {
-                        reply,
-                        outcome: None,
-                    });
-                }
-            },
-            Request::Store {
-                committed,
                 signatures,
                 reply,
-            } => match store(&mut table, committed, signatures) {
-                Ok(outcome) => out.push(Pending::Store {
+            } => match commit_signed(&mut table, key, proposal, signatures, now) {
+                Ok(outcome) => out.push(Pending::Commit {
                     reply,
                     outcome: Some(outcome),
                 }),
                 Err(f) => {
                     failure = Some(f);
-                    out.push(Pending::Store {
+                    out.push(Pending::Commit {
                         reply,
                         outcome: None,
                     });
@@ -384,62 +324,41 @@ fn put(table: &mut Records<'_>, record: &Record) -> Result<Result<(), LedgerErro
 }
 
 /// DESIGN §5's procedure for one request: the outer `Result` is a batch failure, the inner one
-/// this request's answer.
-fn record(
+/// this request's answer. Whatever happens, the record returned is the one this transaction
+/// leaves stored, so its signatures are the only ones that may be released.
+fn commit_signed(
     table: &mut Records<'_>,
     key: RecordKey,
     proposal: Proposal,
-    now: u64,
-) -> Result<Result<Decision, LedgerError>, Failure> {
-    let digest = *proposal.digest.as_bytes();
-    match get(table, &key)? {
-        None => {
-            let record = Record {
-                key,
-                reference_timestamp: proposal.reference_timestamp,
-                message_hash: proposal.message_hash,
-                digest,
-                output: proposal.output,
-                signatures: None,
-                created_at_unix_ms: now,
-            };
-            Ok(put(table, &record)?.map(|()| Decision::Sign(record)))
-        }
-        Some(Err(corrupt)) => Ok(Err(corrupt)),
-        Some(Ok(stored)) if stored.digest != digest => Ok(Err(conflict(&key))),
-        Some(Ok(stored)) if stored.signatures.is_some() => Ok(Ok(Decision::Signed(stored))),
-        // Committed earlier but never signed (a crash or a failed store): signing the same
-        // digest again is safe.
-        Some(Ok(stored)) => Ok(Ok(Decision::Sign(stored))),
-    }
-}
-
-/// Attaches signatures to the record a permit was issued for.
-fn store(
-    table: &mut Records<'_>,
-    committed: Record,
     signatures: Signatures,
+    now: u64,
 ) -> Result<Result<Record, LedgerError>, Failure> {
-    let key = committed.key;
-    let mut record = match get(table, &key)? {
-        None => {
-            // Only possible if a prune or an import removed it between record and store; the
-            // permit proves the digest was the one committed, so put it back whole.
-            tracing::warn!(
-                task_id = %key.task_id,
-                domain = %key.domain,
-                "ledger record vanished before its signatures were stored; re-inserting it"
-            );
-            committed
-        }
+    let digest = *proposal.digest.as_bytes();
+    let record = match get(table, &key)? {
+        None => Record {
+            key,
+            reference_timestamp: proposal.reference_timestamp,
+            message_hash: proposal.message_hash,
+            digest,
+            output: proposal.output,
+            signatures: Some(signatures),
+            created_at_unix_ms: now,
+        },
+        // Fail closed: neither sign off nor overwrite what cannot be read.
         Some(Err(corrupt)) => return Ok(Err(corrupt)),
-        Some(Ok(stored)) if stored.digest != committed.digest => return Ok(Err(conflict(&key))),
-        // Another permit for the same digest stored first: keep its bytes so every answer for
-        // this task is identical (HSM signatures are randomised).
+        // Our signatures are dropped with `signatures`: never stored, never returned.
+        Some(Ok(stored)) if stored.digest != digest => return Ok(Err(conflict(&key))),
+        // Already signed over this digest (an earlier call, perhaps earlier in this batch): the
+        // stored bytes win, so every answer for this task is identical even from a randomised
+        // signer (HSM). Ours are discarded.
         Some(Ok(stored)) if stored.signatures.is_some() => return Ok(Ok(stored)),
-        Some(Ok(stored)) => stored,
+        // Committed over this digest but never signed (a crash of an avsnode that committed
+        // before signing, or an import): ours are over the same digest, so they complete it.
+        Some(Ok(mut stored)) => {
+            stored.signatures = Some(signatures);
+            stored
+        }
     };
-    record.signatures = Some(signatures);
     Ok(put(table, &record)?.map(|()| record))
 }
 
