@@ -82,7 +82,7 @@ pub struct LedgerConfig {
     #[serde(default = "defaults::retention", deserialize_with = "duration")]
     pub retention: Duration,
     /// Group commit: how long the ledger waits for more new records to share one fsync (default
-    /// `"4ms"`; `"0s"` commits each batch at once). Adds at most this much latency per task.
+    /// `"5ms"`; `"0s"` commits each batch at once). Adds at most this much latency per task.
     #[serde(default = "defaults::commit_delay", deserialize_with = "duration")]
     pub commit_delay: Duration,
 }
@@ -232,7 +232,7 @@ mod defaults {
         Duration::from_secs(14 * 24 * 3600)
     }
     pub(super) fn commit_delay() -> Duration {
-        Duration::from_millis(4)
+        Duration::from_millis(5)
     }
     pub(super) fn max_staleness() -> Duration {
         Duration::from_secs(3600)

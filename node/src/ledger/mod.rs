@@ -313,7 +313,7 @@ pub struct LedgerOptions {
 impl Default for LedgerOptions {
     fn default() -> Self {
         LedgerOptions {
-            commit_delay: Duration::from_millis(4),
+            commit_delay: Duration::from_millis(5),
         }
     }
 }
