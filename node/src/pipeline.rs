@@ -105,7 +105,10 @@ impl Avs {
     }
 }
 
-type FlightKey = (Address, u32, TaskId);
+/// Only exact duplicates share a flight: the task message hash `h` covers every signed field, so
+/// a request that differs (another reference timestamp, payload, deadline) runs on its own and
+/// meets the other in the ledger, which refuses a second digest.
+type FlightKey = (Address, u32, TaskId, [u8; 32]);
 
 /// The pipeline: shared by every intake handler.
 #[derive(Debug)]
@@ -222,7 +225,7 @@ impl Pipeline {
         {
             return self.answer_from_record(&task, set, &record);
         }
-        self.join_flight(avs, task, key, deadline).await
+        self.join_flight(avs, task, key, h, deadline).await
     }
 
     /// Single flight: the first caller for a task starts its flight; later ones await it.
@@ -231,9 +234,10 @@ impl Pipeline {
         avs: Arc<Avs>,
         task: Task,
         key: RecordKey,
+        h: [u8; 32],
         deadline: Instant,
     ) -> Outcome {
-        let flight_key = (task.avs, task.operator_set_id, task.task_id);
+        let flight_key = (task.avs, task.operator_set_id, task.task_id, h);
         let mut receiver = {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             match flights.get(&flight_key) {

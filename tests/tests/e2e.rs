@@ -206,6 +206,52 @@ async fn concurrent_duplicates_share_one_execution_and_one_signature() {
     }
 }
 
+/// Two concurrent requests for one task id that differ (here in the reference timestamp, so in
+/// the signed digest) never share an answer: exactly one is signed, the other is refused as a
+/// ledger conflict — an answer whose signatures do not verify for its own request is never sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_different_requests_for_one_task_id_never_share_an_answer() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    for set in SCHEMES {
+        let first = fixture.task(RANDOM_SLOW_AVS, set, &[5, 5]);
+        let mut second = first.clone();
+        second.reference_timestamp -= 1;
+        let calls: Vec<_> = [&first, &second]
+            .into_iter()
+            .map(|task| {
+                let submission = fixture.sign(Scheme::Ecdsa, task);
+                let node_url = node.url();
+                tokio::spawn(async move {
+                    let mut client =
+                        avsnode_proto::executor::executor_service_client::ExecutorServiceClient::connect(node_url)
+                            .await
+                            .unwrap();
+                    client.submit_task(submission).await.map(tonic::Response::into_inner)
+                })
+            })
+            .collect();
+        let mut signed = 0;
+        for (call, task) in calls.into_iter().zip([&first, &second]) {
+            match call.await.unwrap() {
+                Ok(result) => {
+                    fixture
+                        .verify_random(&result, task)
+                        .unwrap_or_else(|e| panic!("{set}: {e}"));
+                    signed += 1;
+                }
+                Err(status) => assert_eq!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition,
+                    "{set}: {status}"
+                ),
+            }
+        }
+        assert_eq!(signed, 1, "{set}: exactly one of the two is signed");
+    }
+}
+
 /// DESIGN §3.2: a caller that goes away does not stop sign-and-commit. The caller gives up
 /// after 100 ms (its call is cancelled); the performer takes 300 ms and answers differently each
 /// time. The retry is then answered from the ledger — quickly, with no second execution — which
