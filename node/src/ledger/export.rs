@@ -16,7 +16,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 
 use avsnode_signer::messages::{Address, TaskId, message_hash};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, decode_entry, decode_value, encode_key, encode_value, task_id_of_key};
@@ -87,12 +87,7 @@ impl From<&Record> for JsonRecord {
 
 /// Writes every record, in key order, from one read snapshot.
 pub(super) fn export(db: &Database, out: &mut dyn Write) -> Result<u64, LedgerError> {
-    let txn = db
-        .begin_read()
-        .map_err(storage("starting a read transaction"))?;
-    let table = txn
-        .open_table(RECORDS)
-        .map_err(storage("opening the records table"))?;
+    let table = super::read_records(db)?;
     let mut out = BufWriter::new(out);
     let io = |source| LedgerError::Export { source };
     write!(

@@ -410,14 +410,7 @@ impl Ledger {
     ///
     /// [`commit_signed`]: Ledger::commit_signed
     pub fn lookup(&self, key: &RecordKey) -> Result<Option<Record>, LedgerError> {
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(storage("starting a read transaction"))?;
-        let table = txn
-            .open_table(RECORDS)
-            .map_err(storage("opening the records table"))?;
+        let table = read_records(&self.inner.db)?;
         let Some(value) = table
             .get(encode_key(key).as_slice())
             .map_err(storage("reading a record"))?
@@ -485,15 +478,9 @@ impl Ledger {
 
     /// Number of records held.
     pub fn len(&self) -> Result<u64, LedgerError> {
-        let txn = self
-            .inner
-            .db
-            .begin_read()
-            .map_err(storage("starting a read transaction"))?;
-        let table = txn
-            .open_table(RECORDS)
-            .map_err(storage("opening the records table"))?;
-        table.len().map_err(storage("counting the records"))
+        read_records(&self.inner.db)?
+            .len()
+            .map_err(storage("counting the records"))
     }
 
     /// Whether the ledger holds no record.
@@ -572,6 +559,16 @@ impl Ledger {
         drop(self);
         Ok(())
     }
+}
+
+/// The records table in a read snapshot of its own (the table keeps the snapshot alive).
+pub(crate) fn read_records(
+    db: &Database,
+) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, LedgerError> {
+    db.begin_read()
+        .map_err(storage("starting a read transaction"))?
+        .open_table(RECORDS)
+        .map_err(storage("opening the records table"))
 }
 
 /// Options that create a file readable by its owner only.
