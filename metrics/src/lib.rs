@@ -1,6 +1,391 @@
-//! Every metric avsnode exports, declared in one place, and the HTTP server that exposes them.
+//! Every metric avsnode exports, declared in one place (DESIGN §8), and the HTTP server that
+//! exposes them with the health endpoints.
 //!
-//! Will own (DESIGN §8): the `avsnode_*` metric families with their help texts and low-cardinality
-//! labels (never task ids), registered at start-up so that a registration failure stops the node
-//! instead of silently losing a metric; timer guards for stage latencies; and the `/metrics`,
-//! `/healthz`, `/readyz` endpoints on the metrics listener.
+//! [`Metrics::new`] registers every family at start-up: a registration failure is an error that
+//! stops the node, never a silently missing metric. Labels stay low-cardinality — configured AVS
+//! addresses (anything else is counted as `unknown`), operator sets, schemes, backends, reasons,
+//! stages — never task ids.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub use prometheus::{Error, Histogram as PromHistogram, HistogramTimer, IntGauge};
+
+/// Latency buckets from 0.5 ms to 30 s: task stages span a cached answer (sub-millisecond) to a
+/// performer running against a 10 s deadline.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Signing and ledger commits: 10 µs to 1 s.
+const FAST_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
+    1.0,
+];
+
+/// The label value for an AVS this node does not serve (keeps cardinality bounded).
+pub const UNKNOWN_AVS: &str = "unknown";
+
+/// Every metric family of the node.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `avsnode_tasks_received_total{avs, intake}`.
+    pub tasks_received: IntCounterVec,
+    /// `avsnode_tasks_completed_total{avs, outcome}`: signed, cached, rejected, failed.
+    pub tasks_completed: IntCounterVec,
+    /// `avsnode_task_rejections_total{avs, reason}`.
+    pub task_rejections: IntCounterVec,
+    /// `avsnode_task_stage_seconds{avs, stage}`: validate, queue, execute, sign, total.
+    pub task_stage_seconds: HistogramVec,
+    /// `avsnode_tasks_inflight{avs}`: tasks in the performer.
+    pub tasks_inflight: IntGaugeVec,
+    /// `avsnode_queue_depth{avs}`: tasks waiting for a performer slot.
+    pub queue_depth: IntGaugeVec,
+    /// `avsnode_streams_open`.
+    pub streams_open: IntGauge,
+    /// `avsnode_performer_up{avs, performer}`: 1 when healthy.
+    pub performer_up: IntGaugeVec,
+    /// `avsnode_performer_restarts_total{avs}`.
+    pub performer_restarts: IntCounterVec,
+    /// `avsnode_performer_deployments_total{avs, result}`.
+    pub performer_deployments: IntCounterVec,
+    /// `avsnode_signatures_total{scheme, backend, result}`.
+    pub signatures: IntCounterVec,
+    /// `avsnode_sign_seconds{scheme, backend}`.
+    pub sign_seconds: HistogramVec,
+    /// `avsnode_ledger_records`.
+    pub ledger_records: IntGauge,
+    /// `avsnode_ledger_conflicts_total{avs}`.
+    pub ledger_conflicts: IntCounterVec,
+    /// `avsnode_ledger_commit_seconds`: one observation per durable commit.
+    pub ledger_commit_seconds: Histogram,
+    /// `avsnode_build_info{version, commit}` = 1.
+    pub build_info: IntGaugeVec,
+    /// `avsnode_ready`: 1 when `/readyz` would answer ready.
+    pub ready: IntGauge,
+}
+
+impl Metrics {
+    /// Declares and registers every family (and the process collector).
+    pub fn new() -> Result<Arc<Metrics>, Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, Error> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let histogram_vec = |name: &str,
+                             help: &str,
+                             labels: &[&str],
+                             buckets: &[f64]|
+         -> Result<HistogramVec, Error> {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+
+        let metrics = Metrics {
+            tasks_received: counter(
+                "avsnode_tasks_received_total",
+                "Tasks received, by AVS and intake (unary, stream).",
+                &["avs", "intake"],
+            )?,
+            tasks_completed: counter(
+                "avsnode_tasks_completed_total",
+                "Tasks answered, by outcome: signed (newly), cached (from the ledger), rejected (refused by a check), failed (the performer or the node failed).",
+                &["avs", "outcome"],
+            )?,
+            task_rejections: counter(
+                "avsnode_task_rejections_total",
+                "Tasks not signed, by reason (see docs/OPERATING.md, Rejections).",
+                &["avs", "reason"],
+            )?,
+            task_stage_seconds: histogram_vec(
+                "avsnode_task_stage_seconds",
+                "Time per pipeline stage: validate, queue, execute, sign, total.",
+                &["avs", "stage"],
+                LATENCY_BUCKETS,
+            )?,
+            tasks_inflight: gauge_vec(
+                "avsnode_tasks_inflight",
+                "Tasks in the performer.",
+                &["avs"],
+            )?,
+            queue_depth: gauge_vec(
+                "avsnode_queue_depth",
+                "Tasks waiting for a performer slot.",
+                &["avs"],
+            )?,
+            streams_open: gauge("avsnode_streams_open", "Open TaskStream streams.")?,
+            performer_up: gauge_vec(
+                "avsnode_performer_up",
+                "1 when the AVS's performer is healthy, 0 otherwise.",
+                &["avs", "performer"],
+            )?,
+            performer_restarts: counter(
+                "avsnode_performer_restarts_total",
+                "Performer restarts after a crash or failed health checks.",
+                &["avs"],
+            )?,
+            performer_deployments: counter(
+                "avsnode_performer_deployments_total",
+                "Performer deployments, by result.",
+                &["avs", "result"],
+            )?,
+            signatures: counter(
+                "avsnode_signatures_total",
+                "Signatures made, by scheme, backend and result.",
+                &["scheme", "backend", "result"],
+            )?,
+            sign_seconds: histogram_vec(
+                "avsnode_sign_seconds",
+                "Time to make a task's result and auth signatures.",
+                &["scheme", "backend"],
+                FAST_BUCKETS,
+            )?,
+            ledger_records: gauge("avsnode_ledger_records", "Records in the sign-once ledger.")?,
+            ledger_conflicts: counter(
+                "avsnode_ledger_conflicts_total",
+                "Tasks refused because the ledger holds another digest for them (never signed twice).",
+                &["avs"],
+            )?,
+            ledger_commit_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "avsnode_ledger_commit_seconds",
+                        "Time of each durable ledger commit (group commit: one per batch).",
+                    )
+                    .buckets(FAST_BUCKETS.to_vec()),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            build_info: gauge_vec(
+                "avsnode_build_info",
+                "Build information; always 1.",
+                &["version", "commit"],
+            )?,
+            ready: gauge("avsnode_ready", "1 when the node is ready (see /readyz).")?,
+            registry,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("AVSNODE_GIT_COMMIT").unwrap_or("unknown"),
+            ])
+            .set(1);
+        metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Arc::new(metrics))
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec fails only on a malformed family, which `new` rules out.
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            return format!("# encoding failed: {e}\n");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// A timer guard for one stage of one AVS: observes on drop.
+    pub fn stage_timer(&self, avs: &str, stage: &str) -> HistogramTimer {
+        self.task_stage_seconds
+            .with_label_values(&[avs, stage])
+            .start_timer()
+    }
+}
+
+/// Whether the node is ready, and if not, which parts are not.
+pub type Readiness = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
+
+/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (ready, or 503 with the
+/// parts that are not) on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ready_metrics = metrics.clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                let metrics = ready_metrics.clone();
+                async move {
+                    match readiness() {
+                        Ok(()) => {
+                            metrics.ready.set(1);
+                            (StatusCode::OK, "ready\n".to_owned()).into_response()
+                        }
+                        Err(parts) => {
+                            metrics.ready.set(0);
+                            let body = parts
+                                .iter()
+                                .map(|p| format!("not ready: {p}\n"))
+                                .collect::<String>();
+                            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+                        }
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The address the metrics listener binds by default: loopback only.
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_registered_and_named_as_designed() {
+        let m = Metrics::new().unwrap();
+        m.tasks_received
+            .with_label_values(&["0xabc", "unary"])
+            .inc();
+        m.tasks_completed
+            .with_label_values(&["0xabc", "signed"])
+            .inc();
+        m.task_rejections
+            .with_label_values(&["0xabc", "stale"])
+            .inc();
+        m.stage_timer("0xabc", "total").observe_duration();
+        m.tasks_inflight.with_label_values(&["0xabc"]).set(1);
+        m.queue_depth.with_label_values(&["0xabc"]).set(1);
+        m.performer_up
+            .with_label_values(&["0xabc", "process"])
+            .set(1);
+        m.performer_restarts.with_label_values(&["0xabc"]).inc();
+        m.performer_deployments
+            .with_label_values(&["0xabc", "ok"])
+            .inc();
+        m.signatures
+            .with_label_values(&["ecdsa", "local", "ok"])
+            .inc();
+        m.sign_seconds
+            .with_label_values(&["ecdsa", "local"])
+            .observe(0.0001);
+        m.ledger_conflicts.with_label_values(&["0xabc"]).inc();
+        m.ledger_commit_seconds.observe(0.001);
+        let text = m.encode();
+        for name in [
+            "avsnode_tasks_received_total",
+            "avsnode_tasks_completed_total",
+            "avsnode_task_rejections_total",
+            "avsnode_task_stage_seconds_bucket",
+            "avsnode_tasks_inflight",
+            "avsnode_queue_depth",
+            "avsnode_streams_open",
+            "avsnode_performer_up",
+            "avsnode_performer_restarts_total",
+            "avsnode_performer_deployments_total",
+            "avsnode_signatures_total",
+            "avsnode_sign_seconds_bucket",
+            "avsnode_ledger_records",
+            "avsnode_ledger_conflicts_total",
+            "avsnode_ledger_commit_seconds_bucket",
+            "avsnode_build_info",
+            "avsnode_ready",
+            "process_resident_memory_bytes",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} missing from:\n{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer() {
+        let m = Metrics::new().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = ready.clone();
+        let readiness: Readiness = Arc::new(move || {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(vec!["performer 0xabc".into()])
+            }
+        });
+        tokio::spawn(serve(
+            listener,
+            m.clone(),
+            readiness,
+            std::future::pending(),
+        ));
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
+        let not_ready = get("/readyz").await;
+        assert!(
+            not_ready.starts_with("HTTP/1.0 503")
+                && not_ready.contains("not ready: performer 0xabc"),
+            "{not_ready}"
+        );
+        assert!(get("/metrics").await.contains("avsnode_ready 0"));
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(get("/readyz").await.starts_with("HTTP/1.0 200"));
+        assert!(get("/metrics").await.contains("avsnode_ready 1"));
+    }
+}

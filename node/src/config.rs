@@ -24,6 +24,9 @@ pub struct Config {
     /// The sign-once ledger.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// The metrics and health listener.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Signing keys, referred to by name from operator sets (`[[signer]]` tables).
     #[serde(default, rename = "signer")]
     pub signers: Vec<SignerConfig>,
@@ -69,6 +72,24 @@ impl Default for IntakeConfig {
             listen: defaults::intake_listen(),
             max_message_size: defaults::max_message_size(),
             stream_inflight: defaults::stream_inflight(),
+        }
+    }
+}
+
+/// `[metrics]`: Prometheus `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address (default `127.0.0.1:9464`, loopback only). Environment override:
+    /// `AVSNODE_METRICS_LISTEN`.
+    #[serde(default = "avsnode_metrics::default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: avsnode_metrics::default_listen(),
         }
     }
 }
@@ -363,6 +384,15 @@ impl Config {
         if let Some(v) = env("AVSNODE_DATA_DIR") {
             self.node.data_dir = v.into();
         }
+        if let Some(v) = env("AVSNODE_METRICS_LISTEN") {
+            match v.parse() {
+                Ok(addr) => self.metrics.listen = addr,
+                Err(e) => problems.push(Problem {
+                    path: "AVSNODE_METRICS_LISTEN".into(),
+                    message: format!("invalid socket address {v:?}: {e}"),
+                }),
+            }
+        }
         if let Some(v) = env("AVSNODE_INTAKE_LISTEN") {
             match v.parse() {
                 Ok(addr) => self.intake.listen = addr,
@@ -565,10 +595,11 @@ impl Config {
     /// A few lines for `check-config`: listeners, signers, AVSs and operator sets.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "operator {}\ndata dir {}\nintake listens on {}\n",
+            "operator {}\ndata dir {}\nintake listens on {}\nmetrics listen on {}\n",
             self.operator(),
             self.node.data_dir.display(),
-            self.intake.listen
+            self.intake.listen,
+            self.metrics.listen
         );
         for signer in &self.signers {
             s += &format!(

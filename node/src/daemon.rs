@@ -11,6 +11,10 @@ use avsnode_performer::{
     RestartPolicy,
 };
 use avsnode_signer::messages::{Address, EcdsaVerifier};
+use std::sync::OnceLock;
+
+use avsnode_metrics::{Metrics, Readiness};
+use avsnode_performer::PerformerState;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -47,6 +51,18 @@ pub enum NodeError {
     /// The intake listener failed.
     #[error(transparent)]
     Intake(#[from] IntakeError),
+    /// A metric could not be registered: the node does not run with a metric missing.
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] avsnode_metrics::Error),
+    /// The metrics listener could not bind.
+    #[error("binding the metrics listener to {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -74,10 +90,29 @@ impl RunningNode {
             }
             .into());
         }
+        let metrics = Metrics::new()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let live: Arc<OnceLock<Arc<Pipeline>>> = Arc::default();
+        let metrics_listener =
+            TcpListener::bind(config.metrics.listen)
+                .await
+                .map_err(|source| NodeError::MetricsListen {
+                    addr: config.metrics.listen,
+                    source,
+                })?;
+        info!(listen = %metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics serving");
+        tokio::spawn(avsnode_metrics::serve(
+            metrics_listener,
+            metrics.clone(),
+            readiness(live.clone()),
+            wait_for_stop(stopped.clone()),
+        ));
+
         let ledger = Ledger::open_with(
             &config.node.data_dir,
             LedgerOptions {
                 commit_delay: config.ledger.commit_delay,
+                commit_seconds: Some(metrics.ledger_commit_seconds.clone()),
             },
         )?;
 
@@ -146,20 +181,19 @@ impl RunningNode {
             ));
         }
 
-        let pipeline = Pipeline::new(config.operator(), avs_list, ledger);
+        let pipeline = Pipeline::new(config.operator(), avs_list, ledger, metrics);
+        let _ = live.set(pipeline.clone());
+        tokio::spawn(refresh_gauges(pipeline.clone(), stopped.clone()));
         let options = IntakeOptions {
             max_message_size: config.intake.max_message_size,
             stream_inflight: config.intake.stream_inflight,
         };
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
         info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), operator = %config.operator(), "intake serving");
         let server = tokio::spawn(intake::serve(
             pipeline.clone(),
             listener,
             options,
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
+            wait_for_stop(stopped),
         ));
         Ok(RunningNode {
             pipeline,
@@ -229,6 +263,77 @@ impl RunningNode {
         for performer in &self.performers {
             performer.shutdown().await;
         }
+    }
+}
+
+/// Resolves once the node is told to stop.
+async fn wait_for_stop(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// `/readyz`: ready once the ledger is open, the signers are unlocked (both done before the
+/// pipeline exists) and every AVS's performer is healthy; otherwise the parts that are not.
+fn readiness(live: Arc<OnceLock<Arc<Pipeline>>>) -> Readiness {
+    Arc::new(move || {
+        let Some(pipeline) = live.get() else {
+            return Err(vec![
+                "starting: opening the ledger, unlocking signers, starting performers".into(),
+            ]);
+        };
+        let not_ready: Vec<String> = pipeline
+            .avs()
+            .filter(|avs| avs.performer.state() != PerformerState::Healthy)
+            .map(|avs| {
+                format!(
+                    "performer of AVS {} is {}",
+                    avs.address,
+                    avs.performer.state()
+                )
+            })
+            .collect();
+        if not_ready.is_empty() {
+            Ok(())
+        } else {
+            Err(not_ready)
+        }
+    })
+}
+
+/// Keeps the gauges that describe state (ledger size, performer health and restarts, readiness)
+/// current, once a second, until the node stops.
+async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let metrics = pipeline.metrics().clone();
+    let ready = readiness(Arc::new(OnceLock::from(pipeline.clone())));
+    let mut restarts_seen: HashMap<Address, u32> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if let Ok(records) = pipeline.ledger().len() {
+            metrics
+                .ledger_records
+                .set(i64::try_from(records).unwrap_or(i64::MAX));
+        }
+        for avs in pipeline.avs() {
+            let label = avs.address.to_string();
+            let up = avs.performer.state() == PerformerState::Healthy;
+            metrics
+                .performer_up
+                .with_label_values(&[label.as_str(), avs.performer.runtime()])
+                .set(i64::from(up));
+            let restarts = avs.performer.restarts();
+            let seen = restarts_seen.entry(avs.address).or_default();
+            if restarts > *seen {
+                metrics
+                    .performer_restarts
+                    .with_label_values(&[label.as_str()])
+                    .inc_by(u64::from(restarts - *seen));
+                *seen = restarts;
+            }
+        }
+        metrics.ready.set(i64::from(ready().is_ok()));
     }
 }
 

@@ -82,7 +82,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         aggregator_key,
     );
     let mut toml = format!(
-        "[node]\noperator_address = \"{operator_address}\"\ndata_dir = \"data\"\nshutdown_grace = \"5s\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n\n"
+        "[node]\noperator_address = \"{operator_address}\"\ndata_dir = \"data\"\nshutdown_grace = \"5s\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n"
     );
     if let Some(delay) = options.commit_delay {
         writeln!(

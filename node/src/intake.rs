@@ -90,7 +90,7 @@ impl ExecutorService for Intake {
     ) -> Result<Response<TaskResult>, Status> {
         let timeout = grpc_timeout(request.metadata());
         self.pipeline
-            .submit(request.into_inner(), timeout)
+            .submit(request.into_inner(), timeout, "unary")
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -110,6 +110,8 @@ impl TaskStream for Intake {
         let (events, receiver) = mpsc::channel(cap);
         let slots = Arc::new(Semaphore::new(cap));
         let pipeline = self.pipeline.clone();
+        let open_streams = pipeline.metrics().streams_open.clone();
+        open_streams.inc();
         tokio::spawn(async move {
             loop {
                 // Backpressure: with `cap` tasks unanswered, stop reading; HTTP/2 flow control
@@ -134,6 +136,7 @@ impl TaskStream for Intake {
                     drop(slot);
                 });
             }
+            open_streams.dec();
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
@@ -144,7 +147,7 @@ async fn answer(pipeline: &Arc<Pipeline>, request: StreamRequest) -> StreamEvent
     let kind = match request.kind {
         Some(stream_request::Kind::Task(task)) => {
             let task_id = task.task_id.clone();
-            match pipeline.submit(task, None).await {
+            match pipeline.submit(task, None, "stream").await {
                 Ok(result) => stream_event::Kind::Result(result),
                 Err(rejection) => stream_event::Kind::Rejection(TaskRejection {
                     task_id,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use avsnode_metrics::{Metrics, UNKNOWN_AVS};
 use avsnode_performer::{ExecuteError, Performer};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::performer::TaskRequest;
@@ -81,6 +82,8 @@ pub struct Avs {
     pub performer: Arc<dyn Performer>,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
+    /// The `avs` metric label: the lower-case address.
+    label: String,
 }
 
 impl Avs {
@@ -93,6 +96,7 @@ impl Avs {
         performer: Arc<dyn Performer>,
     ) -> Avs {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
+        let label = address.to_string();
         Avs {
             address,
             config,
@@ -101,6 +105,7 @@ impl Avs {
             performer,
             slots,
             waiting: AtomicUsize::new(0),
+            label,
         }
     }
 }
@@ -118,11 +123,17 @@ pub struct Pipeline {
     ledger: Ledger,
     flights: Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
     in_flight: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
     /// A pipeline for `operator` over these AVSs and ledger.
-    pub fn new(operator: Address, avs: Vec<Avs>, ledger: Ledger) -> Arc<Pipeline> {
+    pub fn new(
+        operator: Address,
+        avs: Vec<Avs>,
+        ledger: Ledger,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Pipeline> {
         let avs = avs.into_iter().map(|a| (a.address, Arc::new(a))).collect();
         Arc::new(Pipeline {
             operator,
@@ -130,7 +141,35 @@ impl Pipeline {
             ledger,
             flights: Mutex::default(),
             in_flight: AtomicUsize::new(0),
+            metrics,
         })
+    }
+
+    /// The AVSs served.
+    pub fn avs(&self) -> impl Iterator<Item = &Arc<Avs>> {
+        self.avs.values()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The `avs` label for a request: a configured AVS's address, else `unknown` (an attacker
+    /// cannot grow the label set).
+    fn avs_label(&self, avs_address: &str) -> String {
+        avs_address
+            .parse::<Address>()
+            .ok()
+            .and_then(|a| self.avs.get(&a))
+            .map_or_else(|| UNKNOWN_AVS.to_owned(), |a| a.label.clone())
+    }
+
+    fn completed(&self, avs: &Avs, outcome: &str) {
+        self.metrics
+            .tasks_completed
+            .with_label_values(&[avs.label.as_str(), outcome])
+            .inc();
     }
 
     /// The operator address.
@@ -154,16 +193,51 @@ impl Pipeline {
         self: &Arc<Self>,
         sub: TaskSubmission,
         grpc_timeout: Option<Duration>,
+        intake: &'static str,
     ) -> Outcome {
-        let task = validate::shape(sub)?;
-        let span = info_span!("task", task_id = %task.task_id, avs = %task.avs, operator_set = task.operator_set_id);
-        let outcome = self
-            .clone()
-            .checked(task, grpc_timeout)
-            .instrument(span.clone())
-            .await;
+        let label = self.avs_label(&sub.avs_address);
+        self.metrics
+            .tasks_received
+            .with_label_values(&[label.as_str(), intake])
+            .inc();
+        let _total = self.metrics.stage_timer(&label, "total");
+        let outcome = match validate::shape(sub) {
+            Ok(task) => {
+                let span = info_span!("task", task_id = %task.task_id, avs = %task.avs, operator_set = task.operator_set_id);
+                let outcome = self
+                    .clone()
+                    .checked(task, grpc_timeout)
+                    .instrument(span.clone())
+                    .await;
+                if let Err(rejection) = &outcome {
+                    span.in_scope(|| log_rejection(rejection));
+                }
+                outcome
+            }
+            Err(rejection) => {
+                log_rejection(&rejection);
+                Err(rejection)
+            }
+        };
+        // Answers are counted where they are made (signed, cached); refusals here, once each.
         if let Err(rejection) = &outcome {
-            span.in_scope(|| log_rejection(rejection));
+            let m = &self.metrics;
+            m.task_rejections
+                .with_label_values(&[label.as_str(), rejection.reason()])
+                .inc();
+            let kind = if rejection.is_failure() {
+                "failed"
+            } else {
+                "rejected"
+            };
+            m.tasks_completed
+                .with_label_values(&[label.as_str(), kind])
+                .inc();
+            if matches!(rejection, Rejection::Conflict { .. }) {
+                m.ledger_conflicts
+                    .with_label_values(&[label.as_str()])
+                    .inc();
+            }
         }
         outcome
     }
@@ -180,6 +254,7 @@ impl Pipeline {
             .get(&task.avs)
             .cloned()
             .ok_or(Rejection::UnknownAvs(task.avs))?;
+        let validate_timer = self.metrics.stage_timer(&avs.label, "validate");
         if task.payload.len() > avs.config.max_payload_size {
             return Err(Rejection::PayloadTooLarge {
                 size: task.payload.len(),
@@ -209,6 +284,7 @@ impl Pipeline {
         if !verified {
             return Err(Rejection::BadSignature);
         }
+        drop(validate_timer);
 
         let key = RecordKey {
             key_id: set.key.key_id(),
@@ -223,7 +299,11 @@ impl Pipeline {
         if let Some(record) = self.ledger.lookup(&key).map_err(internal)?
             && record.signatures.is_some()
         {
-            return self.answer_from_record(&task, set, &record);
+            let outcome = self.answer_from_record(&task, set, &record);
+            if outcome.is_ok() {
+                self.completed(&avs, "cached");
+            }
+            return outcome;
         }
         self.join_flight(avs, task, key, h, deadline).await
     }
@@ -238,10 +318,11 @@ impl Pipeline {
         deadline: Instant,
     ) -> Outcome {
         let flight_key = (task.avs, task.operator_set_id, task.task_id, h);
-        let mut receiver = {
+        let joined = Arc::clone(&avs);
+        let (mut receiver, leader) = {
             let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
             match flights.get(&flight_key) {
-                Some(receiver) => receiver.clone(),
+                Some(receiver) => (receiver.clone(), false),
                 None => {
                     if avs.waiting.fetch_add(1, Ordering::AcqRel) >= avs.config.queue_depth {
                         avs.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -265,7 +346,7 @@ impl Pipeline {
                         }
                         .instrument(span),
                     );
-                    receiver
+                    (receiver, true)
                 }
             }
         };
@@ -273,18 +354,30 @@ impl Pipeline {
             .wait_for(Option::is_some)
             .await
             .map_err(|_| Rejection::Internal("task flight ended without an outcome".into()))?;
-        outcome
+        let outcome = outcome
             .clone()
-            .unwrap_or_else(|| Err(Rejection::Internal("empty outcome".into())))
+            .unwrap_or_else(|| Err(Rejection::Internal("empty outcome".into())));
+        // The leader's answer was counted by its flight; a joiner's is a shared one.
+        if !leader && outcome.is_ok() {
+            self.completed(&joined, "cached");
+        }
+        outcome
     }
 
     /// Steps 8–11 for the flight's leader: queue, execute, check, sign, commit to the ledger.
     async fn fly(&self, avs: &Avs, task: &Task, key: RecordKey, deadline: Instant) -> Outcome {
+        let m = &self.metrics;
+        let queued = m.queue_depth.with_label_values(&[avs.label.as_str()]);
+        queued.inc();
+        let queue_timer = m.stage_timer(&avs.label, "queue");
         let permit = tokio::time::timeout_at(deadline, avs.slots.clone().acquire_owned()).await;
         avs.waiting.fetch_sub(1, Ordering::AcqRel);
+        queued.dec();
+        drop(queue_timer);
         let _permit = permit
             .map_err(|_| Rejection::Deadline("expired while queued for the performer".into()))?
             .map_err(|_| Rejection::ShuttingDown)?;
+        let _inflight = GaugeGuard::inc(m.tasks_inflight.with_label_values(&[avs.label.as_str()]));
 
         // A record without signatures (left by an older avsnode that crashed between commit and
         // signing, or imported) is finished from its stored output: the performer is not asked
@@ -292,7 +385,11 @@ impl Pipeline {
         let set = &avs.operator_sets[&task.operator_set_id];
         let output = match self.ledger.lookup(&key).map_err(internal)? {
             Some(record) if record.signatures.is_some() => {
-                return self.answer_from_record(task, set, &record);
+                let outcome = self.answer_from_record(task, set, &record);
+                if outcome.is_ok() {
+                    self.completed(avs, "cached");
+                }
+                return outcome;
             }
             Some(record) => {
                 // Refused before signing: no signature is ever computed for a digest the ledger
@@ -300,10 +397,16 @@ impl Pipeline {
                 same_digest(task, set, &record)?;
                 record.output
             }
-            None => self.execute(avs, task, deadline).await?,
+            None => {
+                let _execute = m.stage_timer(&avs.label, "execute");
+                self.execute(avs, task, deadline).await?
+            }
         };
 
         let (message_hash, digest) = set.digest(task.reference_timestamp, &task.task_id, &output);
+        let sign_timer = m.stage_timer(&avs.label, "sign");
+        let signing_started = std::time::Instant::now();
+        let scheme = set.key.scheme().as_str();
         let signing_key = set.key.clone();
         let auth_fields = (task.task_id, task.avs, self.operator, task.operator_set_id);
         let signatures = tokio::task::spawn_blocking(move || {
@@ -325,6 +428,13 @@ impl Pipeline {
         })
         .await
         .map_err(|e| internal(format!("signing panicked: {e}")))?;
+        // Two signatures per task: the result's and the auth's.
+        m.sign_seconds
+            .with_label_values(&[scheme, "local"])
+            .observe(signing_started.elapsed().as_secs_f64());
+        m.signatures
+            .with_label_values(&[scheme, "local", "ok"])
+            .inc_by(2);
         let proposal = Proposal {
             reference_timestamp: task.reference_timestamp,
             message_hash,
@@ -351,6 +461,8 @@ impl Pipeline {
             .signatures
             .as_ref()
             .ok_or_else(|| internal("committed record without signatures"))?;
+        drop(sign_timer);
+        self.completed(avs, "signed");
         Ok(self.result(task, &record.output, signatures))
     }
 
@@ -424,6 +536,22 @@ impl Pipeline {
             auth_signature: signatures.auth.clone(),
             version: 1,
         }
+    }
+}
+
+/// Decrements a gauge when dropped (the task left the performer, however it ended).
+struct GaugeGuard(avsnode_metrics::IntGauge);
+
+impl GaugeGuard {
+    fn inc(gauge: avsnode_metrics::IntGauge) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -147,6 +147,23 @@ impl Rejection {
         }
     }
 
+    /// Whether the task failed on the node's or the performer's side (outcome `failed`) rather
+    /// than being refused by a check (outcome `rejected`).
+    pub fn is_failure(&self) -> bool {
+        use Rejection::*;
+        matches!(
+            self,
+            PerformerUnavailable(_)
+                | PerformerTimeout
+                | PerformerError { .. }
+                | OutputTooLarge { .. }
+                | WrongEcho
+                | LateResult
+                | ShuttingDown
+                | Internal(_)
+        )
+    }
+
     /// The status sent to the caller.
     pub fn to_status(&self) -> tonic::Status {
         tonic::Status::new(self.code(), self.to_string())

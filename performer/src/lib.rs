@@ -162,6 +162,14 @@ pub trait Performer: Send + Sync + fmt::Debug {
         timeout: Duration,
     ) -> Result<TaskResponse, ExecuteError>;
 
+    /// How many times the runtime has restarted the performer (0 for unmanaged runtimes).
+    fn restarts(&self) -> u32 {
+        0
+    }
+
+    /// The runtime's name for metrics and logs (`process`, `remote`, …).
+    fn runtime(&self) -> &'static str;
+
     /// Stops supervising (and, for a managed runtime, stops the performer). Afterwards the state is
     /// [`PerformerState::Failed`] and `execute` returns `Unavailable`.
     async fn shutdown(&self);

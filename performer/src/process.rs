@@ -139,6 +139,14 @@ impl Performer for ProcessPerformer {
         self.shared.core.state()
     }
 
+    fn restarts(&self) -> u32 {
+        ProcessPerformer::restarts(self)
+    }
+
+    fn runtime(&self) -> &'static str {
+        "process"
+    }
+
     async fn execute(
         &self,
         request: TaskRequest,

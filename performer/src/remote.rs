@@ -73,6 +73,10 @@ impl Performer for RemotePerformer {
         self.core.state()
     }
 
+    fn runtime(&self) -> &'static str {
+        "remote"
+    }
+
     async fn execute(
         &self,
         request: TaskRequest,

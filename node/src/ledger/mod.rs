@@ -302,18 +302,21 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
 }
 
 /// Tuning of the ledger's writer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LedgerOptions {
     /// How long the writer waits, after taking a batch that holds a write, for more writes to
     /// share its fsync. Adds up to this much latency; at 1,000 tasks/s a few milliseconds
     /// put several records in each durable commit. Zero commits at once.
     pub commit_delay: Duration,
+    /// Observes each durable commit's duration (`avsnode_ledger_commit_seconds`).
+    pub commit_seconds: Option<avsnode_metrics::PromHistogram>,
 }
 
 impl Default for LedgerOptions {
     fn default() -> Self {
         LedgerOptions {
             commit_delay: Duration::from_millis(5),
+            commit_seconds: None,
         }
     }
 }
@@ -375,7 +378,9 @@ impl Ledger {
             .map_err(storage("committing the records table"))?;
 
         let db = Arc::new(db);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::with_commit_histogram(
+            options.commit_seconds.clone(),
+        ));
         let (sender, queue) = mpsc::channel(writer::QUEUE_CAPACITY);
         let writer = std::thread::Builder::new()
             .name("ledger-writer".to_owned())

@@ -47,9 +47,20 @@ pub(super) struct Counters {
     commit_nanos: AtomicU64,
     max_batch: AtomicU64,
     conflicts: AtomicU64,
+    /// Each durable commit's duration, for the metrics endpoint.
+    pub(super) commit_seconds: Option<avsnode_metrics::PromHistogram>,
 }
 
 impl Counters {
+    pub(super) fn with_commit_histogram(
+        commit_seconds: Option<avsnode_metrics::PromHistogram>,
+    ) -> Self {
+        Counters {
+            commit_seconds,
+            ..Counters::default()
+        }
+    }
+
     pub(super) fn snapshot(&self) -> LedgerStats {
         LedgerStats {
             commits: self.commits.load(Ordering::Relaxed),
@@ -67,6 +78,9 @@ impl Counters {
     }
 
     fn committed(&self, requests: usize, took: Duration) {
+        if let Some(histogram) = &self.commit_seconds {
+            histogram.observe(took.as_secs_f64());
+        }
         let requests = u64::try_from(requests).unwrap_or(u64::MAX);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.commits.fetch_add(1, Ordering::Relaxed);

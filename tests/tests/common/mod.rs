@@ -437,7 +437,7 @@ impl NodeBuilder {
         let data_dir = self.data_dir.clone().unwrap_or_else(|| fixture.data_dir());
         let mut toml = format!(
             "[node]\noperator_address = \"{}\"\ndata_dir = {:?}\nshutdown_grace = \"5s\"\n\n\
-             [intake]\nlisten = \"127.0.0.1:0\"\n",
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n",
             fixture.operator,
             data_dir.display().to_string()
         );
