@@ -214,6 +214,22 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// Creates every counter series of a configured AVS at zero, so the first increment is seen
+    /// by `increase()`/`rate()` (a series that appears already at 1 hides it — and with it the
+    /// first restart of a crash loop or the first ledger conflict).
+    pub fn init_avs(&self, avs: &str) {
+        for intake in ["unary", "stream"] {
+            self.tasks_received.with_label_values(&[avs, intake]);
+        }
+        for outcome in ["signed", "cached", "rejected", "failed"] {
+            self.tasks_completed.with_label_values(&[avs, outcome]);
+        }
+        self.ledger_conflicts.with_label_values(&[avs]);
+        self.performer_restarts.with_label_values(&[avs]);
+        self.tasks_inflight.with_label_values(&[avs]);
+        self.queue_depth.with_label_values(&[avs]);
+    }
+
     /// A timer guard for one stage of one AVS: observes on drop.
     pub fn stage_timer(&self, avs: &str, stage: &str) -> HistogramTimer {
         self.task_stage_seconds

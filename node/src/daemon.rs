@@ -181,6 +181,9 @@ impl RunningNode {
             ));
         }
 
+        for avs in &avs_list {
+            metrics.init_avs(&avs.address.to_string());
+        }
         let pipeline = Pipeline::new(config.operator(), avs_list, ledger, metrics);
         let _ = live.set(pipeline.clone());
         tokio::spawn(refresh_gauges(pipeline.clone(), stopped.clone()));

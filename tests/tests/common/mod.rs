@@ -632,6 +632,15 @@ impl TestNode {
         self.address.unwrap()
     }
 
+    /// The metrics listener's address (`/metrics`, `/healthz`, `/readyz`), from the log line
+    /// `{"fields":{"message":"metrics serving","listen":…}}`, logged before the intake serves.
+    pub fn metrics_address(&self) -> SocketAddr {
+        self.log()
+            .lines()
+            .find_map(|line| logged_address(line, "metrics serving"))
+            .expect("the node logged \"metrics serving\" before \"intake serving\"")
+    }
+
     /// `http://` + the intake address.
     pub fn url(&self) -> String {
         format!("http://{}", self.address())
@@ -829,9 +838,14 @@ fn signal_group(pgid: u32, signal: &str) {
 
 /// The intake address from the JSON log line `{"fields":{"message":"intake serving","listen":…}}`.
 fn serving_address(line: &str) -> Option<SocketAddr> {
+    logged_address(line, "intake serving")
+}
+
+/// The `listen` address of the JSON log line `{"fields":{"message":MESSAGE,"listen":…}}`.
+fn logged_address(line: &str, message: &str) -> Option<SocketAddr> {
     let value: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = value.get("fields")?;
-    if fields.get("message")?.as_str()? != "intake serving" {
+    if fields.get("message")?.as_str()? != message {
         return None;
     }
     fields.get("listen")?.as_str()?.parse().ok()
