@@ -38,16 +38,6 @@ const DASHBOARD: &str = "deploy/grafana/avsnode-dashboard.json";
 /// The alert rules, loaded into the test's Prometheus so they are evaluated on live data too.
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 
-/// Metrics the dashboard charts that no test can make the node export, and why. A query on one
-/// of them must still evaluate (status "success"), to an empty result, and the metric must be
-/// absent from `/metrics`: once the node exports it, this test fails until the entry is removed
-/// and the query is checked like the others.
-const CANNOT_PROVOKE: &[(&str, &str)] = &[(
-    "avsnode_performer_deployments_total",
-    "only a performer deployment (management DeployArtifact, DESIGN §7) counts one, and the node \
-     has no management API yet",
-)];
-
 /// One HTTP request's answer.
 #[derive(Debug)]
 struct Response {
@@ -1015,21 +1005,10 @@ async fn prometheus_evaluates_every_dashboard_query() {
     }
 
     let served = format!("{AVS}|{FAILING_AVS}");
-    let exported = scrape(metrics).await;
     let mut problems = Vec::new();
     let mut checked = 0;
     for (title, expr) in &queries {
         let query = substitute(expr, &served);
-        if let Some((metric, why)) = CANNOT_PROVOKE.iter().find(|(m, _)| query.contains(m)) {
-            let result = prometheus.query(&query).await;
-            if !result.is_empty() || exported.contains(&format!("\n{metric}")) {
-                problems.push(format!(
-                    "panel {title:?}: {metric} is exported now (result {result:?}); remove it from \
-                     CANNOT_PROVOKE (listed because {why})"
-                ));
-            }
-            continue;
-        }
         let result = prometheus
             .query_until_some(&query, Duration::from_secs(10))
             .await;
