@@ -368,7 +368,7 @@ async fn performer_slower_than_the_grpc_deadline_is_deadline_exceeded() {
     let _log = node.log_on_panic();
     let task = node.fixture().task(SLOW_AVS, Scheme::Ecdsa, &[5]);
     let mut request = tonic::Request::new(sign(&task));
-    request.set_timeout(Duration::from_millis(500));
+    request.set_timeout(Duration::from_millis(1000));
     let start = Instant::now();
     let outcome = node
         .client()
