@@ -193,10 +193,7 @@ impl Metrics {
         };
         metrics
             .build_info
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                option_env!("AVSNODE_GIT_COMMIT").unwrap_or("unknown"),
-            ])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("AVSNODE_GIT_COMMIT")])
             .set(1);
         metrics.registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -360,6 +357,10 @@ mod tests {
                 "{name} missing from:\n{text}"
             );
         }
+        // The commit is embedded at build time (git, or AVSNODE_GIT_COMMIT, else "unknown").
+        let commit = env!("AVSNODE_GIT_COMMIT");
+        assert!(!commit.is_empty());
+        assert!(text.contains(&format!("commit=\"{commit}\"")), "{text}");
     }
 
     #[tokio::test]
