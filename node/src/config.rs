@@ -27,6 +27,12 @@ pub struct Config {
     /// The metrics and health listener.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The management API (performer deploys). Absent: not served.
+    #[serde(default)]
+    pub management: Option<ManagementConfig>,
+    /// How docker performers are run (network, log forwarding).
+    #[serde(default)]
+    pub docker: DockerConfig,
     /// Signing keys, referred to by name from operator sets (`[[signer]]` tables).
     #[serde(default, rename = "signer")]
     pub signers: Vec<SignerConfig>,
@@ -48,6 +54,52 @@ pub struct NodeConfig {
     /// How long a graceful shutdown waits for in-flight tasks (default `"30s"`).
     #[serde(default = "defaults::shutdown_grace", deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// This node's id on the Docker host: labels the containers it owns (`io.avsnode.node`), so a
+    /// restarted node adopts its own and never touches another node's. Letters, digits, `_`, `.`
+    /// and `-`, at most 64 (default: the operator address, lower-case).
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// `[management]`: the `ExecutorManagementService` listener (DESIGN §7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Listen address (default `127.0.0.1:9091`, loopback only). Environment override:
+    /// `AVSNODE_MANAGEMENT_LISTEN`.
+    #[serde(default = "defaults::management_listen")]
+    pub listen: SocketAddr,
+    /// Addresses of the admin keys allowed to deploy, list and remove performers (ECDSA; not the
+    /// operator's signing keys). Required while `require_auth` is on.
+    #[serde(default)]
+    pub admins: Vec<String>,
+    /// Require a signed single-use challenge on every call (default true). Turning it off lets
+    /// anyone who reaches the listener replace performers.
+    #[serde(default = "defaults::yes")]
+    pub require_auth: bool,
+}
+
+/// `[docker]`: shared by every `runtime = "docker"` performer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// The private bridge network the node creates for its performers (default
+    /// `avsnode-<node id>`). A node that itself runs in a container must be attached to it.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Container log lines forwarded per second and performer; the rest are dropped and counted
+    /// (default 50).
+    #[serde(default = "defaults::log_lines_per_second")]
+    pub log_lines_per_second: u32,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            network: None,
+            log_lines_per_second: defaults::log_lines_per_second(),
+        }
+    }
 }
 
 /// `[intake]`.
@@ -232,11 +284,161 @@ pub enum PerformerConfig {
         /// `http://host:port`.
         endpoint: String,
     },
+    /// A container the node runs through the Docker Engine API, hardened, on a private network.
+    Docker(DockerPerformerConfig),
+}
+
+/// `[avs.performer]` with `runtime = "docker"`. Every hardening switch is on unless turned off
+/// here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerPerformerConfig {
+    /// The image: `name:tag`, `name@sha256:…`, or a local image id `sha256:…`. Absent: the AVS
+    /// has no performer until one is deployed through the management API. A deployment made
+    /// through the API replaces this image until the next deploy.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// `always`, `if-not-present` (default) or `never` (the image must already be present).
+    #[serde(default = "defaults::pull")]
+    pub pull: String,
+    /// Registry credentials for pulls.
+    #[serde(default)]
+    pub registry_auth: Option<RegistryAuthConfig>,
+    /// The container port the performer listens on (default 8080, as Hourglass images do; also
+    /// passed as `PORT`). Never published on the host.
+    #[serde(default = "defaults::performer_port")]
+    pub port: u16,
+    /// Environment variables, passed when the container is created; never logged or written to
+    /// the ledger.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Run as this user (`uid[:gid]` or a name in the image; default: the image's user).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Read-only root filesystem (default true); a tmpfs is mounted at `/tmp` either way.
+    #[serde(default = "defaults::yes")]
+    pub read_only_rootfs: bool,
+    /// Size of the `/tmp` tmpfs in MiB (default 64).
+    #[serde(default = "defaults::tmpfs_mib")]
+    pub tmpfs_mib: u64,
+    /// Drop every Linux capability (default true).
+    #[serde(default = "defaults::yes")]
+    pub drop_capabilities: bool,
+    /// `no-new-privileges` (default true).
+    #[serde(default = "defaults::yes")]
+    pub no_new_privileges: bool,
+    /// Memory, CPU and process limits.
+    #[serde(default)]
+    pub resources: ResourcesConfig,
+    /// How long a deploy lets the old container finish its tasks before removing it (default
+    /// `"30s"`).
+    #[serde(default = "defaults::drain_timeout", deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// Time between steady-state health checks (default `"5s"`; Docker `die`/`oom` events are
+    /// acted on at once).
+    #[serde(default = "defaults::health_interval", deserialize_with = "duration")]
+    pub health_interval: Duration,
+    /// Time a new container has to answer SERVING (default `"30s"`).
+    #[serde(default = "defaults::startup_timeout", deserialize_with = "duration")]
+    pub startup_timeout: Duration,
+    /// Restarts allowed within `restart_window`; one more and the performer is marked failed and
+    /// left stopped (default 5).
+    #[serde(default = "defaults::max_restarts")]
+    pub max_restarts: u32,
+    /// See `max_restarts` (default `"60s"`).
+    #[serde(default = "defaults::restart_window", deserialize_with = "duration")]
+    pub restart_window: Duration,
+}
+
+/// `[avs.performer.registry_auth]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuthConfig {
+    /// The registry user.
+    pub username: String,
+    /// A file holding the password or token (one trailing newline is ignored).
+    pub password_file: PathBuf,
+}
+
+impl fmt::Debug for RegistryAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryAuthConfig")
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+/// `[avs.performer.resources]`: container limits; 0 means unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesConfig {
+    /// Memory limit in MiB (default 1024).
+    #[serde(default = "defaults::memory_mib")]
+    pub memory_mib: u64,
+    /// CPUs, fractional allowed (default 2).
+    #[serde(default = "defaults::cpus")]
+    pub cpus: f64,
+    /// Processes and threads (default 512).
+    #[serde(default = "defaults::pids")]
+    pub pids: u64,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        ResourcesConfig {
+            memory_mib: defaults::memory_mib(),
+            cpus: defaults::cpus(),
+            pids: defaults::pids(),
+        }
+    }
 }
 
 mod defaults {
     use super::*;
 
+    pub(super) fn yes() -> bool {
+        true
+    }
+    pub(super) fn management_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9091))
+    }
+    pub(super) fn log_lines_per_second() -> u32 {
+        50
+    }
+    pub(super) fn pull() -> String {
+        "if-not-present".into()
+    }
+    pub(super) fn performer_port() -> u16 {
+        8080
+    }
+    pub(super) fn tmpfs_mib() -> u64 {
+        64
+    }
+    pub(super) fn drain_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn health_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn startup_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn max_restarts() -> u32 {
+        5
+    }
+    pub(super) fn restart_window() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub(super) fn memory_mib() -> u64 {
+        1024
+    }
+    pub(super) fn cpus() -> f64 {
+        2.0
+    }
+    pub(super) fn pids() -> u64 {
+        512
+    }
     pub(super) fn shutdown_grace() -> Duration {
         Duration::from_secs(30)
     }
@@ -279,6 +481,16 @@ mod defaults {
     pub(super) fn max_output_size() -> usize {
         (3 << 19) - 1
     }
+}
+
+/// Docker object names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, kept short.
+fn valid_docker_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -393,6 +605,19 @@ impl Config {
                 }),
             }
         }
+        if let Some(v) = env("AVSNODE_MANAGEMENT_LISTEN") {
+            match (v.parse(), &mut self.management) {
+                (Ok(addr), Some(management)) => management.listen = addr,
+                (Ok(_), None) => problems.push(Problem {
+                    path: "AVSNODE_MANAGEMENT_LISTEN".into(),
+                    message: "set, but the file has no [management] section".into(),
+                }),
+                (Err(e), _) => problems.push(Problem {
+                    path: "AVSNODE_MANAGEMENT_LISTEN".into(),
+                    message: format!("invalid socket address {v:?}: {e}"),
+                }),
+            }
+        }
         if let Some(v) = env("AVSNODE_INTAKE_LISTEN") {
             match v.parse() {
                 Ok(addr) => self.intake.listen = addr,
@@ -426,11 +651,17 @@ impl Config {
             resolve(&mut signer.password_file);
         }
         for avs in &mut self.avs {
-            if let PerformerConfig::Process { command, .. } = &mut avs.performer {
+            match &mut avs.performer {
                 // A bare program name is looked up on PATH, like a shell would.
-                if command.components().count() > 1 {
+                PerformerConfig::Process { command, .. } if command.components().count() > 1 => {
                     resolve(command);
                 }
+                PerformerConfig::Docker(docker) => {
+                    if let Some(auth) = &mut docker.registry_auth {
+                        resolve(&mut auth.password_file);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -578,10 +809,90 @@ impl Config {
                         format!("{endpoint:?} must start with http:// or https://"),
                     );
                 }
+                PerformerConfig::Docker(docker) => {
+                    let at = |key: &str| format!("avs[{i}].performer.{key}");
+                    if docker.image.as_deref().is_some_and(str::is_empty) {
+                        problem(
+                            at("image"),
+                            "must not be empty (leave it out to deploy later)".into(),
+                        );
+                    }
+                    if let Err(e) = docker.pull.parse::<avsnode_performer::PullPolicy>() {
+                        problem(at("pull"), e.to_string());
+                    }
+                    if docker.port == 0 {
+                        problem(at("port"), "must not be 0".into());
+                    }
+                    if docker.startup_timeout.is_zero() || docker.health_interval.is_zero() {
+                        problem(
+                            at("health_interval"),
+                            "health_interval and startup_timeout must be above 0".into(),
+                        );
+                    }
+                    if !(docker.resources.cpus >= 0.0 && docker.resources.cpus <= 1024.0) {
+                        problem(
+                            at("resources.cpus"),
+                            "must be between 0 (unlimited) and 1024".into(),
+                        );
+                    }
+                    for name in docker.env.keys() {
+                        if name.is_empty() || name.contains('=') || name == "PORT" {
+                            problem(
+                                at("env"),
+                                format!("invalid variable name {name:?} (PORT is set by the node)"),
+                            );
+                        }
+                    }
+                }
                 _ => {}
             }
         }
+        if let Some(network) = &self.docker.network
+            && !valid_docker_name(network)
+        {
+            problem(
+                "docker.network".into(),
+                format!("{network:?}: letters, digits, '_', '.' and '-' only, at most 64"),
+            );
+        }
+        if let Some(id) = &self.node.id
+            && !valid_docker_name(id)
+        {
+            problem(
+                "node.id".into(),
+                format!("{id:?}: letters, digits, '_', '.' and '-' only, at most 64"),
+            );
+        }
+        if let Some(management) = &self.management {
+            for (i, admin) in management.admins.iter().enumerate() {
+                if let Err(e) = admin.parse::<Address>() {
+                    problem(format!("management.admins[{i}]"), e.to_string());
+                }
+            }
+            if management.require_auth && management.admins.is_empty() {
+                problem(
+                    "management.admins".into(),
+                    "no admin key listed: nobody could use the management API (list one, or set require_auth = false to run it unauthenticated)".into(),
+                );
+            }
+        }
         out
+    }
+
+    /// This node's id on the Docker host (`node.id`, default the operator address).
+    pub fn node_id(&self) -> String {
+        self.node
+            .id
+            .clone()
+            .unwrap_or_else(|| self.operator().to_string())
+    }
+
+    /// The docker network for performers (`docker.network`, default `avsnode-<node id>`).
+    pub fn docker_network(&self) -> String {
+        self.docker
+            .network
+            .clone()
+            .unwrap_or_else(|| format!("avsnode-{}", self.node_id()))
     }
 
     /// The operator address (validated).
@@ -601,6 +912,20 @@ impl Config {
             self.intake.listen,
             self.metrics.listen
         );
+        match &self.management {
+            Some(m) => {
+                s += &format!(
+                    "management listens on {} ({})\n",
+                    m.listen,
+                    if m.require_auth {
+                        format!("{} admin key(s)", m.admins.len())
+                    } else {
+                        "UNAUTHENTICATED".into()
+                    }
+                )
+            }
+            None => s += "management API off (no [management] section)\n",
+        }
         for signer in &self.signers {
             s += &format!(
                 "signer {:?}: {} from {}\n",
@@ -620,6 +945,10 @@ impl Config {
                     format!("process {}", command.display())
                 }
                 PerformerConfig::Remote { endpoint } => format!("remote {endpoint}"),
+                PerformerConfig::Docker(docker) => match &docker.image {
+                    Some(image) => format!("docker {image}"),
+                    None => "docker (deployed through the management API)".into(),
+                },
             };
             s += &format!(
                 "avs {}: operator sets {}; {} aggregator(s); performer {runtime}\n",
@@ -710,6 +1039,65 @@ command = "./performer"
         let config =
             Config::from_toml(text, Path::new("deploy/avsnode.example.toml"), |_| None).unwrap();
         assert_eq!(config.avs[0].operator_sets.len(), 2);
+        let PerformerConfig::Docker(docker) = &config.avs[1].performer else {
+            panic!("the second AVS runs in docker")
+        };
+        assert!(docker.read_only_rootfs && docker.drop_capabilities && docker.no_new_privileges);
+        assert_eq!(docker.port, 8080);
+        assert!(config.management.as_ref().is_some_and(|m| m.require_auth));
+    }
+
+    #[test]
+    fn docker_performers_are_hardened_unless_told_otherwise() {
+        let text = VALID.replace(
+            "runtime = \"process\"\ncommand = \"./performer\"",
+            "runtime = \"docker\"\nimage = \"perf:v1\"",
+        );
+        let config = parse(&text).unwrap();
+        let PerformerConfig::Docker(docker) = &config.avs[0].performer else {
+            panic!("docker performer expected")
+        };
+        assert!(docker.read_only_rootfs && docker.drop_capabilities && docker.no_new_privileges);
+        assert_eq!(docker.pull, "if-not-present");
+        assert_eq!(
+            (docker.resources.memory_mib, docker.resources.pids),
+            (1024, 512)
+        );
+        assert_eq!(
+            config.node_id(),
+            "0x1111111111111111111111111111111111111111"
+        );
+        assert_eq!(
+            config.docker_network(),
+            "avsnode-0x1111111111111111111111111111111111111111"
+        );
+
+        let bad = text
+            .replace(
+                "image = \"perf:v1\"",
+                "image = \"perf:v1\"\npull = \"sometimes\"\nenv = { PORT = \"1\" }",
+            )
+            .replace("[node]\n", "[node]\nid = \"no/slashes\"\n")
+            + "\n[management]\nadmins = []\n";
+        let found = problems(&bad);
+        for expected in [
+            "avs[0].performer.pull:",
+            "avs[0].performer.env: invalid variable name \"PORT\"",
+            "node.id:",
+            "management.admins: no admin key",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected} in {found:?}"
+            );
+        }
+        let unknown = text.replace(
+            "image = \"perf:v1\"",
+            "image = \"perf:v1\"\nprivileged = true",
+        );
+        assert!(
+            matches!(parse(&unknown), Err(ConfigError::Parse { message, .. }) if message.contains("privileged"))
+        );
     }
 
     #[test]

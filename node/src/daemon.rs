@@ -10,6 +10,9 @@ use avsnode_performer::{
     HealthPolicy, Performer, ProcessPerformer, ProcessSpec, RemotePerformer, RemoteSpec,
     RestartPolicy,
 };
+
+use crate::management::Management;
+use crate::performers::Performers;
 use avsnode_signer::messages::{Address, EcdsaVerifier};
 use std::sync::OnceLock;
 
@@ -63,6 +66,15 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// The management listener could not bind.
+    #[error("binding the management listener to {addr}: {source}")]
+    ManagementListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -72,7 +84,7 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct RunningNode {
     pipeline: Arc<Pipeline>,
-    performers: Vec<Arc<dyn Performer>>,
+    performers: Arc<Performers>,
     server: JoinHandle<Result<(), IntakeError>>,
     stop: tokio::sync::watch::Sender<bool>,
     grace: Duration,
@@ -129,8 +141,8 @@ impl RunningNode {
             info!(signer = %name, scheme = %key.scheme(), public_key = %key.public_id(), "signer unlocked");
         }
 
+        let performers = Arc::new(Performers::start(&config, metrics.clone()).await?);
         let mut avs_list = Vec::new();
-        let mut performers = Vec::new();
         for (i, avs) in config.avs.iter().enumerate() {
             let address: Address = avs.address.parse().map_err(|e: avsnode_signer::Error| {
                 NodeError::from(ConfigError::Invalid {
@@ -141,8 +153,6 @@ impl RunningNode {
                     }],
                 })
             })?;
-            let performer = start_performer(address, &avs.performer).await?;
-            performers.push(performer.clone());
             let aggregators = avs
                 .aggregators
                 .iter()
@@ -177,7 +187,7 @@ impl RunningNode {
                 avs.clone(),
                 aggregators,
                 operator_sets,
-                performer,
+                performers.slot(&address),
             ));
         }
 
@@ -187,6 +197,36 @@ impl RunningNode {
         let pipeline = Pipeline::new(config.operator(), avs_list, ledger, metrics);
         let _ = live.set(pipeline.clone());
         tokio::spawn(refresh_gauges(pipeline.clone(), stopped.clone()));
+        if let Some(management) = &config.management {
+            let listener = TcpListener::bind(management.listen)
+                .await
+                .map_err(|source| NodeError::ManagementListen {
+                    addr: management.listen,
+                    source,
+                })?;
+            let admins = management.require_auth.then(|| {
+                management
+                    .admins
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .collect()
+            });
+            if admins.is_none() {
+                warn!(
+                    "the management API is UNAUTHENTICATED (require_auth = false): anyone who reaches it can replace performers"
+                );
+            }
+            info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "management serving");
+            let service = Management::new(performers.clone(), config.operator(), admins);
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    crate::management::serve(service, listener, wait_for_stop(stopped)).await
+                {
+                    tracing::error!(error = %e, "the management listener failed");
+                }
+            });
+        }
         let options = IntakeOptions {
             max_message_size: config.intake.max_message_size,
             stream_inflight: config.intake.stream_inflight,
@@ -251,9 +291,7 @@ impl RunningNode {
         {
             abort.abort();
         }
-        for performer in &self.performers {
-            performer.shutdown().await;
-        }
+        self.performers.shutdown().await;
         let ledger = self.pipeline.ledger().clone();
         drop(self.pipeline);
         // Commits anything queued, stops the writer thread and releases the data dir's lock.
@@ -263,9 +301,7 @@ impl RunningNode {
     }
 
     async fn stop_performers(&self) {
-        for performer in &self.performers {
-            performer.shutdown().await;
-        }
+        self.performers.shutdown().await;
     }
 }
 
@@ -285,13 +321,10 @@ fn readiness(live: Arc<OnceLock<Arc<Pipeline>>>) -> Readiness {
         };
         let not_ready: Vec<String> = pipeline
             .avs()
-            .filter(|avs| avs.performer.state() != PerformerState::Healthy)
-            .map(|avs| {
-                format!(
-                    "performer of AVS {} is {}",
-                    avs.address,
-                    avs.performer.state()
-                )
+            .filter_map(|avs| match avs.performer.current() {
+                Ok(p) if p.state() == PerformerState::Healthy => None,
+                Ok(p) => Some(format!("performer of AVS {} is {}", avs.address, p.state())),
+                Err(why) => Some(format!("AVS {} has no performer: {why}", avs.address)),
             })
             .collect();
         if not_ready.is_empty() {
@@ -307,7 +340,8 @@ fn readiness(live: Arc<OnceLock<Arc<Pipeline>>>) -> Readiness {
 async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch::Receiver<bool>) {
     let metrics = pipeline.metrics().clone();
     let ready = readiness(Arc::new(OnceLock::from(pipeline.clone())));
-    let mut restarts_seen: HashMap<Address, u32> = HashMap::new();
+    // Per AVS: which performer (by allocation; a deploy brings a new one) and its restarts.
+    let mut restarts_seen: HashMap<Address, (usize, u32)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -321,26 +355,39 @@ async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch
         }
         for avs in pipeline.avs() {
             let label = avs.address.to_string();
-            let up = avs.performer.state() == PerformerState::Healthy;
+            let Ok(performer) = avs.performer.current() else {
+                // Only docker AVSs can be without a performer (none deployed yet, or removed).
+                metrics
+                    .performer_up
+                    .with_label_values(&[label.as_str(), "docker"])
+                    .set(0);
+                continue;
+            };
+            let up = performer.state() == PerformerState::Healthy;
             metrics
                 .performer_up
-                .with_label_values(&[label.as_str(), avs.performer.runtime()])
+                .with_label_values(&[label.as_str(), performer.runtime()])
                 .set(i64::from(up));
-            let restarts = avs.performer.restarts();
-            let seen = restarts_seen.entry(avs.address).or_default();
-            if restarts > *seen {
+            let restarts = performer.restarts();
+            let instance = Arc::as_ptr(&performer).cast::<()>() as usize;
+            let seen = restarts_seen.entry(avs.address).or_insert((instance, 0));
+            if seen.0 != instance {
+                *seen = (instance, 0);
+            }
+            if restarts > seen.1 {
                 metrics
                     .performer_restarts
                     .with_label_values(&[label.as_str()])
-                    .inc_by(u64::from(restarts - *seen));
-                *seen = restarts;
+                    .inc_by(u64::from(restarts - seen.1));
+                seen.1 = restarts;
             }
         }
         metrics.ready.set(i64::from(ready().is_ok()));
     }
 }
 
-async fn start_performer(
+/// Starts a process or remote performer from its configuration.
+pub(crate) async fn start_performer(
     avs: Address,
     config: &PerformerConfig,
 ) -> Result<Arc<dyn Performer>, NodeError> {
@@ -371,6 +418,9 @@ async fn start_performer(
             .await
             .map_err(|source| NodeError::Performer { avs, source })?,
         ),
+        PerformerConfig::Docker(_) => {
+            unreachable!("docker performers are started by Performers")
+        }
     };
     info!(%avs, state = %performer.state(), "performer started");
     Ok(performer)

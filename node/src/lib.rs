@@ -4,7 +4,7 @@
 //! services ([`intake`]), the task pipeline — shape, addressee, deadline, freshness, aggregator
 //! signature ([`validate`]), ledger fast path, admission with single flight, execution, output
 //! checks, sign-and-commit ([`pipeline`]) — the sign-once [`ledger`], the live signers
-//! ([`signing`]), and the `avsnode` command line (keys, demo). It depends on every other crate;
+//! ([`signing`]), the performers of each AVS and their deploys ([`performers`], [`management`]), and the `avsnode` command line (keys, demo). It depends on every other crate;
 //! nothing depends on it.
 //!
 //! # Invariant
@@ -23,6 +23,8 @@ pub mod demo;
 pub mod intake;
 pub mod keys;
 pub mod ledger;
+pub mod management;
+pub mod performers;
 pub mod pipeline;
 pub mod rejection;
 pub mod signing;

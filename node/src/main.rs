@@ -61,6 +61,9 @@ enum Command {
     /// Create, import, list and inspect key files.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Deploy, list and remove docker performers through a node's management API.
+    #[command(subcommand)]
+    Performer(PerformerCommand),
     /// Export, import and prune the sign-once ledger (only while the node is stopped).
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -127,6 +130,180 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PerformerCommand {
+    /// Blue/green deploy: start the image, wait until healthy, switch new tasks to it, drain and
+    /// remove the old container. Prints the new performer id.
+    Deploy {
+        #[command(flatten)]
+        node: ManagementArgs,
+        /// The AVS address.
+        #[arg(long)]
+        avs: String,
+        /// The image: `name:tag`, `name@sha256:…`, or a local image id `sha256:…`.
+        #[arg(long)]
+        image: String,
+        /// An environment variable for the container, `NAME=VALUE` (repeatable).
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+    },
+    /// List performers and their live state.
+    List {
+        #[command(flatten)]
+        node: ManagementArgs,
+        /// Only this AVS's.
+        #[arg(long, default_value = "")]
+        avs: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop and remove a performer (its AVS gets UNAVAILABLE until the next deploy).
+    Remove {
+        #[command(flatten)]
+        node: ManagementArgs,
+        /// The performer id (from `deploy` or `list`).
+        performer_id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ManagementArgs {
+    /// The node's management listener.
+    #[arg(
+        long,
+        env = "AVSNODE_MANAGEMENT_URL",
+        default_value = "http://127.0.0.1:9091"
+    )]
+    node: String,
+    /// The node's operator address (challenges are issued for it).
+    #[arg(long, env = "AVSNODE_OPERATOR_ADDRESS")]
+    operator: String,
+    /// The admin key: an ECDSA keystore whose address is in the node's `management.admins`.
+    #[arg(long, env = "AVSNODE_ADMIN_KEY", required_unless_present = "no_auth")]
+    admin_key: Option<PathBuf>,
+    #[command(flatten)]
+    password: PasswordArgs,
+    /// Send calls unsigned (only a node with `require_auth = false` accepts them).
+    #[arg(long, conflicts_with = "admin_key")]
+    no_auth: bool,
+}
+
+impl ManagementArgs {
+    async fn connect(&self) -> anyhow::Result<avsnode::management::AdminClient> {
+        let operator = self
+            .operator
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--operator {:?}: {e}", self.operator))?;
+        let key = match &self.admin_key {
+            None => None,
+            Some(path) => {
+                avsnode::signing::check_permissions(
+                    "admin keystore",
+                    path,
+                    self.password.allow_insecure_permissions,
+                )?;
+                let password = keys::read_password(
+                    self.password.password_file.as_deref(),
+                    "Admin keystore password: ",
+                    false,
+                    self.password.allow_insecure_permissions,
+                )?;
+                match keys::open(path, &password)? {
+                    LocalKey::Ecdsa(key) => Some(key),
+                    other => bail!(
+                        "{}: admin keys are ecdsa; this is a {} key",
+                        path.display(),
+                        other.scheme()
+                    ),
+                }
+            }
+        };
+        avsnode::management::AdminClient::connect(&self.node, operator, key)
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()))
+    }
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn performer_command(command: PerformerCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let failed = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    runtime.block_on(async {
+        match command {
+            PerformerCommand::Deploy {
+                node,
+                avs,
+                image,
+                env,
+            } => {
+                let mut client = node.connect().await?;
+                let answer = client.deploy(&avs, "", &image, env).await.map_err(failed)?;
+                println!("{}\n{}", answer.deployment_id, answer.message);
+            }
+            PerformerCommand::List { node, avs, json } => {
+                let mut client = node.connect().await?;
+                let performers = client.list(&avs).await.map_err(failed)?;
+                if json {
+                    let rows: Vec<_> = performers
+                        .iter()
+                        .map(|p| {
+                            serde_json::json!({
+                                "performer_id": p.performer_id,
+                                "avs_address": p.avs_address,
+                                "status": p.status,
+                                "artifact_registry": p.artifact_registry,
+                                "artifact_tag": p.artifact_tag,
+                                "artifact_digest": p.artifact_digest,
+                                "container_id": p.container_id,
+                                "resource_healthy": p.resource_healthy,
+                                "application_healthy": p.application_healthy,
+                                "last_health_check": p.last_health_check,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else if performers.is_empty() {
+                    println!("no performers");
+                } else {
+                    println!(
+                        "{:<22} {:<44} {:<11} {:<14} IMAGE",
+                        "PERFORMER", "AVS", "STATUS", "CONTAINER"
+                    );
+                    for p in performers {
+                        let image = match (p.artifact_registry.as_str(), p.artifact_tag.as_str()) {
+                            ("", _) => p.artifact_digest.clone(),
+                            (r, "") => format!("{r}@{}", p.artifact_digest),
+                            (r, t) => format!("{r}:{t}"),
+                        };
+                        let container: String = p.container_id.chars().take(12).collect();
+                        println!(
+                            "{:<22} {:<44} {:<11} {:<14} {image}",
+                            p.performer_id, p.avs_address, p.status, container
+                        );
+                    }
+                }
+            }
+            PerformerCommand::Remove { node, performer_id } => {
+                let mut client = node.connect().await?;
+                let answer = client.remove(&performer_id).await.map_err(failed)?;
+                println!("{}", answer.message);
+            }
+        }
+        anyhow::Ok(())
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -292,6 +469,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Keys(command) => keys_command(command)?,
         Command::Ledger(command) => ledger_command(command)?,
+        Command::Performer(command) => performer_command(command)?,
         Command::ExamplePerformer(options) => runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind((options.host, options.port))
                 .await

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use avsnode_metrics::{Metrics, UNKNOWN_AVS};
-use avsnode_performer::{ExecuteError, Performer};
+use avsnode_performer::ExecuteError;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::performer::TaskRequest;
 use avsnode_signer::Scheme;
@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::config::AvsConfig;
 use crate::ledger::{Domain, Ledger, LedgerError, Proposal, Record, RecordKey, Signatures};
+use crate::performers::PerformerSlot;
 use crate::rejection::Rejection;
 use crate::signing::LocalKey;
 use crate::validate::{self, AggregatorKey, Task};
@@ -82,8 +83,8 @@ pub struct Avs {
     pub aggregators: HashMap<Address, AggregatorKey>,
     /// Operator sets by id.
     pub operator_sets: HashMap<u32, OperatorSet>,
-    /// Where its tasks run.
-    pub performer: Arc<dyn Performer>,
+    /// Where its tasks run (swapped by deploys).
+    pub performer: Arc<PerformerSlot>,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     /// The `avs` metric label: the lower-case address.
@@ -97,7 +98,7 @@ impl Avs {
         config: AvsConfig,
         aggregators: HashMap<Address, AggregatorKey>,
         operator_sets: HashMap<u32, OperatorSet>,
-        performer: Arc<dyn Performer>,
+        performer: Arc<PerformerSlot>,
     ) -> Avs {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
         let label = address.to_string();
@@ -487,8 +488,12 @@ impl Pipeline {
             task_id: wire_id.clone(),
             payload: task.payload.clone(),
         };
-        let response = avs
+        // Held for the whole call: a deploy that swaps the slot meanwhile drains this one.
+        let performer = avs
             .performer
+            .current()
+            .map_err(Rejection::PerformerUnavailable)?;
+        let response = performer
             .execute(request, timeout)
             .await
             .map_err(|e| match e {

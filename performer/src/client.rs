@@ -62,6 +62,19 @@ impl Core {
         })
     }
 
+    /// Fresh clients for `endpoint` sharing this core's state: a restarted container may come back
+    /// on another address, and a connection to its old incarnation is dead without knowing it.
+    pub(crate) fn reconnect(
+        &self,
+        endpoint: String,
+        policy: &HealthPolicy,
+    ) -> Result<Self, StartError> {
+        Ok(Self {
+            state: self.state.clone(),
+            ..Self::new(endpoint, policy)?
+        })
+    }
+
     pub(crate) fn state(&self) -> PerformerState {
         *self.state.borrow()
     }

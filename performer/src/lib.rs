@@ -1,10 +1,10 @@
 //! Performer runtimes: where an AVS's tasks actually execute.
 //!
-//! Owns (DESIGN §7) the runtime interface, [`Performer`], and its implementations — `process`
+//! Owns (DESIGN §7) the runtime interface, [`Performer`], and its implementations — `docker`
+//! ([`DockerPerformer`]: containers managed through the Docker Engine API with bollard: private
+//! bridge network, no published ports, hardened by default, labelled for adoption), `process`
 //! ([`ProcessPerformer`]: a local executable started with `PORT`, supervised and restarted) and
-//! `remote` ([`RemotePerformer`]: an endpoint the node does not manage, health-checked only); later
-//! `docker` (containers managed through the Docker Engine API with bollard: private bridge network,
-//! no published ports, hardened by default, labelled for adoption) and blue/green deploys. Also
+//! `remote` ([`RemotePerformer`]: an endpoint the node does not manage, health-checked only). Also
 //! owns health checks (`grpc.health.v1.Health/Check` must say SERVING, see [`HealthPolicy`]),
 //! restarts with capped backoff and crash-loop detection ([`RestartPolicy`]), and the gRPC client
 //! for the Hourglass `PerformerService`.
@@ -15,6 +15,7 @@
 //! and not the other way round.
 
 mod client;
+mod docker;
 mod health;
 mod process;
 mod remote;
@@ -25,6 +26,10 @@ use std::time::Duration;
 
 use avsnode_proto::performer::{TaskRequest, TaskResponse};
 
+pub use docker::{
+    ContainerExit, DockerError, DockerPerformer, DockerRuntime, DockerSpec, Hardening,
+    OwnedContainer, PullPolicy, RegistryAuth, Resources,
+};
 pub use health::{HealthCheckError, HealthPolicy};
 pub use process::{ProcessPerformer, ProcessSpec, RestartPolicy};
 pub use remote::{RemotePerformer, RemoteSpec};
@@ -36,9 +41,10 @@ pub enum PerformerState {
     Starting,
     /// Passing health checks: takes tasks.
     Healthy,
-    /// Failing health checks (a remote endpoint that is down, or a process about to be restarted).
+    /// Failing health checks (a remote endpoint that is down, or a process or container about to
+    /// be restarted).
     Unhealthy,
-    /// The process exited or was killed and is being restarted.
+    /// The process or container exited or was killed and is being restarted.
     Restarting,
     /// Given up: crash loop, or shut down. Needs an operator (or a deploy).
     Failed,
@@ -122,6 +128,58 @@ pub enum StartError {
         name: String,
         /// The program.
         program: PathBuf,
+        /// The startup timeout.
+        timeout: Duration,
+        /// The last failed health check.
+        #[source]
+        last: HealthCheckError,
+    },
+    /// A Docker Engine request failed.
+    #[error("performer {name}: {source}")]
+    Docker {
+        /// The performer's name (its id).
+        name: String,
+        /// The request and the engine's answer.
+        #[source]
+        source: DockerError,
+    },
+    /// The image is not present locally and may not be pulled.
+    #[error("performer {name}: image {image} is not present locally and {why}")]
+    ImageMissing {
+        /// The performer's name (its id).
+        name: String,
+        /// The image reference.
+        image: String,
+        /// Why it is not pulled (for example "the pull policy is never").
+        why: &'static str,
+    },
+    /// The container has no address on the performer network.
+    #[error("performer {name}: container {container} has no address on network {network}")]
+    NoAddress {
+        /// The performer's name (its id).
+        name: String,
+        /// The container id.
+        container: String,
+        /// The network.
+        network: String,
+    },
+    /// The container stopped before its first SERVING health check.
+    #[error("performer {name}: the container of {image} stopped ({exit}) before becoming healthy")]
+    ContainerExited {
+        /// The performer's name (its id).
+        name: String,
+        /// The image reference.
+        image: String,
+        /// How it stopped.
+        exit: ContainerExit,
+    },
+    /// The container ran but never answered SERVING within the startup timeout.
+    #[error("performer {name}: the container of {image} never became healthy within {timeout:?}")]
+    ContainerNeverHealthy {
+        /// The performer's name (its id).
+        name: String,
+        /// The image reference.
+        image: String,
         /// The startup timeout.
         timeout: Duration,
         /// The last failed health check.

@@ -1,6 +1,7 @@
 //! The `process` runtime: a local executable started with `PORT`, supervised and restarted.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::client::{Core, Supervisor};
 use crate::health::{until_healthy, until_unhealthy};
 use crate::{ExecuteError, HealthPolicy, Performer, PerformerState, StartError};
 
-/// How a crashed or unhealthy process is restarted.
+/// How a crashed or unhealthy process or container is restarted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// Wait before the first restart; doubles with each restart in the crash-loop window
@@ -50,6 +51,66 @@ impl RestartPolicy {
         self.initial_backoff
             .saturating_mul(factor)
             .min(self.max_backoff)
+    }
+}
+
+/// The restart rule every managed runtime follows: a backoff that doubles with each restart in the
+/// crash-loop window, and no restart at all once the window holds `crash_loop_restarts`.
+#[derive(Debug)]
+pub(crate) struct Restarts {
+    policy: RestartPolicy,
+    recent: VecDeque<Instant>,
+}
+
+/// Why a performer is not restarted again.
+#[derive(Debug)]
+pub(crate) struct CrashLoop {
+    restarts: usize,
+    window: Duration,
+}
+
+impl fmt::Display for CrashLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "crash loop: restarted {} times within {:?}; not restarting again",
+            self.restarts, self.window
+        )
+    }
+}
+
+impl Restarts {
+    pub(crate) fn new(policy: RestartPolicy) -> Self {
+        Self {
+            policy,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Takes the next restart: marks the performer restarting, waits out the backoff and counts
+    /// the restart in `count`. A crash loop instead returns at once, changing nothing: the caller
+    /// marks the performer failed and stops.
+    pub(crate) async fn next(&mut self, core: &Core, count: &AtomicU32) -> Result<(), CrashLoop> {
+        let policy = &self.policy;
+        let now = Instant::now();
+        while self
+            .recent
+            .front()
+            .is_some_and(|&at| now.duration_since(at) > policy.crash_loop_window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= policy.crash_loop_restarts as usize {
+            return Err(CrashLoop {
+                restarts: self.recent.len(),
+                window: policy.crash_loop_window,
+            });
+        }
+        core.set_state(PerformerState::Restarting, None);
+        tokio::time::sleep(policy.backoff(self.recent.len())).await;
+        self.recent.push_back(Instant::now());
+        count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -239,8 +300,7 @@ fn forward_lines(output: Option<impl AsyncRead + Unpin + Send + 'static>, stream
 /// crash loop.
 async fn supervise(shared: Arc<Shared>, mut child: Child) {
     let (core, spec) = (&shared.core, &shared.spec);
-    let policy = &spec.restart;
-    let mut recent_restarts: VecDeque<Instant> = VecDeque::new();
+    let mut restarts = Restarts::new(spec.restart.clone());
     loop {
         tokio::select! {
             exited = child.wait() => {
@@ -261,26 +321,10 @@ async fn supervise(shared: Arc<Shared>, mut child: Child) {
         shared.pid.store(0, Ordering::Relaxed);
 
         child = loop {
-            let now = Instant::now();
-            while recent_restarts
-                .front()
-                .is_some_and(|&at| now.duration_since(at) > policy.crash_loop_window)
-            {
-                recent_restarts.pop_front();
-            }
-            if recent_restarts.len() >= policy.crash_loop_restarts as usize {
-                let reason = format!(
-                    "crash loop: restarted {} times within {:?}; not restarting again",
-                    recent_restarts.len(),
-                    policy.crash_loop_window
-                );
-                core.set_state(PerformerState::Failed, Some(&reason));
+            if let Err(crash_loop) = restarts.next(core, &shared.restarts).await {
+                core.set_state(PerformerState::Failed, Some(&crash_loop));
                 return;
             }
-            core.set_state(PerformerState::Restarting, None);
-            tokio::time::sleep(policy.backoff(recent_restarts.len())).await;
-            recent_restarts.push_back(Instant::now());
-            shared.restarts.fetch_add(1, Ordering::Relaxed);
             match launch(&shared).await {
                 Ok(child) => break child,
                 Err(e) => tracing::warn!(

@@ -357,6 +357,37 @@ impl AuthMessage<'_> {
     }
 }
 
+/// What an admin signs to authenticate one management call (DESIGN §7).
+///
+/// The fields are concatenated without length prefixes, as Hourglass does; that is unambiguous
+/// because a challenge token is always `0x` + 64 hex digits and a full method name starts with `/`.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagementAuth<'a> {
+    /// The single-use challenge token, exactly as issued (`0x` + 64 lower-case hex digits).
+    pub challenge_token: &'a str,
+    /// The full gRPC method name, e.g.
+    /// `/eigenlayer.hourglass.v1.ExecutorManagementService/DeployArtifact`.
+    pub method: &'a str,
+    /// `keccak256` of the protobuf encoding of the request with its `auth` field unset.
+    pub request_hash: [u8; 32],
+}
+
+impl ManagementAuth<'_> {
+    /// The signed bytes: challenge token (UTF-8) ‖ method (UTF-8) ‖ request hash.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut m = Vec::with_capacity(self.challenge_token.len() + self.method.len() + 32);
+        m.extend_from_slice(self.challenge_token.as_bytes());
+        m.extend_from_slice(self.method.as_bytes());
+        m.extend_from_slice(&self.request_hash);
+        m
+    }
+
+    /// `keccak256` of [`encode`](Self::encode): what the admin signs (raw, no EIP-191 prefix).
+    pub fn digest(&self) -> SigningDigest {
+        SigningDigest(keccak256(&self.encode()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Expected values were computed independently with Python's `eth-abi` (`abi.encode`) and
@@ -480,6 +511,57 @@ mod tests {
             hex::encode(auth.digest().as_bytes()),
             "b4b1f2f081efa54463c45c6121b91baec813d7da936cead70f853d3f6bff4f0e"
         );
+    }
+
+    const DEPLOY_ARTIFACT: &str =
+        "/eigenlayer.hourglass.v1.ExecutorManagementService/DeployArtifact";
+
+    fn management_auth(token: &str) -> ManagementAuth<'_> {
+        ManagementAuth {
+            challenge_token: token,
+            method: DEPLOY_ARTIFACT,
+            request_hash: keccak256(b"request bytes"),
+        }
+    }
+
+    #[test]
+    fn management_auth_layout() {
+        // Expected value from pycryptodome (`Crypto.Hash.keccak`, 256 bits), not `eth-abi`: this
+        // layout is a plain concatenation, no ABI encoding.
+        let token = format!("0x{}", "5a".repeat(32));
+        let auth = management_auth(&token);
+        assert_eq!(
+            hex::encode(auth.request_hash),
+            "901a4f49562725d5bcc2f712c27b7605aed8b9a48302b8c42df0b321113c9a48"
+        );
+        assert_eq!(auth.encode().len(), 66 + DEPLOY_ARTIFACT.len() + 32);
+        assert_eq!(
+            hex::encode(auth.digest().as_bytes()),
+            "ed1296fdf36cd270d96adb2365f12867204f4cfd7ecc184d9372e1e2cd1951ba"
+        );
+    }
+
+    #[test]
+    fn management_auth_binds_every_field() {
+        let token = format!("0x{}", "5a".repeat(32));
+        let other_token = format!("0x{}", "5b".repeat(32));
+        let base = management_auth(&token);
+        let mut other_request = base.request_hash;
+        other_request[31] ^= 1;
+        let variants = [
+            management_auth(&other_token),
+            ManagementAuth {
+                method: "/eigenlayer.hourglass.v1.ExecutorManagementService/RemovePerformer",
+                ..base
+            },
+            ManagementAuth {
+                request_hash: other_request,
+                ..base
+            },
+        ];
+        for variant in variants {
+            assert_ne!(variant.digest(), base.digest(), "{variant:?}");
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! End-to-end tests of avsnode and the fixtures they share.
 //!
 //! The test files in `tests/tests/` run the real `avsnode` binary and the example performer over
-//! real sockets on ephemeral ports. This library holds fixtures only (finding the binaries, ...),
-//! so any crate's tests can use it: it must never depend on `avsnode` or `avsnode-performer`.
+//! real sockets on ephemeral ports. This library holds fixtures only (finding the binaries, the
+//! [`docker`] images of the example performer, ...), so any crate's tests can use it: it must never
+//! depend on `avsnode` or `avsnode-performer`.
+
+pub mod docker;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

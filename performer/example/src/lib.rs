@@ -57,7 +57,7 @@ pub struct Options {
     #[arg(long, default_value = "0.0.0.0")]
     pub host: IpAddr,
     /// Sleep this many milliseconds before answering each task.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "AVSNODE_EXAMPLE_DELAY_MS", default_value_t = 0)]
     pub delay_ms: u64,
     /// Fraction of tasks (0 to 1) that fail with INTERNAL.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
@@ -74,9 +74,15 @@ pub struct Options {
     /// Report NOT_SERVING on the health service.
     #[arg(long)]
     pub not_serving: bool,
-    /// Stop (the binary exits with code 1) after answering this many tasks.
-    #[arg(long)]
+    /// Stop (the binary exits with code 1) after answering this many tasks. 0 stops at once,
+    /// before serving anything: a `FROM scratch` image with `CMD ["--exit-after", "0"]` is a
+    /// crash-looping performer.
+    #[arg(long, env = "AVSNODE_EXAMPLE_EXIT_AFTER")]
     pub exit_after: Option<u64>,
+    /// Append this string's UTF-8 bytes to each result (after the 16-byte square), so a test can
+    /// tell which performer (or image) answered.
+    #[arg(long, env = "AVSNODE_EXAMPLE_MARKER")]
+    pub marker: Option<String>,
 }
 
 impl Default for Options {
@@ -91,6 +97,7 @@ impl Default for Options {
             output_size: None,
             not_serving: false,
             exit_after: None,
+            marker: None,
         }
     }
 }
@@ -146,6 +153,9 @@ impl PerformerService for ExamplePerformer {
             return Err(Status::internal("injected failure (--fail-rate)"));
         }
         let mut result = square(&payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(marker) = &options.marker {
+            result.extend_from_slice(marker.as_bytes());
+        }
         if options.random_output {
             result.extend_from_slice(&rand::random::<[u8; 16]>());
         }
@@ -178,11 +188,15 @@ pub enum Stopped {
 
 /// Serves `PerformerService` and `grpc.health.v1.Health` on `listener` until `shutdown` completes
 /// (or `--exit-after` tasks were answered), then stops gracefully: in-flight tasks are answered.
+/// With `--exit-after 0` it returns [`Stopped::TaskLimit`] at once, serving nothing.
 pub async fn serve(
     listener: TcpListener,
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Stopped, tonic::transport::Error> {
+    if options.exit_after == Some(0) {
+        return Ok(Stopped::TaskLimit);
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     let status = if options.not_serving {
         ServingStatus::NotServing
@@ -291,6 +305,25 @@ mod tests {
         let out = execute(padded, id, &[3]).await.result;
         assert_eq!(out.len(), 1000);
         assert_eq!(out[..16], plain.result[..]);
+
+        let marked = Options {
+            marker: Some("blue".into()),
+            ..Options::default()
+        };
+        let out = execute(marked, id, &[3]).await.result;
+        assert_eq!(out[..16], plain.result[..]);
+        assert_eq!(&out[16..], b"blue");
+    }
+
+    #[tokio::test]
+    async fn exit_after_zero_serves_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let options = Options {
+            exit_after: Some(0),
+            ..Options::default()
+        };
+        let stopped = serve(listener, options, std::future::pending()).await;
+        assert_eq!(stopped.unwrap(), Stopped::TaskLimit);
     }
 
     #[tokio::test]

@@ -12,6 +12,10 @@ use tokio::signal::unix::{SignalKind, signal};
 #[allow(clippy::print_stderr)]
 async fn main() -> ExitCode {
     let options = Options::parse();
+    if options.exit_after == Some(0) {
+        eprintln!("example performer: exiting at once (--exit-after 0)");
+        return ExitCode::FAILURE;
+    }
     let addr = SocketAddr::new(options.host, options.port);
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,

@@ -271,6 +271,27 @@ impl Fixture {
         Ok(())
     }
 
+    /// As [`Fixture::verify`], for an example performer started with `--marker MARKER`: the
+    /// output is the square followed by the marker.
+    pub fn verify_marked(
+        &self,
+        result: &TaskResult,
+        task: &NewTask,
+        marker: &str,
+    ) -> Result<(), String> {
+        self.verify_signed(result, task)?;
+        let mut expected = avsnode_example_performer::square(&task.payload).unwrap();
+        expected.extend_from_slice(marker.as_bytes());
+        if result.output != expected {
+            return Err(format!(
+                "task {}: output {:?} is not the square followed by {marker:?}",
+                task.task_id,
+                String::from_utf8_lossy(&result.output)
+            ));
+        }
+        Ok(())
+    }
+
     fn verify_signed(&self, result: &TaskResult, task: &NewTask) -> Result<(), String> {
         let set = self
             .set_by_id(task.operator_set_id)
@@ -347,6 +368,9 @@ pub struct AvsSpec {
     pub max_payload_size: Option<usize>,
     /// `max_output_size`.
     pub max_output_size: Option<usize>,
+    /// The whole `[avs.performer]` table body instead of the example performer as a process,
+    /// e.g. `runtime = "docker"\nimage = "…"`.
+    pub performer_toml: Option<String>,
 }
 
 impl AvsSpec {
@@ -359,7 +383,14 @@ impl AvsSpec {
             queue_depth: None,
             max_payload_size: None,
             max_output_size: None,
+            performer_toml: None,
         }
+    }
+
+    /// The `[avs.performer]` table body, replacing the example performer process.
+    pub fn performer_toml(mut self, toml: &str) -> AvsSpec {
+        self.performer_toml = Some(toml.to_owned());
+        self
     }
 
     /// Example-performer knobs (`--random-output`, `--delay-ms N`, `--fail-rate 1`, …).
@@ -400,6 +431,8 @@ pub struct NodeBuilder {
     avs: Vec<AvsSpec>,
     stream_inflight: Option<usize>,
     data_dir: Option<PathBuf>,
+    node_toml: String,
+    extra_toml: String,
 }
 
 impl NodeBuilder {
@@ -421,6 +454,20 @@ impl NodeBuilder {
         self
     }
 
+    /// Lines added to `[node]`, e.g. `id = "test-1"`.
+    pub fn node_toml(mut self, toml: &str) -> NodeBuilder {
+        self.node_toml.push_str(toml);
+        self.node_toml.push('\n');
+        self
+    }
+
+    /// Tables added to the configuration, e.g. `[management]` and `[docker]`.
+    pub fn extra_toml(mut self, toml: &str) -> NodeBuilder {
+        self.extra_toml.push_str(toml);
+        self.extra_toml.push('\n');
+        self
+    }
+
     /// Another data directory than the fixture's [`Fixture::data_dir`].
     pub fn data_dir(mut self, dir: &Path) -> NodeBuilder {
         self.data_dir = Some(dir.to_owned());
@@ -436,10 +483,12 @@ impl NodeBuilder {
         let performer = avsnode_tests::binary("avsnode-example-performer");
         let data_dir = self.data_dir.clone().unwrap_or_else(|| fixture.data_dir());
         let mut toml = format!(
-            "[node]\noperator_address = \"{}\"\ndata_dir = {:?}\nshutdown_grace = \"5s\"\n\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n",
+            "[node]\noperator_address = \"{}\"\ndata_dir = {:?}\nshutdown_grace = \"5s\"\n{}\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\n{}\n[intake]\nlisten = \"127.0.0.1:0\"\n",
             fixture.operator,
-            data_dir.display().to_string()
+            data_dir.display().to_string(),
+            self.node_toml,
+            self.extra_toml,
         );
         if let Some(n) = self.stream_inflight {
             writeln!(toml, "stream_inflight = {n}").unwrap();
@@ -481,6 +530,10 @@ impl NodeBuilder {
                     _ => writeln!(toml, "  {{ id = {}, signer = \"{}\" }},", set.id, set.signer),
                 }
                 .unwrap();
+            }
+            if let Some(performer) = &avs.performer_toml {
+                writeln!(toml, "]\n[avs.performer]\n{performer}").unwrap();
+                continue;
             }
             let args: Vec<String> = ["--host", "127.0.0.1"]
                 .iter()
@@ -619,6 +672,8 @@ impl TestNode {
             avs: Vec::new(),
             stream_inflight: None,
             data_dir: None,
+            node_toml: String::new(),
+            extra_toml: String::new(),
         }
     }
 
@@ -630,6 +685,14 @@ impl TestNode {
     /// The intake address.
     pub fn address(&self) -> SocketAddr {
         self.address.unwrap()
+    }
+
+    /// The management listener's address, from the log line "management serving".
+    pub fn management_address(&self) -> SocketAddr {
+        self.log()
+            .lines()
+            .find_map(|line| logged_address(line, "management serving"))
+            .expect("the node logs its management address")
     }
 
     /// The metrics listener's address (`/metrics`, `/healthz`, `/readyz`), from the log line

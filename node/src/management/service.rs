@@ -1,0 +1,343 @@
+//! `ExecutorManagementService` (DESIGN §2.1, §7): deploy, list and remove performers, on its own
+//! listener, every call but `GetChallengeToken` authenticated by an admin key.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use avsnode_proto::executor::executor_management_service_server::{
+    ExecutorManagementService, ExecutorManagementServiceServer,
+};
+use avsnode_proto::executor::{
+    DeployArtifactRequest, DeployArtifactResponse, GetChallengeTokenRequest,
+    GetChallengeTokenResponse, ListPerformersRequest, ListPerformersResponse, Performer,
+    PerformerEnv, RemovePerformerRequest, RemovePerformerResponse,
+};
+use avsnode_signer::messages::Address;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use super::auth::Challenges;
+use crate::performers::{DeployError, PerformerInfo, Performers};
+
+/// Full method names: what an admin signs, with the request (DESIGN §7).
+pub mod methods {
+    /// `DeployArtifact`.
+    pub const DEPLOY: &str = "/eigenlayer.hourglass.v1.ExecutorManagementService/DeployArtifact";
+    /// `ListPerformers`.
+    pub const LIST: &str = "/eigenlayer.hourglass.v1.ExecutorManagementService/ListPerformers";
+    /// `RemovePerformer`.
+    pub const REMOVE: &str = "/eigenlayer.hourglass.v1.ExecutorManagementService/RemovePerformer";
+}
+
+/// How long a challenge token lives.
+const CHALLENGE_TTL: Duration = Duration::from_secs(300);
+/// Outstanding challenge tokens at most (anyone who reaches the port can ask for one).
+const MAX_CHALLENGES: usize = 1024;
+
+/// The management service.
+#[derive(Debug)]
+pub struct Management {
+    performers: Arc<Performers>,
+    operator: Address,
+    /// `None`: authentication is off (`require_auth = false`).
+    admins: Option<Vec<Address>>,
+    challenges: Challenges,
+}
+
+impl Management {
+    /// A service over `performers`; `admins` `None` turns authentication off.
+    pub fn new(
+        performers: Arc<Performers>,
+        operator: Address,
+        admins: Option<Vec<Address>>,
+    ) -> Management {
+        Management {
+            performers,
+            operator,
+            admins,
+            challenges: Challenges::new(CHALLENGE_TTL, MAX_CHALLENGES),
+        }
+    }
+
+    /// Checks the signed challenge of a call to `method` whose request, without its `auth`
+    /// field, encodes to `unsigned`.
+    fn authenticate(
+        &self,
+        method: &str,
+        unsigned: &[u8],
+        auth: Option<&avsnode_proto::executor::common::AuthSignature>,
+    ) -> Result<(), Status> {
+        let Some(admins) = &self.admins else {
+            return Ok(());
+        };
+        match self.challenges.verify(admins, method, unsigned, auth) {
+            Ok(admin) => {
+                info!(%admin, method, "management call authenticated");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(method, error = %e, "management call refused");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown`.
+pub async fn serve(
+    service: Management,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(ExecutorManagementServiceServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+#[tonic::async_trait]
+impl ExecutorManagementService for Management {
+    async fn get_challenge_token(
+        &self,
+        request: Request<GetChallengeTokenRequest>,
+    ) -> Result<Response<GetChallengeTokenResponse>, Status> {
+        let asked = request.into_inner().operator_address;
+        let asked: Address = asked
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("operator_address {asked:?}: {e}")))?;
+        if asked != self.operator {
+            return Err(Status::invalid_argument(format!(
+                "operator_address {asked} is not this node's operator ({})",
+                self.operator
+            )));
+        }
+        let (challenge_token, expires_at) = self.challenges.issue()?;
+        Ok(Response::new(GetChallengeTokenResponse {
+            challenge_token,
+            expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn deploy_artifact(
+        &self,
+        request: Request<DeployArtifactRequest>,
+    ) -> Result<Response<DeployArtifactResponse>, Status> {
+        let mut request = request.into_inner();
+        let auth = request.auth.take();
+        self.authenticate(methods::DEPLOY, &request.encode_to_vec(), auth.as_ref())?;
+        if request.kubernetes.is_some() {
+            return Err(Status::invalid_argument(
+                "kubernetes settings are not supported: this node runs performers in Docker",
+            ));
+        }
+        let image = image_reference(&request.registry_url, &request.digest)
+            .map_err(Status::invalid_argument)?;
+        let env = request
+            .env
+            .iter()
+            .map(resolve_env)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Status::invalid_argument)?;
+        let id = self
+            .performers
+            .deploy(&request.avs_address, image, env)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(DeployArtifactResponse {
+            success: true,
+            message: format!("performer {id} is serving AVS {}", request.avs_address),
+            deployment_id: id,
+        }))
+    }
+
+    async fn list_performers(
+        &self,
+        request: Request<ListPerformersRequest>,
+    ) -> Result<Response<ListPerformersResponse>, Status> {
+        let mut request = request.into_inner();
+        let auth = request.auth.take();
+        self.authenticate(methods::LIST, &request.encode_to_vec(), auth.as_ref())?;
+        let avs = match request.avs_address.as_str() {
+            "" => None,
+            a => Some(
+                a.parse::<Address>()
+                    .map_err(|e| Status::invalid_argument(format!("avs_address {a:?}: {e}")))?,
+            ),
+        };
+        let performers = self
+            .performers
+            .list(avs.as_ref())
+            .into_iter()
+            .map(to_wire)
+            .collect();
+        Ok(Response::new(ListPerformersResponse { performers }))
+    }
+
+    async fn remove_performer(
+        &self,
+        request: Request<RemovePerformerRequest>,
+    ) -> Result<Response<RemovePerformerResponse>, Status> {
+        let mut request = request.into_inner();
+        let auth = request.auth.take();
+        self.authenticate(methods::REMOVE, &request.encode_to_vec(), auth.as_ref())?;
+        let avs = self
+            .performers
+            .remove(&request.performer_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(RemovePerformerResponse {
+            success: true,
+            message: format!(
+                "performer {} of AVS {avs} removed; the AVS has no performer until the next deploy",
+                request.performer_id
+            ),
+        }))
+    }
+}
+
+/// The image a deploy asks for. Hourglass sends a registry and a digest and runs
+/// `registry@digest`; a `digest` that is not `sha256:…` is taken as a tag (`registry:tag`), and
+/// with no registry the digest alone is used (a local image id `sha256:…`, or a full reference).
+pub fn image_reference(registry: &str, digest: &str) -> Result<String, String> {
+    let bad = |c: char| c.is_whitespace() || c.is_control();
+    if registry.contains(bad) || digest.contains(bad) {
+        return Err("registry_url and digest must not contain whitespace".into());
+    }
+    match (registry, digest) {
+        (_, "") => Err("digest is empty: name the image's sha256 digest (or a tag)".into()),
+        ("", digest) => Ok(digest.to_owned()),
+        (registry, digest) if digest.starts_with("sha256:") => Ok(format!("{registry}@{digest}")),
+        (registry, tag) => Ok(format!("{registry}:{tag}")),
+    }
+}
+
+/// A `PerformerEnv` as a (name, value) pair; `value_from_env` reads the node's own environment.
+fn resolve_env(env: &PerformerEnv) -> Result<(String, String), String> {
+    let name = &env.name;
+    if name.is_empty() || name.contains('=') || name == "PORT" {
+        return Err(format!(
+            "env name {name:?} is not allowed (empty, contains '=', or PORT, which the node sets)"
+        ));
+    }
+    if env.kubernetes_env.is_some() {
+        return Err(format!(
+            "env {name}: kubernetes secret/config-map references are not supported"
+        ));
+    }
+    if !env.value_from_env.is_empty() {
+        return std::env::var(&env.value_from_env)
+            .map(|value| (name.clone(), value))
+            .map_err(|_| {
+                format!(
+                    "env {name}: value_from_env names {:?}, which is not set in the node's environment",
+                    env.value_from_env
+                )
+            });
+    }
+    Ok((name.clone(), env.value.clone()))
+}
+
+fn to_status(e: DeployError) -> Status {
+    let message = e.to_string();
+    match e {
+        DeployError::UnknownAvs(_) | DeployError::UnknownPerformer(_) => Status::not_found(message),
+        DeployError::NotDocker { .. } | DeployError::Start { .. } => {
+            Status::failed_precondition(message)
+        }
+        DeployError::InProgress(_) => Status::already_exists(message),
+        DeployError::Invalid(_) => Status::invalid_argument(message),
+        DeployError::NoDocker(_) => Status::unavailable(message),
+        DeployError::Persist { .. } => Status::internal(message),
+    }
+}
+
+fn to_wire(info: PerformerInfo) -> Performer {
+    let (registry, tag) = split_reference(&info.image);
+    Performer {
+        performer_id: info.performer_id,
+        avs_address: info.avs.to_string(),
+        status: info.status,
+        artifact_registry: registry,
+        artifact_digest: info.image_id,
+        resource_healthy: info.resource_healthy,
+        application_healthy: info.application_healthy,
+        last_health_check: info
+            .last_health_check
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+            .unwrap_or_default(),
+        container_id: info.container_id,
+        artifact_tag: tag,
+    }
+}
+
+/// `registry/name:tag` → (`registry/name`, `tag`); digests and ids have no tag.
+fn split_reference(image: &str) -> (String, String) {
+    if let Some((name, _digest)) = image.split_once('@') {
+        return (name.to_owned(), String::new());
+    }
+    if image.starts_with("sha256:") {
+        return (String::new(), String::new());
+    }
+    // A ':' after the last '/' is a tag; one before it is a registry port.
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), tag.to_owned()),
+        _ => (image.to_owned(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references() {
+        assert_eq!(
+            image_reference("ghcr.io/x/perf", "sha256:abc").unwrap(),
+            "ghcr.io/x/perf@sha256:abc"
+        );
+        assert_eq!(image_reference("perf", "v2").unwrap(), "perf:v2");
+        assert_eq!(image_reference("", "sha256:abc").unwrap(), "sha256:abc");
+        assert!(image_reference("perf", "").is_err());
+        assert!(image_reference("perf x", "v1").is_err());
+    }
+
+    #[test]
+    fn references_split_into_registry_and_tag() {
+        assert_eq!(
+            split_reference("localhost:5000/perf:v2"),
+            ("localhost:5000/perf".into(), "v2".into())
+        );
+        assert_eq!(
+            split_reference("localhost:5000/perf"),
+            ("localhost:5000/perf".into(), String::new())
+        );
+        assert_eq!(
+            split_reference("perf@sha256:ab"),
+            ("perf".into(), String::new())
+        );
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        let env = |name: &str| PerformerEnv {
+            name: name.into(),
+            value: "v".into(),
+            ..Default::default()
+        };
+        assert_eq!(resolve_env(&env("A")).unwrap(), ("A".into(), "v".into()));
+        assert!(resolve_env(&env("PORT")).is_err());
+        assert!(resolve_env(&env("")).is_err());
+        let missing = PerformerEnv {
+            name: "B".into(),
+            value_from_env: "AVSNODE_TEST_SURELY_UNSET_VARIABLE".into(),
+            ..Default::default()
+        };
+        let err = resolve_env(&missing).unwrap_err();
+        assert!(err.contains("AVSNODE_TEST_SURELY_UNSET_VARIABLE"), "{err}");
+    }
+}

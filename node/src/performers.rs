@@ -1,0 +1,736 @@
+//! Which performer serves each AVS, and how that changes: start-up (adopting the docker
+//! containers a previous run left), blue/green deploys, removal, and the deployments file that
+//! lets a restarted node bring its deployments back (DESIGN §7).
+//!
+//! The pipeline reads an AVS's [`PerformerSlot`] once per task and keeps that performer for the
+//! whole call; a deploy swaps the slot, so new tasks go to the new container while the old one
+//! finishes what it holds (it is removed once no task holds it, or after the drain timeout).
+//!
+//! `deployments.json` in the data dir records, per docker AVS, the performer id, image and
+//! environment of the current deployment. It holds env values (which may be secrets), so it is
+//! written 0600 and never logged; the ledger never sees them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use avsnode_performer::{
+    DockerPerformer, DockerRuntime, DockerSpec, Hardening, HealthPolicy, Performer, PerformerState,
+    PullPolicy, RegistryAuth, Resources, RestartPolicy, StartError,
+};
+use avsnode_signer::messages::Address;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, DockerPerformerConfig, PerformerConfig};
+
+/// The performer serving one AVS now, or why there is none.
+pub struct PerformerSlot(RwLock<Slot>);
+
+struct Slot {
+    performer: Option<Arc<dyn Performer>>,
+    /// Why `performer` is `None` (for errors, readiness and `ListPerformers`).
+    absent: String,
+}
+
+impl PerformerSlot {
+    /// A slot holding `performer`.
+    pub fn new(performer: Arc<dyn Performer>) -> PerformerSlot {
+        PerformerSlot(RwLock::new(Slot {
+            performer: Some(performer),
+            absent: String::new(),
+        }))
+    }
+
+    /// An empty slot; `why` says why (e.g. "no performer deployed").
+    pub fn empty(why: impl Into<String>) -> PerformerSlot {
+        PerformerSlot(RwLock::new(Slot {
+            performer: None,
+            absent: why.into(),
+        }))
+    }
+
+    /// The current performer, or why there is none.
+    pub fn current(&self) -> Result<Arc<dyn Performer>, String> {
+        let slot = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        slot.performer.clone().ok_or_else(|| slot.absent.clone())
+    }
+
+    /// The current performer's state; [`PerformerState::Failed`] when there is none.
+    pub fn state(&self) -> PerformerState {
+        self.current().map_or(PerformerState::Failed, |p| p.state())
+    }
+
+    /// Puts `performer` in service; returns the one it replaces.
+    fn replace(&self, performer: Arc<dyn Performer>) -> Option<Arc<dyn Performer>> {
+        let mut slot = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        slot.performer.replace(performer)
+    }
+
+    /// Takes the performer out of service; `why` is what tasks are told.
+    fn clear(&self, why: String) -> Option<Arc<dyn Performer>> {
+        let mut slot = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        slot.absent = why;
+        slot.performer.take()
+    }
+}
+
+impl fmt::Debug for PerformerSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.current() {
+            Ok(p) => f.debug_tuple("PerformerSlot").field(&p).finish(),
+            Err(why) => f.debug_tuple("PerformerSlot").field(&why).finish(),
+        }
+    }
+}
+
+/// Why a deploy or removal failed. Each maps to one gRPC code in the management service.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The AVS is not in the configuration.
+    #[error("AVS {0} is not configured on this node")]
+    UnknownAvs(String),
+    /// The AVS's performer is not a docker one.
+    #[error("AVS {avs}: its performer runtime is {runtime}; deploys need runtime = \"docker\"")]
+    NotDocker {
+        /// The AVS.
+        avs: Address,
+        /// Its runtime.
+        runtime: &'static str,
+    },
+    /// Another deploy or removal for this AVS is running.
+    #[error("a deploy for AVS {0} is already in progress")]
+    InProgress(Address),
+    /// The request is malformed (image reference, env).
+    #[error("{0}")]
+    Invalid(String),
+    /// No performer with that id.
+    #[error("no performer with id {0:?}")]
+    UnknownPerformer(String),
+    /// The Docker Engine is not reachable.
+    #[error("the Docker Engine is not available: {0}")]
+    NoDocker(String),
+    /// The new performer did not start; the current one keeps serving.
+    #[error("deploy to AVS {avs} failed; the current performer keeps serving: {source}")]
+    Start {
+        /// The AVS.
+        avs: Address,
+        /// Why.
+        #[source]
+        source: StartError,
+    },
+    /// The deployments file could not be written.
+    #[error("writing {}: {source}", path.display())]
+    Persist {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One deployment as `deployments.json` records it.
+#[derive(Clone, Serialize, Deserialize)]
+struct Record {
+    avs: String,
+    performer_id: String,
+    image: String,
+    env: Vec<(String, String)>,
+    /// `config` (the configured image) or `api` (a `DeployArtifact`).
+    source: String,
+    deployed_at: u64,
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("Record")
+            .field("avs", &self.avs)
+            .field("performer_id", &self.performer_id)
+            .field("image", &self.image)
+            .field("env_names", &names)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    version: u32,
+    deployments: Vec<Record>,
+}
+
+/// A docker AVS: its config, slot, and current deployment.
+#[derive(Debug)]
+struct DockerAvs {
+    config: DockerPerformerConfig,
+    slot: Arc<PerformerSlot>,
+    current: Mutex<Option<(Arc<DockerPerformer>, Record)>>,
+    /// Held by a deploy or removal; `try_lock` failing means ALREADY_EXISTS.
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// What `ListPerformers` reports about one performer, read live.
+#[derive(Debug, Clone)]
+pub struct PerformerInfo {
+    /// The performer (deployment) id.
+    pub performer_id: String,
+    /// The AVS.
+    pub avs: Address,
+    /// `healthy`, `starting`, `restarting`, `unhealthy`, `failed`, or `absent`.
+    pub status: String,
+    /// The runtime.
+    pub runtime: &'static str,
+    /// The image reference as deployed (docker only).
+    pub image: String,
+    /// The resolved image id (docker only).
+    pub image_id: String,
+    /// The container (docker only).
+    pub container_id: String,
+    /// The container exists and runs (docker), the process runs (process).
+    pub resource_healthy: bool,
+    /// The last health check said SERVING.
+    pub application_healthy: bool,
+    /// When a health check last passed.
+    pub last_health_check: Option<SystemTime>,
+}
+
+/// Every AVS's performer and the docker deployments.
+#[derive(Debug)]
+pub struct Performers {
+    slots: HashMap<Address, Arc<PerformerSlot>>,
+    /// Process and remote performers (started from config, never deployed).
+    fixed: HashMap<Address, Arc<dyn Performer>>,
+    docker: HashMap<Address, DockerAvs>,
+    runtime: Option<DockerRuntime>,
+    node_id: String,
+    network: String,
+    log_lines_per_second: u32,
+    file: PathBuf,
+    metrics: Arc<avsnode_metrics::Metrics>,
+}
+
+impl Performers {
+    /// Starts every AVS's performer: process and remote ones from config (an error there stops
+    /// the node, as before); docker ones from the deployments file or the configured image,
+    /// adopting containers left running by a previous run. A docker performer that does not
+    /// start leaves its AVS without a performer (tasks get UNAVAILABLE, `/readyz` says why)
+    /// while the others serve. Owned containers no deployment wants are removed.
+    pub async fn start(
+        config: &Config,
+        metrics: Arc<avsnode_metrics::Metrics>,
+    ) -> Result<Performers, crate::daemon::NodeError> {
+        let node_id = config.node_id();
+        let file = config.node.data_dir.join("deployments.json");
+        let mut performers = Performers {
+            slots: HashMap::new(),
+            fixed: HashMap::new(),
+            docker: HashMap::new(),
+            runtime: None,
+            node_id,
+            network: config.docker_network(),
+            log_lines_per_second: config.docker.log_lines_per_second,
+            file,
+            metrics,
+        };
+        let wants_docker = config
+            .avs
+            .iter()
+            .any(|a| matches!(a.performer, PerformerConfig::Docker(_)));
+        let docker_error = if wants_docker {
+            match performers.connect_docker().await {
+                Ok(()) => None,
+                Err(e) => {
+                    error!(error = %e, "the Docker Engine is not available: docker performers cannot start");
+                    Some(e.to_string())
+                }
+            }
+        } else {
+            None
+        };
+        let saved = performers.load_file();
+
+        for avs in &config.avs {
+            let Ok(address) = avs.address.parse::<Address>() else {
+                continue; // validated earlier
+            };
+            match &avs.performer {
+                PerformerConfig::Docker(docker) => {
+                    let slot = Arc::new(PerformerSlot::empty("no performer deployed"));
+                    let entry = DockerAvs {
+                        config: docker.clone(),
+                        slot: slot.clone(),
+                        current: Mutex::new(None),
+                        busy: tokio::sync::Mutex::new(()),
+                    };
+                    performers.slots.insert(address, slot);
+                    performers.docker.insert(address, entry);
+                    let record = saved
+                        .iter()
+                        .find(|r| r.avs == address.to_string())
+                        .filter(|r| {
+                            // A configured image that changed replaces its old deployment; an API
+                            // deployment stays until the next deploy.
+                            r.source == "api" || Some(&r.image) == docker.image.as_ref()
+                        })
+                        .cloned()
+                        .or_else(|| {
+                            docker.image.as_ref().map(|image| Record {
+                                avs: address.to_string(),
+                                performer_id: new_performer_id(&address),
+                                image: image.clone(),
+                                env: Vec::new(),
+                                source: "config".into(),
+                                deployed_at: unix_now(),
+                            })
+                        });
+                    let Some(record) = record else {
+                        info!(avs = %address, "no image configured or deployed: waiting for a deploy");
+                        continue;
+                    };
+                    if let Some(e) = &docker_error {
+                        performers.docker[&address]
+                            .slot
+                            .clear(format!("the Docker Engine is not available: {e}"));
+                        continue;
+                    }
+                    if let Err(e) = performers.run(address, record).await {
+                        error!(avs = %address, error = %e, "performer did not start; this AVS gets UNAVAILABLE until a deploy");
+                        performers.docker[&address].slot.clear(e.to_string());
+                    }
+                }
+                other => {
+                    let performer = crate::daemon::start_performer(address, other).await?;
+                    performers
+                        .slots
+                        .insert(address, Arc::new(PerformerSlot::new(performer.clone())));
+                    performers.fixed.insert(address, performer);
+                }
+            }
+        }
+        if performers.runtime.is_some() {
+            if let Err(e) = performers.save() {
+                error!(error = %e, "recording the deployments failed");
+            }
+            performers.remove_stale().await;
+        }
+        Ok(performers)
+    }
+
+    async fn connect_docker(&mut self) -> Result<(), DeployError> {
+        let runtime = DockerRuntime::connect()
+            .await
+            .map_err(|e| DeployError::NoDocker(e.to_string()))?;
+        runtime
+            .ensure_network(&self.network, &self.node_id)
+            .await
+            .map_err(|e| DeployError::NoDocker(e.to_string()))?;
+        self.runtime = Some(runtime);
+        Ok(())
+    }
+
+    /// The slot of every AVS, for the pipeline.
+    pub fn slot(&self, avs: &Address) -> Arc<PerformerSlot> {
+        self.slots
+            .get(avs)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(PerformerSlot::empty("no performer configured")))
+    }
+
+    /// Starts (or adopts) the container `record` describes and puts it in service, replacing
+    /// nothing: used at start-up.
+    async fn run(&self, avs: Address, record: Record) -> Result<(), DeployError> {
+        let performer = self.start_container(avs, &record).await?;
+        let entry = &self.docker[&avs];
+        entry.slot.replace(performer.clone());
+        *lock(&entry.current) = Some((performer, record));
+        Ok(())
+    }
+
+    async fn start_container(
+        &self,
+        avs: Address,
+        record: &Record,
+    ) -> Result<Arc<DockerPerformer>, DeployError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| DeployError::NoDocker("not connected".into()))?;
+        let spec = self.spec(avs, record)?;
+        let performer = DockerPerformer::start(runtime, spec)
+            .await
+            .map_err(|source| DeployError::Start { avs, source })?;
+        info!(
+            %avs,
+            performer = %record.performer_id,
+            image = %record.image,
+            container = %performer.container_id(),
+            adopted = performer.adopted(),
+            "docker performer serving"
+        );
+        Ok(Arc::new(performer))
+    }
+
+    fn spec(&self, avs: Address, record: &Record) -> Result<DockerSpec, DeployError> {
+        let config = &self.docker[&avs].config;
+        let pull: PullPolicy = config
+            .pull
+            .parse()
+            .map_err(|e: avsnode_performer::DockerError| DeployError::Invalid(e.to_string()))?;
+        let auth = match &config.registry_auth {
+            Some(auth) => {
+                let password = std::fs::read_to_string(&auth.password_file).map_err(|e| {
+                    DeployError::Invalid(format!(
+                        "reading the registry password file {}: {e}",
+                        auth.password_file.display()
+                    ))
+                })?;
+                Some(RegistryAuth {
+                    username: auth.username.clone(),
+                    password: password.strip_suffix('\n').unwrap_or(&password).to_owned(),
+                })
+            }
+            None => None,
+        };
+        // Configured env first; a deployment's env overrides it name by name.
+        let mut env: Vec<(String, String)> = config
+            .env
+            .iter()
+            .filter(|(k, _)| !record.env.iter().any(|(name, _)| name == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.extend(record.env.iter().cloned());
+        // Docker refuses a CPU limit above the host's CPUs: a default of 2 must not stop a
+        // performer on a 1-CPU host.
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let cpus = config.resources.cpus.min(host_cpus);
+        Ok(DockerSpec {
+            node_id: self.node_id.clone(),
+            avs: avs.to_string(),
+            performer_id: record.performer_id.clone(),
+            image: record.image.clone(),
+            pull,
+            auth,
+            network: self.network.clone(),
+            port: config.port,
+            env,
+            hardening: Hardening {
+                read_only_rootfs: config.read_only_rootfs,
+                tmpfs_size: config.tmpfs_mib << 20,
+                drop_capabilities: config.drop_capabilities,
+                no_new_privileges: config.no_new_privileges,
+                user: config.user.clone(),
+            },
+            resources: Resources {
+                memory_bytes: nonzero(config.resources.memory_mib << 20),
+                // Validated to be within [0, 1024].
+                nano_cpus: (cpus > 0.0).then_some((cpus * 1e9) as i64),
+                pids_limit: nonzero(config.resources.pids),
+            },
+            health: HealthPolicy {
+                interval: config.health_interval,
+                startup_timeout: config.startup_timeout,
+                ..HealthPolicy::default()
+            },
+            restart: RestartPolicy {
+                crash_loop_restarts: config.max_restarts,
+                crash_loop_window: config.restart_window,
+                ..RestartPolicy::default()
+            },
+            log_lines_per_second: self.log_lines_per_second,
+        })
+    }
+
+    /// Blue/green deploy of `image` with `env` for `avs`: start the new container, wait until it
+    /// is healthy, switch new tasks to it, drain the old one (bounded by the AVS's
+    /// `drain_timeout`) and remove it. On failure the current performer keeps serving. Returns
+    /// the new performer id.
+    pub async fn deploy(
+        &self,
+        avs: &str,
+        image: String,
+        env: Vec<(String, String)>,
+    ) -> Result<String, DeployError> {
+        let (address, entry) = self.docker_avs(avs)?;
+        let _busy = entry
+            .busy
+            .try_lock()
+            .map_err(|_| DeployError::InProgress(address))?;
+        let label = address.to_string();
+        let record = Record {
+            avs: label.clone(),
+            performer_id: new_performer_id(&address),
+            image,
+            env,
+            source: "api".into(),
+            deployed_at: unix_now(),
+        };
+        let started = Instant::now();
+        info!(avs = %address, performer = %record.performer_id, image = %record.image, "deploy: starting the new performer");
+        let new = match self.start_container(address, &record).await {
+            Ok(new) => new,
+            Err(e) => {
+                self.count_deploy(&label, "failed");
+                warn!(avs = %address, error = %e, "deploy failed");
+                return Err(e);
+            }
+        };
+        let old = {
+            let mut current = lock(&entry.current);
+            entry.slot.replace(new.clone());
+            current.replace((new, record.clone()))
+        };
+        info!(avs = %address, performer = %record.performer_id, elapsed = ?started.elapsed(), "deploy: new performer in service");
+        if let Err(e) = self.save() {
+            error!(error = %e, "recording the deployment failed; a restarted node would bring back the previous one");
+        }
+        if let Some((old, old_record)) = old {
+            drain_and_remove(old, &old_record.performer_id, entry.config.drain_timeout).await;
+        }
+        self.count_deploy(&label, "success");
+        Ok(record.performer_id)
+    }
+
+    /// Stops and removes a docker performer; its AVS gets UNAVAILABLE until the next deploy.
+    pub async fn remove(&self, performer_id: &str) -> Result<Address, DeployError> {
+        for (address, entry) in &self.docker {
+            let matches = lock(&entry.current)
+                .as_ref()
+                .is_some_and(|(_, r)| r.performer_id == performer_id);
+            if !matches {
+                continue;
+            }
+            let _busy = entry
+                .busy
+                .try_lock()
+                .map_err(|_| DeployError::InProgress(*address))?;
+            let Some((performer, record)) = lock(&entry.current).take() else {
+                return Err(DeployError::UnknownPerformer(performer_id.into()));
+            };
+            entry.slot.clear(format!(
+                "performer {performer_id} was removed; deploy a new one"
+            ));
+            if let Err(e) = self.save() {
+                error!(error = %e, "recording the removal failed");
+            }
+            info!(avs = %address, performer = %record.performer_id, "removing performer");
+            performer.remove().await;
+            return Ok(*address);
+        }
+        Err(DeployError::UnknownPerformer(performer_id.into()))
+    }
+
+    /// Every performer's live state, optionally of one AVS.
+    pub fn list(&self, avs: Option<&Address>) -> Vec<PerformerInfo> {
+        let mut out = Vec::new();
+        for (address, slot) in &self.slots {
+            if avs.is_some_and(|a| a != address) {
+                continue;
+            }
+            if let Some(entry) = self.docker.get(address) {
+                if let Some((p, record)) = lock(&entry.current).as_ref() {
+                    let state = p.state();
+                    out.push(PerformerInfo {
+                        performer_id: record.performer_id.clone(),
+                        avs: *address,
+                        status: state.to_string(),
+                        runtime: "docker",
+                        image: record.image.clone(),
+                        image_id: p.image_id(),
+                        container_id: p.container_id(),
+                        resource_healthy: state != PerformerState::Failed,
+                        application_healthy: state == PerformerState::Healthy,
+                        last_health_check: p.last_health_check(),
+                    });
+                }
+                continue;
+            }
+            if let Ok(p) = slot.current() {
+                let state = p.state();
+                out.push(PerformerInfo {
+                    performer_id: format!("{}-{}", p.runtime(), short(address)),
+                    avs: *address,
+                    status: state.to_string(),
+                    runtime: p.runtime(),
+                    image: String::new(),
+                    image_id: String::new(),
+                    container_id: String::new(),
+                    resource_healthy: state != PerformerState::Failed,
+                    application_healthy: state == PerformerState::Healthy,
+                    last_health_check: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.avs, &a.performer_id).cmp(&(b.avs, &b.performer_id)));
+        out
+    }
+
+    /// Stops supervising every performer. Docker containers keep running, so the next start
+    /// adopts them instead of cold-starting; process performers are stopped.
+    pub async fn shutdown(&self) {
+        for performer in self.fixed.values() {
+            performer.shutdown().await;
+        }
+        for entry in self.docker.values() {
+            let current = lock(&entry.current).clone();
+            if let Some((p, _)) = current {
+                p.shutdown().await;
+            }
+        }
+    }
+
+    fn docker_avs(&self, avs: &str) -> Result<(Address, &DockerAvs), DeployError> {
+        let address: Address = avs
+            .parse()
+            .map_err(|e| DeployError::Invalid(format!("avs_address {avs:?}: {e}")))?;
+        if let Some(entry) = self.docker.get(&address) {
+            return Ok((address, entry));
+        }
+        match self.fixed.get(&address) {
+            Some(p) => Err(DeployError::NotDocker {
+                avs: address,
+                runtime: p.runtime(),
+            }),
+            None => Err(DeployError::UnknownAvs(address.to_string())),
+        }
+    }
+
+    fn count_deploy(&self, avs: &str, result: &str) {
+        self.metrics
+            .performer_deployments
+            .with_label_values(&[avs, result])
+            .inc();
+    }
+
+    /// Removes owned containers that no current deployment uses (left by an earlier
+    /// configuration, a crashed deploy, or a removal the node did not finish).
+    async fn remove_stale(&self) {
+        let Some(runtime) = &self.runtime else { return };
+        let keep: Vec<String> = self
+            .docker
+            .values()
+            .filter_map(|e| {
+                lock(&e.current)
+                    .as_ref()
+                    .map(|(_, r)| r.performer_id.clone())
+            })
+            .collect();
+        let owned = match runtime.owned_containers(&self.node_id).await {
+            Ok(owned) => owned,
+            Err(e) => {
+                warn!(error = %e, "listing this node's containers failed; stale ones stay");
+                return;
+            }
+        };
+        for container in owned {
+            if keep.contains(&container.performer_id) {
+                continue;
+            }
+            info!(container = %container.name, performer = %container.performer_id, avs = %container.avs, "removing a stale container this node owns");
+            if let Err(e) = runtime.remove_container(&container.id).await {
+                warn!(container = %container.name, error = %e, "removing a stale container failed");
+            }
+        }
+    }
+
+    fn load_file(&self) -> Vec<Record> {
+        match std::fs::read(&self.file) {
+            Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
+                Ok(file) => file.deployments,
+                Err(e) => {
+                    error!(file = %self.file.display(), error = %e, "the deployments file is unreadable; starting from the configured images");
+                    Vec::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                error!(file = %self.file.display(), error = %e, "reading the deployments file failed; starting from the configured images");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Writes every current deployment (0600, atomically: a crash leaves the old file or the new
+    /// one, never half of one).
+    fn save(&self) -> Result<(), DeployError> {
+        let mut file = File {
+            version: 1,
+            deployments: Vec::new(),
+        };
+        for entry in self.docker.values() {
+            if let Some((_, record)) = lock(&entry.current).as_ref() {
+                file.deployments.push(record.clone());
+            }
+        }
+        file.deployments.sort_by(|a, b| a.avs.cmp(&b.avs));
+        let persist = |source| DeployError::Persist {
+            path: self.file.clone(),
+            source,
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| persist(e.into()))?;
+        write_atomic(&self.file, &json).map_err(persist)
+    }
+}
+
+/// Waits until no task holds `old` (or `timeout`), then stops and removes its container.
+async fn drain_and_remove(old: Arc<DockerPerformer>, id: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    // The slot no longer hands it out; every other holder is a task still running on it.
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let holders = Arc::strong_count(&old) - 1;
+    if holders > 0 {
+        warn!(performer = %id, tasks = holders, "drain timeout: removing the old performer with tasks still running");
+    } else {
+        info!(performer = %id, "old performer drained");
+    }
+    old.remove().await;
+}
+
+fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn nonzero(v: u64) -> Option<i64> {
+    (v > 0).then(|| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// `0x1234abcd`: the AVS address cut to 10 characters.
+fn short(avs: &Address) -> String {
+    avs.to_string()[..10].to_owned()
+}
+
+/// `0x1234abcd-5f2e9a01`: the AVS and 32 random bits (also the container name's suffix).
+fn new_performer_id(avs: &Address) -> String {
+    format!("{}-{:08x}", short(avs), rand::random::<u32>())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
