@@ -223,6 +223,9 @@ impl Metrics {
         }
         self.ledger_conflicts.with_label_values(&[avs]);
         self.performer_restarts.with_label_values(&[avs]);
+        for result in ["success", "failed"] {
+            self.performer_deployments.with_label_values(&[avs, result]);
+        }
         self.tasks_inflight.with_label_values(&[avs]);
         self.queue_depth.with_label_values(&[avs]);
     }

@@ -43,7 +43,7 @@ use tokio_stream::StreamExt;
 use tracing::Instrument;
 
 use crate::client::{Core, Supervisor};
-use crate::health::{HealthCheckError, check, until_healthy};
+use crate::health::{until_healthy, until_unhealthy};
 use crate::process::Restarts;
 use crate::{ExecuteError, HealthPolicy, Performer, PerformerState, RestartPolicy, StartError};
 
@@ -920,6 +920,19 @@ async fn launch(shared: &Arc<Shared>, id: &str, how: Launch) -> Result<Run, Star
         .inspect_container(id, None)
         .await
         .map_err(|e| shared.error(failed("inspect container", id)(e)))?;
+    // A container that exits at once has no address by the time it is inspected.
+    if let Some(state) = inspect.state.as_ref()
+        && state.running == Some(false)
+    {
+        return Err(StartError::ContainerExited {
+            name: spec.performer_id.clone(),
+            image: spec.image.clone(),
+            exit: ContainerExit {
+                code: state.exit_code,
+                oom_killed: state.oom_killed.unwrap_or(false),
+            },
+        });
+    }
     let networks = inspect
         .network_settings
         .and_then(|settings| settings.networks)
@@ -1043,7 +1056,7 @@ async fn supervise(shared: Arc<Shared>, mut run: Run) {
                 let reason = format!("the container stopped ({exit})");
                 core.set_state(PerformerState::Restarting, Some(&reason));
             }
-            failure = until_unhealthy(&shared, &core) => {
+            failure = until_unhealthy(&core.health, &shared.spec.health, || shared.healthy_now()) => {
                 core.set_state(PerformerState::Unhealthy, Some(&failure));
             }
         }
@@ -1125,29 +1138,6 @@ async fn died(docker: &Docker, id: &str, since: SystemTime) -> ContainerExit {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Steady-state checks every `health.interval`, recording each success; returns the last failure
-/// once `failure_threshold` checks in a row have failed.
-async fn until_unhealthy(shared: &Shared, core: &Core) -> HealthCheckError {
-    let policy = &shared.spec.health;
-    let mut failures = 0;
-    loop {
-        tokio::time::sleep(policy.interval).await;
-        match check(&core.health, policy.timeout).await {
-            Ok(()) => {
-                failures = 0;
-                shared.healthy_now();
-            }
-            Err(failure) => {
-                failures += 1;
-                tracing::debug!(failures, error = %failure, "performer health check failed");
-                if failures >= policy.failure_threshold.max(1) {
-                    return failure;
-                }
-            }
-        }
     }
 }
 

@@ -90,17 +90,21 @@ pub(crate) async fn until_healthy(
     }
 }
 
-/// Steady-state checks every `policy.interval`; returns the last failure once
-/// `policy.failure_threshold` checks in a row have failed.
+/// Steady-state checks every `policy.interval`, calling `passed` after each one that passes;
+/// returns the last failure once `policy.failure_threshold` checks in a row have failed.
 pub(crate) async fn until_unhealthy(
     client: &HealthClient<Channel>,
     policy: &HealthPolicy,
+    passed: impl Fn(),
 ) -> HealthCheckError {
     let mut failures = 0;
     loop {
         tokio::time::sleep(policy.interval).await;
         match check(client, policy.timeout).await {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                passed();
+            }
             Err(failure) => {
                 failures += 1;
                 tracing::debug!(failures, error = %failure, "performer health check failed");

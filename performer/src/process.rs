@@ -310,7 +310,7 @@ async fn supervise(shared: Arc<Shared>, mut child: Child) {
                 };
                 core.set_state(PerformerState::Restarting, Some(&reason));
             }
-            failure = until_unhealthy(&core.health, &spec.health) => {
+            failure = until_unhealthy(&core.health, &spec.health, || {}) => {
                 core.set_state(PerformerState::Unhealthy, Some(&failure));
             }
         }

@@ -56,7 +56,7 @@ impl RemotePerformer {
 async fn monitor(core: Arc<Core>, policy: HealthPolicy) {
     loop {
         if core.state() == PerformerState::Healthy {
-            let failure = until_unhealthy(&core.health, &policy).await;
+            let failure = until_unhealthy(&core.health, &policy, || {}).await;
             core.set_state(PerformerState::Unhealthy, Some(&failure));
         } else if until_healthy(&core.health, &policy, policy.interval, None)
             .await

@@ -465,21 +465,29 @@ impl Captured {
     }
 }
 
-// Single-threaded: every task runs on this thread, so the thread's default subscriber sees
-// every event.
+/// Everything logged in this test process from the first call on: a global subscriber, since a
+/// thread-local one misses events when other tests' threads register the same callsites first.
+fn captured() -> &'static Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    })
+}
+
 #[tokio::test]
 async fn container_output_reaches_the_log() {
     if !docker_available() {
         return;
     }
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _default = tracing::subscriber::set_default(subscriber);
+    let captured = captured();
 
     let sandbox = Sandbox::new("logs").await;
     let mut spec = sandbox.spec("logs", example_image(None));
@@ -493,10 +501,10 @@ async fn container_output_reaches_the_log() {
     let deadline = Instant::now() + WITHIN;
     let line = loop {
         let text = captured.text();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains("example performer listening on"))
-        {
+        if let Some(line) = text.lines().find(|l| {
+            l.contains("example performer listening on")
+                && l.contains(&format!("performer={performer_id}"))
+        }) {
             break line.to_owned();
         }
         assert!(Instant::now() < deadline, "no performer output in:\n{text}");

@@ -108,9 +108,9 @@ pub fn example_image(marker: Option<&str>) -> String {
                 "marker {marker:?} cannot be part of an image tag"
             );
             dockerfile.push_str(&format!("ENV AVSNODE_EXAMPLE_MARKER={marker}\n"));
-            format!("{REPOSITORY}:test-{marker}")
+            format!("{REPOSITORY}:test-{marker}{}", profile_suffix())
         }
-        None => format!("{REPOSITORY}:test-plain"),
+        None => format!("{REPOSITORY}:test-plain{}", profile_suffix()),
     };
     image(&tag, &dockerfile)
 }
@@ -120,7 +120,20 @@ pub fn example_image(marker: Option<&str>) -> String {
 pub fn crashing_image() -> String {
     let mut dockerfile = dockerfile();
     dockerfile.push_str("CMD [\"--exit-after\", \"0\"]\n");
-    image(&format!("{REPOSITORY}:test-crash"), &dockerfile)
+    image(
+        &format!("{REPOSITORY}:test-crash{}", profile_suffix()),
+        &dockerfile,
+    )
+}
+
+/// `-release` (or another profile) outside the debug profile: tests and benchmarks running at
+/// once build different binaries, and must not keep replacing each other's images.
+fn profile_suffix() -> String {
+    let dir = crate::profile_dir();
+    match dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => String::new(),
+        Some(profile) => format!("-{profile}"),
+    }
 }
 
 fn dockerfile() -> String {

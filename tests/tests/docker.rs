@@ -327,6 +327,14 @@ async fn deploys_serve_signed_tasks_from_a_hardened_container() {
         "the other is ALREADY_EXISTS: {a:?} {b:?}"
     );
 
+    // Deploys are counted by result (ALREADY_EXISTS is not a deploy).
+    let metrics = reqwest_metrics(&node).await;
+    for (result, n) in [("success", 2), ("failed", 2)] {
+        let line =
+            format!("avsnode_performer_deployments_total{{avs=\"{AVS}\",result=\"{result}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+
     // Remove: the container goes, the AVS answers UNAVAILABLE at once.
     let id = a.or(b).unwrap().deployment_id;
     admin.remove(&id).await.unwrap();
