@@ -91,6 +91,10 @@ pub struct DockerConfig {
     /// (default 50).
     #[serde(default = "defaults::log_lines_per_second")]
     pub log_lines_per_second: u32,
+    /// Stop and remove the containers when the node shuts down (default false: they keep
+    /// running and the next start adopts them, with no cold start).
+    #[serde(default)]
+    pub stop_on_shutdown: bool,
 }
 
 impl Default for DockerConfig {
@@ -98,6 +102,7 @@ impl Default for DockerConfig {
         DockerConfig {
             network: None,
             log_lines_per_second: defaults::log_lines_per_second(),
+            stop_on_shutdown: false,
         }
     }
 }

@@ -210,6 +210,7 @@ pub struct Performers {
     node_id: String,
     network: String,
     log_lines_per_second: u32,
+    stop_on_shutdown: bool,
     file: PathBuf,
     metrics: Arc<avsnode_metrics::Metrics>,
 }
@@ -234,6 +235,7 @@ impl Performers {
             node_id,
             network: config.docker_network(),
             log_lines_per_second: config.docker.log_lines_per_second,
+            stop_on_shutdown: config.docker.stop_on_shutdown,
             file,
             metrics,
         };
@@ -570,15 +572,18 @@ impl Performers {
     }
 
     /// Stops supervising every performer. Docker containers keep running, so the next start
-    /// adopts them instead of cold-starting; process performers are stopped.
+    /// adopts them instead of cold-starting (unless `docker.stop_on_shutdown`, which removes
+    /// them: the next start recreates them); process performers are stopped.
     pub async fn shutdown(&self) {
         for performer in self.fixed.values() {
             performer.shutdown().await;
         }
         for entry in self.docker.values() {
             let current = lock(&entry.current).clone();
-            if let Some((p, _)) = current {
-                p.shutdown().await;
+            match current {
+                Some((p, _)) if self.stop_on_shutdown => p.remove().await,
+                Some((p, _)) => p.shutdown().await,
+                None => {}
             }
         }
     }

@@ -726,3 +726,24 @@ async fn reqwest_metrics(node: &TestNode) -> String {
 fn copy(key: &ecdsa::SecretKey) -> ecdsa::SecretKey {
     ecdsa::SecretKey::from_bytes(&*key.to_bytes()).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_on_shutdown_removes_the_containers() {
+    if !docker_available() {
+        return;
+    }
+    let image = example_image(None);
+    let cleanup = Cleanup::new("stop");
+    let mut node = TestNode::builder()
+        .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
+        .extra_toml("[docker]\nstop_on_shutdown = true\n")
+        .avs(common::AvsSpec::new(AVS).performer_toml(&docker_performer(Some(&image), "")))
+        .start();
+    only_container(&cleanup, AVS);
+    let (status, _) = node.stop();
+    assert!(status.success());
+    assert!(
+        cleanup.containers(None, true).is_empty(),
+        "containers left after a shutdown with stop_on_shutdown"
+    );
+}
