@@ -130,6 +130,11 @@ impl Core {
             Code::DeadlineExceeded => ExecuteError::DeadlineExceeded,
             // tonic's channel enforces the timeout header itself and reports it as CANCELLED.
             Code::Cancelled if started.elapsed() >= timeout => ExecuteError::DeadlineExceeded,
+            // Made on this side from a broken connection (the performer died mid-task), not
+            // sent by the performer: as retryable as a refused connection.
+            _ if std::error::Error::source(&status).is_some() => {
+                ExecuteError::Unavailable(format!("connection lost: {}", crate::describe(&status)))
+            }
             _ => ExecuteError::Status(status),
         })
     }

@@ -545,7 +545,7 @@ async fn an_upgrade_under_load_loses_no_task_and_removes_the_old_container() {
     let load = tokio::spawn(steady_load(
         node.clone(),
         AVS,
-        Duration::from_millis(10),
+        Duration::from_millis(20),
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(1)).await;
