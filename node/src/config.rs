@@ -77,6 +77,10 @@ pub struct ManagementConfig {
     /// anyone who reaches the listener replace performers.
     #[serde(default = "defaults::yes")]
     pub require_auth: bool,
+    /// Variables of avsnode's own environment a deploy may pass to a container by name
+    /// (`PerformerEnv.value_from_env`). Default none: an admin cannot read the node's environment.
+    #[serde(default)]
+    pub env_from_node: Vec<String>,
 }
 
 /// `[docker]`: shared by every `runtime = "docker"` performer.
@@ -294,8 +298,8 @@ pub enum PerformerConfig {
 }
 
 /// `[avs.performer]` with `runtime = "docker"`. Every hardening switch is on unless turned off
-/// here.
-#[derive(Debug, Clone, Deserialize)]
+/// here. `Debug` shows env names, never values.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerPerformerConfig {
     /// The image: `name:tag`, `name@sha256:…`, or a local image id `sha256:…`. Absent: the AVS
@@ -353,6 +357,25 @@ pub struct DockerPerformerConfig {
     /// See `max_restarts` (default `"60s"`).
     #[serde(default = "defaults::restart_window", deserialize_with = "duration")]
     pub restart_window: Duration,
+}
+
+impl fmt::Debug for DockerPerformerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerPerformerConfig")
+            .field("image", &self.image)
+            .field("pull", &self.pull)
+            .field("registry_auth", &self.registry_auth)
+            .field("port", &self.port)
+            .field("env_names", &self.env.keys().collect::<Vec<_>>())
+            .field("user", &self.user)
+            .field("read_only_rootfs", &self.read_only_rootfs)
+            .field("tmpfs_mib", &self.tmpfs_mib)
+            .field("drop_capabilities", &self.drop_capabilities)
+            .field("no_new_privileges", &self.no_new_privileges)
+            .field("resources", &self.resources)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[avs.performer.registry_auth]`.
@@ -834,6 +857,12 @@ impl Config {
                             "health_interval and startup_timeout must be above 0".into(),
                         );
                     }
+                    if docker.tmpfs_mib > 1 << 20 || docker.resources.memory_mib > 1 << 30 {
+                        problem(
+                            at("resources.memory_mib"),
+                            "memory_mib and tmpfs_mib must be at most 1 TiB".into(),
+                        );
+                    }
                     if !(docker.resources.cpus >= 0.0 && docker.resources.cpus <= 1024.0) {
                         problem(
                             at("resources.cpus"),
@@ -853,11 +882,14 @@ impl Config {
             }
         }
         if let Some(network) = &self.docker.network
-            && !valid_docker_name(network)
+            && (!valid_docker_name(network)
+                || ["bridge", "host", "none"].contains(&network.as_str()))
         {
             problem(
                 "docker.network".into(),
-                format!("{network:?}: letters, digits, '_', '.' and '-' only, at most 64"),
+                format!(
+                    "{network:?}: a private network's name (not bridge, host or none): letters, digits, '_', '.' and '-' only, at most 64"
+                ),
             );
         }
         if let Some(id) = &self.node.id

@@ -217,7 +217,12 @@ impl RunningNode {
                 );
             }
             info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "management serving");
-            let service = Management::new(performers.clone(), config.operator(), admins);
+            let service = Management::new(
+                performers.clone(),
+                config.operator(),
+                admins,
+                management.env_from_node.clone(),
+            );
             let stopped = stopped.clone();
             tokio::spawn(async move {
                 if let Err(e) =

@@ -143,6 +143,10 @@ struct Record {
     /// `config` (the configured image) or `api` (a `DeployArtifact`).
     source: String,
     deployed_at: u64,
+    /// Removed through the API: the AVS stays without a performer (even with a configured image)
+    /// until the next deploy.
+    #[serde(default)]
+    removed: bool,
 }
 
 impl fmt::Debug for Record {
@@ -164,12 +168,20 @@ struct File {
     deployments: Vec<Record>,
 }
 
+/// A docker AVS's deployment: what is recorded, and the performer running it (none when it could
+/// not start or was removed — the record stays, so nothing is forgotten).
+#[derive(Debug, Clone)]
+struct Deployment {
+    record: Record,
+    performer: Option<Arc<DockerPerformer>>,
+}
+
 /// A docker AVS: its config, slot, and current deployment.
 #[derive(Debug)]
 struct DockerAvs {
     config: DockerPerformerConfig,
     slot: Arc<PerformerSlot>,
-    current: Mutex<Option<(Arc<DockerPerformer>, Record)>>,
+    current: Mutex<Option<Deployment>>,
     /// Held by a deploy or removal; `try_lock` failing means ALREADY_EXISTS.
     busy: tokio::sync::Mutex<()>,
 }
@@ -212,6 +224,8 @@ pub struct Performers {
     log_lines_per_second: u32,
     stop_on_shutdown: bool,
     file: PathBuf,
+    /// One writer of `file` at a time (deploys to different AVSs run at once).
+    saving: Mutex<()>,
     metrics: Arc<avsnode_metrics::Metrics>,
 }
 
@@ -237,6 +251,7 @@ impl Performers {
             log_lines_per_second: config.docker.log_lines_per_second,
             stop_on_shutdown: config.docker.stop_on_shutdown,
             file,
+            saving: Mutex::new(()),
             metrics,
         };
         let wants_docker = config
@@ -288,22 +303,44 @@ impl Performers {
                                 env: Vec::new(),
                                 source: "config".into(),
                                 deployed_at: unix_now(),
+                                removed: false,
                             })
                         });
                     let Some(record) = record else {
                         info!(avs = %address, "no image configured or deployed: waiting for a deploy");
                         continue;
                     };
-                    if let Some(e) = &docker_error {
-                        performers.docker[&address]
+                    let entry = &performers.docker[&address];
+                    if record.removed {
+                        info!(avs = %address, "its performer was removed: waiting for a deploy");
+                        entry
+                            .slot
+                            .clear("the performer was removed; deploy a new one".into());
+                    } else if let Some(e) = &docker_error {
+                        entry
                             .slot
                             .clear(format!("the Docker Engine is not available: {e}"));
-                        continue;
+                    } else {
+                        match performers.start_container(address, &record).await {
+                            Ok(performer) => {
+                                entry.slot.replace(performer.clone());
+                                *lock(&entry.current) = Some(Deployment {
+                                    record,
+                                    performer: Some(performer),
+                                });
+                                continue;
+                            }
+                            Err(e) => {
+                                error!(avs = %address, error = %e, "performer did not start; this AVS gets UNAVAILABLE until a deploy or a restart");
+                                entry.slot.clear(e.to_string());
+                            }
+                        }
                     }
-                    if let Err(e) = performers.run(address, record).await {
-                        error!(avs = %address, error = %e, "performer did not start; this AVS gets UNAVAILABLE until a deploy");
-                        performers.docker[&address].slot.clear(e.to_string());
-                    }
+                    // Kept (its container spared) though nothing runs it now.
+                    *lock(&entry.current) = Some(Deployment {
+                        record,
+                        performer: None,
+                    });
                 }
                 other => {
                     let performer = crate::daemon::start_performer(address, other).await?;
@@ -341,16 +378,6 @@ impl Performers {
             .get(avs)
             .cloned()
             .unwrap_or_else(|| Arc::new(PerformerSlot::empty("no performer configured")))
-    }
-
-    /// Starts (or adopts) the container `record` describes and puts it in service, replacing
-    /// nothing: used at start-up.
-    async fn run(&self, avs: Address, record: Record) -> Result<(), DeployError> {
-        let performer = self.start_container(avs, &record).await?;
-        let entry = &self.docker[&avs];
-        entry.slot.replace(performer.clone());
-        *lock(&entry.current) = Some((performer, record));
-        Ok(())
     }
 
     async fn start_container(
@@ -470,6 +497,7 @@ impl Performers {
             env,
             source: "api".into(),
             deployed_at: unix_now(),
+            removed: false,
         };
         let started = Instant::now();
         info!(avs = %address, performer = %record.performer_id, image = %record.image, "deploy: starting the new performer");
@@ -484,34 +512,52 @@ impl Performers {
         let old = {
             let mut current = lock(&entry.current);
             entry.slot.replace(new.clone());
-            current.replace((new, record.clone()))
+            current.replace(Deployment {
+                record: record.clone(),
+                performer: Some(new),
+            })
         };
         info!(avs = %address, performer = %record.performer_id, elapsed = ?started.elapsed(), "deploy: new performer in service");
         if let Err(e) = self.save() {
             error!(error = %e, "recording the deployment failed; a restarted node would bring back the previous one");
         }
-        if let Some((old, old_record)) = old {
+        if let Some(Deployment {
+            record: old_record,
+            performer: Some(old),
+        }) = old
+        {
             drain_and_remove(old, &old_record.performer_id, entry.config.drain_timeout).await;
         }
         self.count_deploy(&label, "success");
         Ok(record.performer_id)
     }
 
-    /// Stops and removes a docker performer; its AVS gets UNAVAILABLE until the next deploy.
+    /// Stops and removes a docker performer; its AVS gets UNAVAILABLE until the next deploy (also
+    /// after a restart: the removal is recorded).
     pub async fn remove(&self, performer_id: &str) -> Result<Address, DeployError> {
+        let is_it = |d: &Option<Deployment>| {
+            d.as_ref()
+                .is_some_and(|d| d.record.performer_id == performer_id && !d.record.removed)
+        };
         for (address, entry) in &self.docker {
-            let matches = lock(&entry.current)
-                .as_ref()
-                .is_some_and(|(_, r)| r.performer_id == performer_id);
-            if !matches {
+            if !is_it(&lock(&entry.current)) {
                 continue;
             }
             let _busy = entry
                 .busy
                 .try_lock()
                 .map_err(|_| DeployError::InProgress(*address))?;
-            let Some((performer, record)) = lock(&entry.current).take() else {
-                return Err(DeployError::UnknownPerformer(performer_id.into()));
+            let performer = {
+                let mut current = lock(&entry.current);
+                // A deploy may have replaced it before the lock was ours.
+                if !is_it(&current) {
+                    return Err(DeployError::UnknownPerformer(performer_id.into()));
+                }
+                let Some(deployment) = current.as_mut() else {
+                    return Err(DeployError::UnknownPerformer(performer_id.into()));
+                };
+                deployment.record.removed = true;
+                deployment.performer.take()
             };
             entry.slot.clear(format!(
                 "performer {performer_id} was removed; deploy a new one"
@@ -519,8 +565,12 @@ impl Performers {
             if let Err(e) = self.save() {
                 error!(error = %e, "recording the removal failed");
             }
-            info!(avs = %address, performer = %record.performer_id, "removing performer");
-            performer.remove().await;
+            info!(avs = %address, performer = %performer_id, "removing performer");
+            match performer {
+                Some(performer) => performer.remove().await,
+                // It never started in this run: remove whatever container it left.
+                None => self.remove_stale().await,
+            }
             return Ok(*address);
         }
         Err(DeployError::UnknownPerformer(performer_id.into()))
@@ -534,21 +584,36 @@ impl Performers {
                 continue;
             }
             if let Some(entry) = self.docker.get(address) {
-                if let Some((p, record)) = lock(&entry.current).as_ref() {
-                    let state = p.state();
-                    out.push(PerformerInfo {
-                        performer_id: record.performer_id.clone(),
-                        avs: *address,
-                        status: state.to_string(),
-                        runtime: "docker",
-                        image: record.image.clone(),
-                        image_id: p.image_id(),
-                        container_id: p.container_id(),
-                        resource_healthy: state != PerformerState::Failed,
-                        application_healthy: state == PerformerState::Healthy,
-                        last_health_check: p.last_health_check(),
-                    });
+                let Some(deployment) = lock(&entry.current).clone() else {
+                    continue;
+                };
+                if deployment.record.removed {
+                    continue;
                 }
+                let record = deployment.record;
+                let (status, image_id, container_id, last_health_check) =
+                    match &deployment.performer {
+                        Some(p) => (
+                            p.state().to_string(),
+                            p.image_id(),
+                            p.container_id(),
+                            p.last_health_check(),
+                        ),
+                        None => ("absent".to_owned(), String::new(), String::new(), None),
+                    };
+                out.push(PerformerInfo {
+                    performer_id: record.performer_id,
+                    avs: *address,
+                    // Restarting or failed: the container is not running.
+                    resource_healthy: status == "healthy" || status == "unhealthy",
+                    application_healthy: status == "healthy",
+                    status,
+                    runtime: "docker",
+                    image: record.image,
+                    image_id,
+                    container_id,
+                    last_health_check,
+                });
                 continue;
             }
             if let Ok(p) = slot.current() {
@@ -561,7 +626,10 @@ impl Performers {
                     image: String::new(),
                     image_id: String::new(),
                     container_id: String::new(),
-                    resource_healthy: state != PerformerState::Failed,
+                    resource_healthy: !matches!(
+                        state,
+                        PerformerState::Failed | PerformerState::Restarting
+                    ),
                     application_healthy: state == PerformerState::Healthy,
                     last_health_check: None,
                 });
@@ -579,10 +647,12 @@ impl Performers {
             performer.shutdown().await;
         }
         for entry in self.docker.values() {
+            // A deploy or removal under way finishes first: its container is then the one here.
+            let _busy = entry.busy.lock().await;
             let current = lock(&entry.current).clone();
-            match current {
-                Some((p, _)) if self.stop_on_shutdown => p.remove().await,
-                Some((p, _)) => p.shutdown().await,
+            match current.and_then(|d| d.performer) {
+                Some(p) if self.stop_on_shutdown => p.remove().await,
+                Some(p) => p.shutdown().await,
                 None => {}
             }
         }
@@ -621,7 +691,8 @@ impl Performers {
             .filter_map(|e| {
                 lock(&e.current)
                     .as_ref()
-                    .map(|(_, r)| r.performer_id.clone())
+                    .filter(|d| !d.record.removed)
+                    .map(|d| d.record.performer_id.clone())
             })
             .collect();
         let owned = match runtime.owned_containers(&self.node_id).await {
@@ -662,13 +733,14 @@ impl Performers {
     /// Writes every current deployment (0600, atomically: a crash leaves the old file or the new
     /// one, never half of one).
     fn save(&self) -> Result<(), DeployError> {
+        let _saving = lock(&self.saving);
         let mut file = File {
             version: 1,
             deployments: Vec::new(),
         };
         for entry in self.docker.values() {
-            if let Some((_, record)) = lock(&entry.current).as_ref() {
-                file.deployments.push(record.clone());
+            if let Some(deployment) = lock(&entry.current).as_ref() {
+                file.deployments.push(deployment.record.clone());
             }
         }
         file.deployments.sort_by(|a, b| a.avs.cmp(&b.avs));
@@ -700,13 +772,16 @@ async fn drain_and_remove(old: Arc<DockerPerformer>, id: &str, timeout: Duration
 fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("json.tmp");
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
+    // `mode` applies only to a new file: a leftover temporary file keeps its own.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;

@@ -710,10 +710,19 @@ async fn resolve_image(docker: &Docker, spec: &DockerSpec) -> Result<String, Sta
         source,
     };
     let is_id = image.starts_with("sha256:");
-    if spec.pull == PullPolicy::Always && !is_id {
-        pull(docker, image, spec.auth.as_ref())
-            .await
-            .map_err(error)?;
+    if spec.pull == PullPolicy::Always
+        && !is_id
+        && let Err(e) = pull(docker, image, spec.auth.as_ref()).await
+    {
+        // A registry outage must not stop a performer whose image is here (nor, at a node
+        // restart, turn an adoptable container into a removed one).
+        match docker.inspect_image(image).await {
+            Ok(inspect) => {
+                tracing::warn!(image, error = %e, "pulling failed; using the local image");
+                return Ok(inspect.id.unwrap_or_else(|| image.to_owned()));
+            }
+            Err(_) => return Err(error(e)),
+        }
     }
     match docker.inspect_image(image).await {
         Ok(inspect) => return Ok(inspect.id.unwrap_or_else(|| image.to_owned())),
@@ -1068,8 +1077,12 @@ async fn supervise(shared: Arc<Shared>, mut run: Run) {
                 return;
             }
             match relaunch(&shared).await {
-                Ok(run) => break run,
+                Ok(run) => {
+                    restarts.succeeded();
+                    break run;
+                }
                 Err(e) => {
+                    restarts.failed();
                     tracing::warn!(
                         error = &e as &(dyn std::error::Error + 'static),
                         "restarting the performer failed"

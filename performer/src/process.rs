@@ -60,22 +60,33 @@ impl RestartPolicy {
 pub(crate) struct Restarts {
     policy: RestartPolicy,
     recent: VecDeque<Instant>,
+    /// Restarts in a row that never became healthy: with a slow startup timeout fewer than
+    /// `crash_loop_restarts` fit in the window, and such a performer must still be given up on.
+    unhealthy_in_a_row: u32,
 }
 
 /// Why a performer is not restarted again.
 #[derive(Debug)]
 pub(crate) struct CrashLoop {
     restarts: usize,
-    window: Duration,
+    /// `None`: that many restarts in a row never became healthy.
+    window: Option<Duration>,
 }
 
 impl fmt::Display for CrashLoop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "crash loop: restarted {} times within {:?}; not restarting again",
-            self.restarts, self.window
-        )
+        match self.window {
+            Some(window) => write!(
+                f,
+                "crash loop: restarted {} times within {window:?}; not restarting again",
+                self.restarts
+            ),
+            None => write!(
+                f,
+                "crash loop: {} restarts in a row never became healthy; not restarting again",
+                self.restarts
+            ),
+        }
     }
 }
 
@@ -84,7 +95,18 @@ impl Restarts {
         Self {
             policy,
             recent: VecDeque::new(),
+            unhealthy_in_a_row: 0,
         }
+    }
+
+    /// The restart just taken did not become healthy.
+    pub(crate) fn failed(&mut self) {
+        self.unhealthy_in_a_row += 1;
+    }
+
+    /// The restart just taken is serving.
+    pub(crate) fn succeeded(&mut self) {
+        self.unhealthy_in_a_row = 0;
     }
 
     /// Takes the next restart: marks the performer restarting, waits out the backoff and counts
@@ -100,10 +122,16 @@ impl Restarts {
         {
             self.recent.pop_front();
         }
+        if self.unhealthy_in_a_row >= policy.crash_loop_restarts {
+            return Err(CrashLoop {
+                restarts: self.unhealthy_in_a_row as usize,
+                window: None,
+            });
+        }
         if self.recent.len() >= policy.crash_loop_restarts as usize {
             return Err(CrashLoop {
                 restarts: self.recent.len(),
-                window: policy.crash_loop_window,
+                window: Some(policy.crash_loop_window),
             });
         }
         core.set_state(PerformerState::Restarting, None);
@@ -326,11 +354,17 @@ async fn supervise(shared: Arc<Shared>, mut child: Child) {
                 return;
             }
             match launch(&shared).await {
-                Ok(child) => break child,
-                Err(e) => tracing::warn!(
-                    error = &e as &(dyn std::error::Error + 'static),
-                    "restarting the performer failed"
-                ),
+                Ok(child) => {
+                    restarts.succeeded();
+                    break child;
+                }
+                Err(e) => {
+                    restarts.failed();
+                    tracing::warn!(
+                        error = &e as &(dyn std::error::Error + 'static),
+                        "restarting the performer failed"
+                    );
+                }
             }
         };
         core.set_state(PerformerState::Healthy, None);

@@ -401,8 +401,9 @@ async fn a_killed_container_is_restarted_and_tasks_in_the_gap_fail_fast() {
             Err(status) => {
                 failed += 1;
                 assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                // Quickly: well inside the task's 10 s deadline, with room for a loaded machine.
                 assert!(
-                    *took < Duration::from_secs(2),
+                    *took < Duration::from_secs(5),
                     "an UNAVAILABLE took {took:?}"
                 );
             }

@@ -45,20 +45,25 @@ pub struct Management {
     operator: Address,
     /// `None`: authentication is off (`require_auth = false`).
     admins: Option<Vec<Address>>,
+    /// Node environment variables a deploy may pass by name (`value_from_env`).
+    env_from_node: Vec<String>,
     challenges: Challenges,
 }
 
 impl Management {
-    /// A service over `performers`; `admins` `None` turns authentication off.
+    /// A service over `performers`; `admins` `None` turns authentication off; `env_from_node`
+    /// names the node's environment variables a deploy may pass on.
     pub fn new(
         performers: Arc<Performers>,
         operator: Address,
         admins: Option<Vec<Address>>,
+        env_from_node: Vec<String>,
     ) -> Management {
         Management {
             performers,
             operator,
             admins,
+            env_from_node,
             challenges: Challenges::new(CHALLENGE_TTL, MAX_CHALLENGES),
         }
     }
@@ -116,7 +121,7 @@ impl ExecutorManagementService for Management {
                 self.operator
             )));
         }
-        let (challenge_token, expires_at) = self.challenges.issue()?;
+        let (challenge_token, expires_at) = self.challenges.issue();
         Ok(Response::new(GetChallengeTokenResponse {
             challenge_token,
             expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),
@@ -140,13 +145,16 @@ impl ExecutorManagementService for Management {
         let env = request
             .env
             .iter()
-            .map(resolve_env)
+            .map(|env| resolve_env(env, &self.env_from_node))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Status::invalid_argument)?;
-        let id = self
-            .performers
-            .deploy(&request.avs_address, image, env)
+        // Spawned: a caller that goes away (a deadline, Ctrl-C) must not abandon a half-done
+        // deploy with a started container or an undrained old one.
+        let performers = self.performers.clone();
+        let avs = request.avs_address.clone();
+        let id = tokio::spawn(async move { performers.deploy(&avs, image, env).await })
             .await
+            .map_err(|e| Status::internal(format!("the deploy task failed: {e}")))?
             .map_err(to_status)?;
         Ok(Response::new(DeployArtifactResponse {
             success: true,
@@ -185,10 +193,11 @@ impl ExecutorManagementService for Management {
         let mut request = request.into_inner();
         let auth = request.auth.take();
         self.authenticate(methods::REMOVE, &request.encode_to_vec(), auth.as_ref())?;
-        let avs = self
-            .performers
-            .remove(&request.performer_id)
+        let performers = self.performers.clone();
+        let id = request.performer_id.clone();
+        let avs = tokio::spawn(async move { performers.remove(&id).await })
             .await
+            .map_err(|e| Status::internal(format!("the removal task failed: {e}")))?
             .map_err(to_status)?;
         Ok(Response::new(RemovePerformerResponse {
             success: true,
@@ -217,7 +226,7 @@ pub fn image_reference(registry: &str, digest: &str) -> Result<String, String> {
 }
 
 /// A `PerformerEnv` as a (name, value) pair; `value_from_env` reads the node's own environment.
-fn resolve_env(env: &PerformerEnv) -> Result<(String, String), String> {
+fn resolve_env(env: &PerformerEnv, env_from_node: &[String]) -> Result<(String, String), String> {
     let name = &env.name;
     if name.is_empty() || name.contains('=') || name == "PORT" {
         return Err(format!(
@@ -230,6 +239,12 @@ fn resolve_env(env: &PerformerEnv) -> Result<(String, String), String> {
         ));
     }
     if !env.value_from_env.is_empty() {
+        if !env_from_node.contains(&env.value_from_env) {
+            return Err(format!(
+                "env {name}: value_from_env {:?} is not in management.env_from_node",
+                env.value_from_env
+            ));
+        }
         return std::env::var(&env.value_from_env)
             .map(|value| (name.clone(), value))
             .map_err(|_| {
@@ -329,15 +344,21 @@ mod tests {
             value: "v".into(),
             ..Default::default()
         };
-        assert_eq!(resolve_env(&env("A")).unwrap(), ("A".into(), "v".into()));
-        assert!(resolve_env(&env("PORT")).is_err());
-        assert!(resolve_env(&env("")).is_err());
+        assert_eq!(
+            resolve_env(&env("A"), &[]).unwrap(),
+            ("A".into(), "v".into())
+        );
+        assert!(resolve_env(&env("PORT"), &[]).is_err());
+        assert!(resolve_env(&env(""), &[]).is_err());
         let missing = PerformerEnv {
             name: "B".into(),
             value_from_env: "AVSNODE_TEST_SURELY_UNSET_VARIABLE".into(),
             ..Default::default()
         };
-        let err = resolve_env(&missing).unwrap_err();
-        assert!(err.contains("AVSNODE_TEST_SURELY_UNSET_VARIABLE"), "{err}");
+        let allowed = ["AVSNODE_TEST_SURELY_UNSET_VARIABLE".to_owned()];
+        let err = resolve_env(&missing, &allowed).unwrap_err();
+        assert!(err.contains("not set in the node's environment"), "{err}");
+        let err = resolve_env(&missing, &[]).unwrap_err();
+        assert!(err.contains("management.env_from_node"), "{err}");
     }
 }
