@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "eigenlayer/hourglass/v1/executor/executor.proto",
     "eigenlayer/hourglass/v1/performer/performer.proto",
     "avsnode/v1/stream.proto",
+    "avsnode/v1/signer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -64,6 +64,9 @@ enum Command {
     /// Deploy, list and remove docker performers through a node's management API.
     #[command(subcommand)]
     Performer(PerformerCommand),
+    /// The remote signer: serve keys over gRPC with mTLS to the nodes allowed to use them.
+    #[command(subcommand)]
+    Signer(SignerCommand),
     /// Export, import and prune the sign-once ledger (only while the node is stopped).
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -129,6 +132,17 @@ enum KeysCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SignerCommand {
+    /// Serve the keys of a signer configuration (mTLS; typed requests only; its own sign-once
+    /// ledger) until SIGINT or SIGTERM.
+    Serve {
+        /// The signer's TOML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -470,6 +484,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys_command(command)?,
         Command::Ledger(command) => ledger_command(command)?,
         Command::Performer(command) => performer_command(command)?,
+        Command::Signer(SignerCommand::Serve { config }) => {
+            let config = avsnode::remote_signer::SignerServiceConfig::load(&config)?;
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(config.listen)
+                    .await
+                    .with_context(|| format!("binding the signer to {}", config.listen))?;
+                avsnode::remote_signer::serve(config, listener, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
+        }
         Command::ExamplePerformer(options) => runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind((options.host, options.port))
                 .await

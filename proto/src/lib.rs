@@ -7,7 +7,8 @@
 //!   `ExecutorManagementService` and the performer's `PerformerService`. Package names, message
 //!   names and field numbers are exactly those of the EigenLayer Hourglass executor, so an
 //!   unmodified Hourglass aggregator and any Hourglass performer image talk to avsnode unchanged.
-//! - **avsnode's own** (`avsnode.v1`): the streaming intake `TaskStream`.
+//! - **avsnode's own** (`avsnode.v1`): the streaming intake `TaskStream`; and
+//!   (`avsnode.signer.v1`) the remote signer's `Signer` service.
 //!
 //! This crate holds no logic: validation, signing and the meaning of fields live in the node and
 //! signer crates.
@@ -45,8 +46,18 @@ pub mod avsnode {
     pub mod v1 {
         tonic::include_proto!("avsnode.v1");
     }
+
+    /// `package avsnode.signer`.
+    pub mod signer {
+        /// `package avsnode.signer.v1`: the remote signer (`avsnode signer serve`).
+        pub mod v1 {
+            tonic::include_proto!("avsnode.signer.v1");
+        }
+    }
 }
 
+/// The remote signer's package, under a shorter name.
+pub use avsnode::signer::v1 as signer;
 /// avsnode's streaming package, under a shorter name.
 pub use avsnode::v1 as stream;
 /// The Hourglass executor package, under a shorter name.

@@ -185,6 +185,36 @@ impl fmt::Debug for Signature {
     }
 }
 
+/// Turns a bare 64-byte `r‖s` (what an HSM returns for `CKM_ECDSA`: randomised, often high-s, with
+/// no recovery id) into our canonical 65-byte `r‖s‖v`: `s` normalised to the lower half of the group
+/// order, and `v ∈ {27,28}` found by recovering with both ids against the key that signed.
+///
+/// Refuses `r` or `s` of zero or not below the group order, and an `r‖s` that is not `public`'s
+/// signature over `digest` (neither recovery id gives `public`), so a faulty or swapped token key
+/// never yields a signature the node would release.
+pub fn signature_from_rs(
+    rs: &[u8; 64],
+    digest: &SigningDigest,
+    public: &PublicKey,
+) -> Result<Signature, Error> {
+    let sig = K256Signature::from_slice(rs).map_err(|_| Error::MalformedEcdsaSignature {
+        reason: "r or s out of range",
+    })?;
+    let sig = sig.normalize_s().unwrap_or(sig);
+    // An x-reduced R (r = x − n) happens with probability ~2⁻¹²⁸ and cannot be expressed in `v`.
+    [false, true]
+        .into_iter()
+        .map(|odd| RecoveryId::new(odd, false))
+        .find(|&recid| {
+            VerifyingKey::recover_from_prehash(digest.as_bytes(), &sig, recid)
+                .is_ok_and(|recovered| recovered == public.0)
+        })
+        .map(|recid| Signature::from_parts(&sig, recid.to_byte()))
+        .ok_or(Error::MalformedEcdsaSignature {
+            reason: "r‖s is not a signature by the expected key over this digest",
+        })
+}
+
 /// Recovers the public key that signed `prehash` (a 32-byte digest, no prefix).
 pub fn recover(prehash: &[u8; 32], sig: &Signature) -> Result<PublicKey, Error> {
     let mut parity = sig.recovery_parity();
@@ -214,6 +244,7 @@ pub fn verify(address: &Address, prehash: &[u8; 32], sig: &Signature) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::{AuthMessage, TaskId};
     use proptest::prelude::*;
 
     /// A distinct valid key per seed (well below either group order).
@@ -293,6 +324,88 @@ mod tests {
                 reason: "v must be 0, 1, 27 or 28"
             })
         );
+    }
+
+    /// `r‖(n − s)` of a k256 signature: what an HSM hands back half of the time.
+    fn high_s_rs(sig: &Signature) -> [u8; 64] {
+        let k = K256Signature::from_slice(&sig.to_bytes()[..64]).unwrap();
+        let high = K256Signature::from_scalars(k.r().to_bytes(), (-*k.s()).to_bytes()).unwrap();
+        assert!(high.normalize_s().is_some(), "s must now be high");
+        high.to_bytes().into()
+    }
+
+    fn auth_digest(seed: u8) -> SigningDigest {
+        AuthMessage {
+            task_id: TaskId([seed; 32]),
+            avs: Address([0xaa; 20]),
+            operator: Address([0xbb; 20]),
+            operator_set_id: 1,
+            result_signature: &[seed, 1, 2, 3],
+        }
+        .digest()
+    }
+
+    #[test]
+    fn hsm_rs_is_normalised_to_low_s_with_the_right_v() {
+        let sk = key(9);
+        let public = sk.public_key();
+        // Several digests, so both values of v are exercised.
+        let mut seen_v = std::collections::BTreeSet::new();
+        for seed in 0..16 {
+            let digest = auth_digest(seed);
+            let expected = sk.sign(&digest);
+            let rs = high_s_rs(&expected);
+            let got = signature_from_rs(&rs, &digest, &public).unwrap();
+            assert!(got.is_low_s());
+            assert_eq!(got, expected, "(r, low s, right v)");
+            assert!(verify(&public.address(), digest.as_bytes(), &got));
+            // Already-low s passes through unchanged.
+            let low: [u8; 64] = expected.to_bytes()[..64].try_into().unwrap();
+            assert_eq!(signature_from_rs(&low, &digest, &public).unwrap(), expected);
+            seen_v.insert(got.to_bytes()[64]);
+        }
+        assert_eq!(seen_v.into_iter().collect::<Vec<_>>(), vec![27, 28]);
+    }
+
+    #[test]
+    fn hsm_rs_from_another_key_or_digest_is_refused() {
+        let sk = key(9);
+        let digest = auth_digest(1);
+        let rs = high_s_rs(&sk.sign(&digest));
+        assert!(matches!(
+            signature_from_rs(&rs, &digest, &key(10).public_key()),
+            Err(Error::MalformedEcdsaSignature { .. })
+        ));
+        assert!(matches!(
+            signature_from_rs(&rs, &auth_digest(2), &sk.public_key()),
+            Err(Error::MalformedEcdsaSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn hsm_rs_out_of_range_is_refused() {
+        let sk = key(9);
+        let public = sk.public_key();
+        let digest = auth_digest(1);
+        let good: [u8; 64] = sk.sign(&digest).to_bytes()[..64].try_into().unwrap();
+        let n = hex::decode("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141")
+            .unwrap();
+        let out_of_range = Err(Error::MalformedEcdsaSignature {
+            reason: "r or s out of range",
+        });
+
+        assert_eq!(signature_from_rs(&[0; 64], &digest, &public), out_of_range);
+        for half in [0..32, 32..64] {
+            let mut zero = good;
+            zero[half.clone()].fill(0);
+            assert_eq!(signature_from_rs(&zero, &digest, &public), out_of_range);
+            let mut at_n = good;
+            at_n[half.clone()].copy_from_slice(&n);
+            assert_eq!(signature_from_rs(&at_n, &digest, &public), out_of_range);
+            let mut max = good;
+            max[half].fill(0xff);
+            assert_eq!(signature_from_rs(&max, &digest, &public), out_of_range);
+        }
     }
 
     #[test]
