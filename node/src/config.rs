@@ -178,7 +178,8 @@ impl Default for LedgerConfig {
     }
 }
 
-/// `[[signer]]`: a key, unlocked at start-up.
+/// `[[signer]]`: a key, opened at start-up. Exactly one backend: a keystore file (`keystore` and
+/// `password_file`), a PKCS#11 token (`pkcs11`) or a remote signer (`remote`) (DESIGN §4.5).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignerConfig {
@@ -188,13 +189,236 @@ pub struct SignerConfig {
     #[serde(deserialize_with = "scheme")]
     pub scheme: Scheme,
     /// The keystore file: Web3 Secret Storage v3 for ecdsa, EIP-2335 for bn254 and bls12-381.
-    pub keystore: PathBuf,
+    #[serde(default)]
+    pub keystore: Option<PathBuf>,
     /// A file holding the keystore's password (one trailing newline is ignored). Environment
     /// override: `AVSNODE_SIGNER_<NAME>_PASSWORD_FILE` (name upper-cased, `-` as `_`).
-    pub password_file: PathBuf,
-    /// Accept keystore and password files readable by group or other (default false).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// A key on a PKCS#11 token (secp256k1 ECDSA only).
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11SignerConfig>,
+    /// A key held by a remote signer (`avsnode signer serve`), reached over mutual TLS.
+    #[serde(default)]
+    pub remote: Option<RemoteSignerConfig>,
+    /// Accept key, password, PIN and client-key files readable by group or other (default false).
     #[serde(default)]
     pub allow_insecure_permissions: bool,
+}
+
+/// `pkcs11 = { module, token_label, key_label | key_id, pin_file }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11SignerConfig {
+    /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// The private key's `CKA_LABEL` (or give `key_id`).
+    #[serde(default)]
+    pub key_label: Option<String>,
+    /// The private key's `CKA_ID` in hex (or give `key_label`).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// A file holding the user PIN (one trailing newline is ignored). Environment override:
+    /// `AVSNODE_SIGNER_<NAME>_PIN_FILE`.
+    pub pin_file: PathBuf,
+}
+
+/// `remote = { url, ca, cert, key, key_name, timeout }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSignerConfig {
+    /// `https://host:port`; the host must match the signer's certificate.
+    pub url: String,
+    /// The CA that issued the signer's certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's client certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's client key (PEM).
+    pub key: PathBuf,
+    /// The key's `[[key]]` name on the signer (default: this signer's name).
+    #[serde(default)]
+    pub key_name: Option<String>,
+    /// Timeout of one attempt (default `"2s"`); UNAVAILABLE answers are retried twice.
+    #[serde(default = "defaults::remote_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+/// Where a `[[signer]]`'s key is, once the configuration is valid.
+#[derive(Debug, Clone, Copy)]
+pub enum SignerBackend<'a> {
+    /// A keystore file and its password file.
+    Keystore {
+        /// The keystore.
+        keystore: &'a Path,
+        /// The password file.
+        password_file: &'a Path,
+    },
+    /// A PKCS#11 token.
+    Pkcs11(&'a Pkcs11SignerConfig),
+    /// A remote signer.
+    Remote(&'a RemoteSignerConfig),
+}
+
+impl SignerConfig {
+    /// The backend, or what is wrong with the choice (the message names the keys involved).
+    pub fn backend(&self) -> Result<SignerBackend<'_>, String> {
+        match (
+            &self.keystore,
+            &self.password_file,
+            &self.pkcs11,
+            &self.remote,
+        ) {
+            (Some(keystore), Some(password_file), None, None) => Ok(SignerBackend::Keystore {
+                keystore,
+                password_file,
+            }),
+            (Some(_), None, None, None) => Err("keystore needs password_file".into()),
+            (None, Some(_), None, None) => Err("password_file without keystore".into()),
+            (None, None, Some(pkcs11), None) => Ok(SignerBackend::Pkcs11(pkcs11)),
+            (None, None, None, Some(remote)) => Ok(SignerBackend::Remote(remote)),
+            (None, None, None, None) => Err(
+                "no key: give keystore + password_file, pkcs11 = { … } or remote = { … }".into(),
+            ),
+            _ => Err(
+                "more than one backend: give exactly one of keystore + password_file, pkcs11, remote"
+                    .into(),
+            ),
+        }
+    }
+
+    /// The backend's metric label: `local`, `pkcs11` or `remote`.
+    pub fn backend_label(&self) -> &'static str {
+        match self.backend() {
+            Ok(SignerBackend::Pkcs11(_)) => "pkcs11",
+            Ok(SignerBackend::Remote(_)) => "remote",
+            _ => "local",
+        }
+    }
+
+    /// Problems with this signer, with key paths under `at` (e.g. `signer[0]`).
+    pub fn problems(&self, at: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            out.push(Problem {
+                path: format!("{at}{key}"),
+                message,
+            })
+        };
+        if self.name.is_empty() {
+            problem(".name", "must not be empty".into());
+        }
+        match self.backend() {
+            Err(message) => problem("", message),
+            Ok(SignerBackend::Keystore { .. }) => {}
+            Ok(SignerBackend::Pkcs11(p)) => {
+                if self.scheme != Scheme::Ecdsa {
+                    problem(
+                        ".pkcs11",
+                        format!(
+                            "scheme {} cannot use PKCS#11: PKCS#11 has no pairing curves, so \
+                             pkcs11 signers are scheme = \"ecdsa\" (secp256k1) only; keep {} keys \
+                             in a keystore or a remote signer",
+                            self.scheme, self.scheme
+                        ),
+                    );
+                }
+                if p.token_label.is_empty() {
+                    problem(".pkcs11.token_label", "must not be empty".into());
+                }
+                match (&p.key_label, &p.key_id) {
+                    (Some(_), None) => {}
+                    (None, Some(id)) => {
+                        if hex::decode(id.trim_start_matches("0x")).map_or(true, |id| id.is_empty())
+                        {
+                            problem(
+                                ".pkcs11.key_id",
+                                format!("{id:?} is not a non-empty hex string"),
+                            );
+                        }
+                    }
+                    _ => problem(".pkcs11", "give exactly one of key_label and key_id".into()),
+                }
+            }
+            Ok(SignerBackend::Remote(r)) => {
+                if !r.url.starts_with("https://") {
+                    problem(
+                        ".remote.url",
+                        format!(
+                            "{:?}: the remote signer is reached over mutual TLS; use https://host:port",
+                            r.url
+                        ),
+                    );
+                }
+                if r.timeout.is_zero() {
+                    problem(".remote.timeout", "must be more than 0".into());
+                }
+            }
+        }
+        out
+    }
+
+    /// Resolves relative paths against `base` (the configuration file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.keystore.as_mut().map(resolve);
+        self.password_file.as_mut().map(resolve);
+        if let Some(p) = &mut self.pkcs11 {
+            // A bare library name is left to the dynamic loader's search path.
+            if p.module.components().count() > 1 {
+                resolve(&mut p.module);
+            }
+            resolve(&mut p.pin_file);
+        }
+        if let Some(r) = &mut self.remote {
+            resolve(&mut r.ca);
+            resolve(&mut r.cert);
+            resolve(&mut r.key);
+        }
+    }
+
+    /// `AVSNODE_SIGNER_<NAME>_PASSWORD_FILE` / `_PIN_FILE` overrides.
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) {
+        let prefix = format!(
+            "AVSNODE_SIGNER_{}",
+            self.name.to_uppercase().replace('-', "_")
+        );
+        if let Some(v) = env(&format!("{prefix}_PASSWORD_FILE")) {
+            self.password_file = Some(v.into());
+        }
+        if let (Some(v), Some(p)) = (env(&format!("{prefix}_PIN_FILE")), &mut self.pkcs11) {
+            p.pin_file = v.into();
+        }
+    }
+
+    /// Where the key is, for `check-config` and logs.
+    pub fn location(&self) -> String {
+        match self.backend() {
+            Ok(SignerBackend::Keystore { keystore, .. }) => {
+                format!("keystore {}", keystore.display())
+            }
+            Ok(SignerBackend::Pkcs11(p)) => format!(
+                "PKCS#11 token {:?}, key {}",
+                p.token_label,
+                match (&p.key_label, &p.key_id) {
+                    (Some(label), _) => format!("label {label:?}"),
+                    (_, Some(id)) => format!("id {id}"),
+                    _ => "?".into(),
+                }
+            ),
+            Ok(SignerBackend::Remote(r)) => format!(
+                "remote signer {}, key {:?}",
+                r.url,
+                r.key_name.as_deref().unwrap_or(&self.name)
+            ),
+            Err(e) => format!("(invalid: {e})"),
+        }
+    }
 }
 
 /// `[[avs]]`: one AVS this node serves.
@@ -424,6 +648,10 @@ impl Default for ResourcesConfig {
 
 mod defaults {
     use super::*;
+
+    pub(super) fn remote_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
 
     pub(super) fn yes() -> bool {
         true
@@ -656,13 +884,7 @@ impl Config {
             }
         }
         for signer in &mut self.signers {
-            let var = format!(
-                "AVSNODE_SIGNER_{}_PASSWORD_FILE",
-                signer.name.to_uppercase().replace('-', "_")
-            );
-            if let Some(v) = env(&var) {
-                signer.password_file = v.into();
-            }
+            signer.apply_env(&env);
         }
         problems
     }
@@ -675,8 +897,7 @@ impl Config {
         };
         resolve(&mut self.node.data_dir);
         for signer in &mut self.signers {
-            resolve(&mut signer.keystore);
-            resolve(&mut signer.password_file);
+            signer.resolve_paths(base);
         }
         for avs in &mut self.avs {
             match &mut avs.performer {
@@ -720,6 +941,9 @@ impl Config {
 
         let mut names = HashSet::new();
         for (i, signer) in self.signers.iter().enumerate() {
+            for p in signer.problems(&format!("signer[{i}]")) {
+                problem(p.path, p.message);
+            }
             if !names.insert(signer.name.as_str()) {
                 problem(
                     format!("signer[{i}].name"),
@@ -968,7 +1192,7 @@ impl Config {
                 "signer {:?}: {} from {}\n",
                 signer.name,
                 signer.scheme,
-                signer.keystore.display()
+                signer.location()
             );
         }
         for avs in &self.avs {
@@ -1057,8 +1281,8 @@ command = "./performer"
         assert_eq!(avs.max_output_size, 1_572_863);
         assert_eq!(config.node.data_dir, Path::new("/etc/avsnode/data"));
         assert_eq!(
-            config.signers[0].keystore,
-            Path::new("/etc/avsnode/keys/bn254.json")
+            config.signers[0].keystore.as_deref(),
+            Some(Path::new("/etc/avsnode/keys/bn254.json"))
         );
         assert!(
             matches!(&avs.performer, PerformerConfig::Process { command, .. } if command == Path::new("/etc/avsnode/./performer"))
@@ -1227,6 +1451,126 @@ command = "./performer"
         );
     }
 
+    /// `VALID` with the ecdsa signer's key lines replaced by `backend`.
+    fn with_ecdsa_backend(backend: &str, scheme: &str) -> String {
+        VALID.replace(
+            "name = \"ecdsa-main\"\nscheme = \"ecdsa\"\nkeystore = \"keys/ecdsa.json\"\npassword_file = \"keys/ecdsa.pass\"",
+            &format!("name = \"ecdsa-main\"\nscheme = \"{scheme}\"\n{backend}"),
+        )
+    }
+
+    #[test]
+    fn pkcs11_and_remote_signers_parse_and_resolve_paths() {
+        let pkcs11 = with_ecdsa_backend(
+            r#"pkcs11 = { module = "/usr/lib/softhsm/libsofthsm2.so", token_label = "avs", key_label = "op", pin_file = "keys/pin" }"#,
+            "ecdsa",
+        );
+        let config = parse(&pkcs11).unwrap();
+        let SignerBackend::Pkcs11(p) = config.signers[1].backend().unwrap() else {
+            panic!("expected a pkcs11 backend");
+        };
+        assert_eq!(p.pin_file, Path::new("/etc/avsnode/keys/pin"));
+        assert_eq!(p.module, Path::new("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(config.signers[1].backend_label(), "pkcs11");
+        assert!(
+            config
+                .summary()
+                .contains("PKCS#11 token \"avs\", key label \"op\"")
+        );
+
+        let remote = with_ecdsa_backend(
+            r#"remote = { url = "https://signer:9500", ca = "tls/ca.pem", cert = "tls/node.pem", key = "tls/node.key", timeout = "500ms" }"#,
+            "ecdsa",
+        );
+        let config = parse(&remote).unwrap();
+        let SignerBackend::Remote(r) = config.signers[1].backend().unwrap() else {
+            panic!("expected a remote backend");
+        };
+        assert_eq!(r.key, Path::new("/etc/avsnode/tls/node.key"));
+        assert_eq!(r.timeout, Duration::from_millis(500));
+        assert_eq!(r.key_name, None);
+        assert!(
+            config
+                .summary()
+                .contains("remote signer https://signer:9500, key \"ecdsa-main\"")
+        );
+
+        // The PIN file has an environment override like password files.
+        let env = |name: &str| {
+            (name == "AVSNODE_SIGNER_ECDSA_MAIN_PIN_FILE").then(|| "/run/secrets/pin".to_string())
+        };
+        let config =
+            Config::from_toml(&pkcs11, Path::new("/etc/avsnode/avsnode.toml"), env).unwrap();
+        let SignerBackend::Pkcs11(p) = config.signers[1].backend().unwrap() else {
+            panic!("expected a pkcs11 backend");
+        };
+        assert_eq!(p.pin_file, Path::new("/run/secrets/pin"));
+    }
+
+    #[test]
+    fn signer_backend_mistakes_are_named() {
+        let bn254_over_pkcs11 = with_ecdsa_backend(
+            r#"pkcs11 = { module = "m.so", token_label = "avs", key_label = "op", pin_file = "pin" }"#,
+            "bn254",
+        );
+        let found = problems(&bn254_over_pkcs11);
+        assert!(
+            found.iter().any(|p| p.starts_with("signer[1].pkcs11:")
+                && p.contains("PKCS#11 has no pairing curves")),
+            "{found:?}"
+        );
+        let both = with_ecdsa_backend(
+            "keystore = \"k.json\"\npassword_file = \"k.pass\"\nremote = { url = \"https://s:1\", ca = \"a\", cert = \"b\", key = \"c\" }",
+            "ecdsa",
+        );
+        assert!(
+            problems(&both)
+                .iter()
+                .any(|p| p.starts_with("signer[1]: more than one backend")),
+            "{:?}",
+            problems(&both)
+        );
+        let none = with_ecdsa_backend("", "ecdsa");
+        assert!(
+            problems(&none)
+                .iter()
+                .any(|p| p.starts_with("signer[1]: no key"))
+        );
+        let no_password = with_ecdsa_backend("keystore = \"k.json\"", "ecdsa");
+        assert!(
+            problems(&no_password)
+                .iter()
+                .any(|p| p == "signer[1]: keystore needs password_file")
+        );
+        let label_and_id = with_ecdsa_backend(
+            r#"pkcs11 = { module = "m.so", token_label = "avs", key_label = "op", key_id = "01", pin_file = "pin" }"#,
+            "ecdsa",
+        );
+        assert!(
+            problems(&label_and_id)
+                .iter()
+                .any(|p| p == "signer[1].pkcs11: give exactly one of key_label and key_id")
+        );
+        let bad_id = with_ecdsa_backend(
+            r#"pkcs11 = { module = "m.so", token_label = "avs", key_id = "zz", pin_file = "pin" }"#,
+            "ecdsa",
+        );
+        assert!(
+            problems(&bad_id)
+                .iter()
+                .any(|p| p.starts_with("signer[1].pkcs11.key_id:"))
+        );
+        let plain = with_ecdsa_backend(
+            r#"remote = { url = "http://signer:9500", ca = "a", cert = "b", key = "c" }"#,
+            "ecdsa",
+        );
+        assert!(
+            problems(&plain)
+                .iter()
+                .any(|p| p.starts_with("signer[1].remote.url:") && p.contains("mutual TLS"))
+        );
+    }
+
     #[test]
     fn environment_overrides_ports_data_dir_and_password_files() {
         let env = |name: &str| match name {
@@ -1239,12 +1583,12 @@ command = "./performer"
         assert_eq!(config.intake.listen, "127.0.0.1:7000".parse().unwrap());
         assert_eq!(config.node.data_dir, Path::new("/var/lib/avsnode"));
         assert_eq!(
-            config.signers[1].password_file,
-            Path::new("/run/secrets/ecdsa")
+            config.signers[1].password_file.as_deref(),
+            Some(Path::new("/run/secrets/ecdsa"))
         );
         assert_eq!(
-            config.signers[0].password_file,
-            Path::new("/etc/avsnode/keys/bn254.pass")
+            config.signers[0].password_file.as_deref(),
+            Some(Path::new("/etc/avsnode/keys/bn254.pass"))
         );
 
         let bad = |name: &str| (name == "AVSNODE_INTAKE_LISTEN").then(|| "nowhere".to_string());

@@ -27,7 +27,7 @@ use crate::config::{Config, ConfigError, PerformerConfig, Problem};
 use crate::intake::{self, IntakeError, IntakeOptions};
 use crate::ledger::{Ledger, LedgerError, LedgerOptions};
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
-use crate::signing::{LocalKey, SignerError};
+use crate::signing::{SignerError, SigningKey};
 use crate::validate::AggregatorKey;
 
 /// Why the node could not start or stopped with an error.
@@ -128,17 +128,12 @@ impl RunningNode {
             },
         )?;
 
-        // Unlocking costs about a second of scrypt per key: off the async workers.
-        let signer_configs = config.signers.clone();
-        let keys: HashMap<String, Arc<LocalKey>> = tokio::task::spawn_blocking(move || {
-            signer_configs
-                .iter()
-                .map(|s| LocalKey::load(s).map(|k| (s.name.clone(), Arc::new(k))))
-                .collect::<Result<_, _>>()
-        })
-        .await??;
-        for (name, key) in &keys {
-            info!(signer = %name, scheme = %key.scheme(), public_key = %key.public_id(), "signer unlocked");
+        // Keystores cost about a second of scrypt each, off the async workers (`SigningKey::open`).
+        let mut keys: HashMap<String, Arc<SigningKey>> = HashMap::new();
+        for config in &config.signers {
+            let key = SigningKey::open(config).await?;
+            info!(signer = %config.name, scheme = %key.scheme(), backend = key.backend(), public_key = %key.public_id(), "signer opened");
+            keys.insert(config.name.clone(), Arc::new(key));
         }
 
         let performers = Arc::new(Performers::start(&config, metrics.clone()).await?);

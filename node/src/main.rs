@@ -123,6 +123,23 @@ enum KeysCommand {
         /// The folder.
         dir: PathBuf,
     },
+    /// Generate a secp256k1 key pair on a PKCS#11 token (non-extractable; it can only sign) and
+    /// print its address and the `[[signer]]` lines that use it.
+    HsmGenerate {
+        #[command(flatten)]
+        token: HsmTokenArgs,
+        /// The new key's label (must be free on the token).
+        #[arg(long)]
+        label: String,
+        /// The new key's CKA_ID in hex (default: 16 random bytes).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List the secp256k1 keys on a PKCS#11 token: label, id and address.
+    HsmList {
+        #[command(flatten)]
+        token: HsmTokenArgs,
+    },
     /// Show a key's public facts: scheme, address or G1/G2 keys in wire hex, BN254 operator id.
     Inspect {
         /// The keystore file.
@@ -133,6 +150,38 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where a PKCS#11 token is and how to log in to it.
+#[derive(Debug, clap::Args)]
+struct HsmTokenArgs {
+    /// The PKCS#11 module (shared library).
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    module: PathBuf,
+    /// The token's label.
+    #[arg(long)]
+    token_label: String,
+    /// A file holding the user PIN (mode 0600; one trailing newline is ignored).
+    #[arg(long)]
+    pin_file: PathBuf,
+    /// Accept a PIN file readable by group or other.
+    #[arg(long)]
+    allow_insecure_permissions: bool,
+}
+
+impl HsmTokenArgs {
+    fn pin(&self) -> anyhow::Result<avsnode::hsm::Pin> {
+        avsnode::signing::check_permissions(
+            "PIN file",
+            &self.pin_file,
+            self.allow_insecure_permissions,
+        )?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&self.pin_file)
+                .with_context(|| format!("reading {}", self.pin_file.display()))?,
+        );
+        Ok(avsnode::hsm::Pin::from_file_contents(&text))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -592,6 +641,48 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                 out.display(),
                 serde_json::to_string_pretty(&keys::describe(&key))?
             );
+        }
+        KeysCommand::HsmGenerate { token, label, id } => {
+            let key_id = id
+                .map(|id| {
+                    hex::decode(id.trim_start_matches("0x"))
+                        .ok()
+                        .filter(|id| !id.is_empty())
+                        .with_context(|| format!("--id {id:?} is not a non-empty hex string"))
+                })
+                .transpose()?;
+            let spec = avsnode::hsm::Pkcs11Spec {
+                module: token.module.clone(),
+                token_label: token.token_label.clone(),
+                key_label: Some(label.clone()),
+                key_id,
+                pin: token.pin()?,
+            };
+            let public = avsnode::hsm::generate(&spec)?;
+            println!(
+                "generated a secp256k1 key on token {:?}: label {label:?}, address {}\n\n\
+                 [[signer]]\nname = \"{label}\"\nscheme = \"ecdsa\"\n\
+                 pkcs11 = {{ module = {:?}, token_label = {:?}, key_label = {label:?}, pin_file = {:?} }}",
+                token.token_label,
+                public.address(),
+                token.module.display().to_string(),
+                token.token_label,
+                token.pin_file.display().to_string(),
+            );
+        }
+        KeysCommand::HsmList { token } => {
+            let keys = avsnode::hsm::list(&token.module, &token.token_label, &token.pin()?)?;
+            if keys.is_empty() {
+                println!("no secp256k1 keys on token {:?}", token.token_label);
+            }
+            for key in keys {
+                println!(
+                    "label {:?}  id {}  address {}",
+                    key.label,
+                    hex::encode(&key.id),
+                    key.address
+                );
+            }
         }
         KeysCommand::List { dir } => {
             for line in keys::list(&dir)? {

@@ -17,7 +17,7 @@ use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::performer::TaskRequest;
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::{
-    Address, AuthMessage, EcdsaVerifier, SigningDigest, TaskId, bls12_381_certificate_digest,
+    Address, EcdsaVerifier, SigningDigest, TaskId, bls12_381_certificate_digest,
     bn254_certificate_digest, ecdsa_certificate_digest, message_hash,
 };
 use tokio::sync::{Semaphore, watch};
@@ -28,7 +28,8 @@ use crate::config::AvsConfig;
 use crate::ledger::{Domain, Ledger, LedgerError, Proposal, Record, RecordKey, Signatures};
 use crate::performers::PerformerSlot;
 use crate::rejection::Rejection;
-use crate::signing::LocalKey;
+use crate::remote_signer::SignFields;
+use crate::signing::{SignError, SigningKey};
 use crate::validate::{self, AggregatorKey, Task};
 
 /// Time kept back from the performer call for signing and for the answer to reach the caller
@@ -47,7 +48,7 @@ pub struct OperatorSet {
     /// Its id.
     pub id: u32,
     /// The key that signs its results.
-    pub key: Arc<LocalKey>,
+    pub key: Arc<SigningKey>,
     /// ECDSA sets: the certificate verifier (EIP-712 domain).
     pub verifier: Option<EcdsaVerifier>,
 }
@@ -412,33 +413,47 @@ impl Pipeline {
         let sign_timer = m.stage_timer(&avs.label, "sign");
         let signing_started = std::time::Instant::now();
         let scheme = set.key.scheme().as_str();
-        let signing_key = set.key.clone();
-        let auth_fields = (task.task_id, task.avs, self.operator, task.operator_set_id);
-        let signatures = tokio::task::spawn_blocking(move || {
-            let (task_id, avs, operator, operator_set_id) = auth_fields;
-            let signed = signing_key.sign_result(
-                &digest,
-                AuthMessage {
-                    task_id,
-                    avs,
-                    operator,
-                    operator_set_id,
-                    result_signature: &[],
-                },
-            );
-            Signatures {
+        let backend = set.key.backend();
+        let fields = SignFields {
+            task_id: task.task_id,
+            avs: task.avs,
+            operator_set_id: task.operator_set_id,
+            reference_timestamp: task.reference_timestamp,
+            output: &output,
+            operator: self.operator,
+            verifier: set.verifier.as_ref(),
+        };
+        let signed = tokio::time::timeout_at(deadline, set.key.sign_result(digest, fields))
+            .await
+            .unwrap_or_else(|_| {
+                Err(SignError::Unavailable(
+                    "no answer before the task's deadline".into(),
+                ))
+            });
+        let signatures = match signed {
+            Ok(signed) => Signatures {
                 result: signed.result,
                 auth: signed.auth,
+            },
+            Err(e) => {
+                m.signatures
+                    .with_label_values(&[scheme, backend, "error"])
+                    .inc();
+                return Err(match e {
+                    SignError::Unavailable(why) => Rejection::SignerUnavailable(why),
+                    SignError::Refused(_) => Rejection::Conflict {
+                        task_id: task.task_id,
+                    },
+                    SignError::Failed(why) => Rejection::SignerFailed(why),
+                });
             }
-        })
-        .await
-        .map_err(|e| internal(format!("signing panicked: {e}")))?;
+        };
         // Two signatures per task: the result's and the auth's.
         m.sign_seconds
-            .with_label_values(&[scheme, "local"])
+            .with_label_values(&[scheme, backend])
             .observe(signing_started.elapsed().as_secs_f64());
         m.signatures
-            .with_label_values(&[scheme, "local", "ok"])
+            .with_label_values(&[scheme, backend, "ok"])
             .inc_by(2);
         let proposal = Proposal {
             reference_timestamp: task.reference_timestamp,

@@ -95,6 +95,12 @@ pub enum Rejection {
         /// The task.
         task_id: TaskId,
     },
+    /// The key's token or remote signer cannot be reached (retryable).
+    #[error("{0}")]
+    SignerUnavailable(String),
+    /// The signing backend failed otherwise.
+    #[error("{0}")]
+    SignerFailed(String),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -114,9 +120,9 @@ impl Rejection {
             Deadline(_) | PerformerTimeout | LateResult => Code::DeadlineExceeded,
             Stale { .. } | Conflict { .. } => Code::FailedPrecondition,
             QueueFull(_) => Code::ResourceExhausted,
-            PerformerUnavailable(_) | ShuttingDown => Code::Unavailable,
+            PerformerUnavailable(_) | SignerUnavailable(_) | ShuttingDown => Code::Unavailable,
             PerformerError { code, .. } => *code,
-            OutputTooLarge { .. } | WrongEcho | Internal(_) => Code::Internal,
+            OutputTooLarge { .. } | WrongEcho | SignerFailed(_) | Internal(_) => Code::Internal,
         }
     }
 
@@ -142,6 +148,8 @@ impl Rejection {
             WrongEcho => "performer_echo",
             LateResult => "late_result",
             Conflict { .. } => "ledger_conflict",
+            SignerUnavailable(_) => "signer_unavailable",
+            SignerFailed(_) => "signer_error",
             ShuttingDown => "shutting_down",
             Internal(_) => "internal",
         }
@@ -159,6 +167,8 @@ impl Rejection {
                 | OutputTooLarge { .. }
                 | WrongEcho
                 | LateResult
+                | SignerUnavailable(_)
+                | SignerFailed(_)
                 | ShuttingDown
                 | Internal(_)
         )

@@ -1,18 +1,22 @@
 //! Live signers: the keys named by `[[signer]]`, unlocked at start-up, and the two signatures a
 //! result carries (DESIGN §4.2, §4.3).
 //!
-//! Signing methods are a closed set (STYLE §3): only local keys so far; PKCS#11 and the remote
-//! signer join this enum. Every method signs only a [`SigningDigest`].
+//! Signing methods are a closed set (STYLE §3), [`SigningKey`]: local keys, PKCS#11 tokens and the
+//! remote signer. Every method signs only a [`SigningDigest`] (the remote signer computes it
+//! itself from typed fields).
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use avsnode_keystore::{Curve, Keystore, Password};
 use avsnode_signer::bn254::{self, HashToG1};
 use avsnode_signer::messages::{AuthMessage, SigningDigest, keccak256};
 use avsnode_signer::{Scheme, bls12_381, ecdsa};
 
-use crate::config::SignerConfig;
+use crate::config::{SignerBackend, SignerConfig};
+use crate::hsm::{HsmError, Pin, Pkcs11Key, Pkcs11Spec};
+use crate::remote_signer::{RemoteKey, RemoteSignerError, RemoteSignerSpec, SignFields};
 
 /// Why a signer could not be loaded. Never carries key material or the password.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +73,32 @@ pub enum SignerError {
         /// What is wrong.
         reason: String,
     },
+    /// The backend does not fit the signer's configuration (e.g. a remote key of another scheme).
+    #[error("signer {name:?}: {reason}")]
+    Backend {
+        /// The signer.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The PKCS#11 key could not be opened.
+    #[error("signer {name:?}: {source}")]
+    Hsm {
+        /// The signer.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<HsmError>,
+    },
+    /// The remote signer could not be reached or does not offer the key.
+    #[error("signer {name:?}: {source}")]
+    Remote {
+        /// The signer.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<RemoteSignerError>,
+    },
 }
 
 /// A decrypted operator key of one of the three schemes.
@@ -85,6 +115,258 @@ impl fmt::Debug for LocalKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LocalKey({}, {})", self.scheme(), self.public_id())
     }
+}
+
+/// A key as the pipeline uses it, whatever holds it (DESIGN §4.5): decrypted in memory, on a
+/// PKCS#11 token, or on a remote signer.
+#[derive(Debug)]
+pub enum SigningKey {
+    /// Decrypted from a keystore at start-up.
+    Local(LocalKey),
+    /// A secp256k1 key on a PKCS#11 token.
+    Pkcs11(Pkcs11Key),
+    /// A key on a remote signer.
+    Remote(RemoteKey),
+}
+
+/// Why a task's signatures could not be made. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The token or the remote signer is unreachable (retryable; the task is answered
+    /// UNAVAILABLE).
+    #[error("signer unavailable: {0}")]
+    Unavailable(String),
+    /// The remote signer refused: it already signed another output for this task.
+    #[error("the remote signer refused: {0}")]
+    Refused(String),
+    /// Any other failure.
+    #[error("signing failed: {0}")]
+    Failed(String),
+}
+
+impl SigningKey {
+    /// Opens a `[[signer]]`'s key: unlocks a keystore or logs in to the token (off the async
+    /// workers), or connects to the remote signer and checks it offers the key with this scheme.
+    pub async fn open(config: &SignerConfig) -> Result<SigningKey, SignerError> {
+        let name = config.name.clone();
+        let backend = config.backend().map_err(|reason| SignerError::Backend {
+            name: name.clone(),
+            reason,
+        })?;
+        let blocking = |f: Box<dyn FnOnce() -> Result<SigningKey, SignerError> + Send>| async {
+            tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| SignerError::Backend {
+                    name: config.name.clone(),
+                    reason: format!("opening the key panicked: {e}"),
+                })?
+        };
+        match backend {
+            SignerBackend::Keystore { .. } => {
+                let config = config.clone();
+                blocking(Box::new(move || {
+                    LocalKey::load(&config).map(SigningKey::Local)
+                }))
+                .await
+            }
+            SignerBackend::Pkcs11(p) => {
+                let key_id = match &p.key_id {
+                    Some(id) => Some(hex::decode(id.trim_start_matches("0x")).map_err(|_| {
+                        SignerError::Backend {
+                            name: name.clone(),
+                            reason: "pkcs11.key_id is not hex".into(),
+                        }
+                    })?),
+                    None => None,
+                };
+                check_permissions(
+                    &format!("signer {name:?} PIN file"),
+                    &p.pin_file,
+                    config.allow_insecure_permissions,
+                )?;
+                let pin =
+                    std::fs::read_to_string(&p.pin_file).map_err(|source| SignerError::Read {
+                        name: format!("signer {name:?} PIN file"),
+                        path: p.pin_file.clone(),
+                        source,
+                    })?;
+                let spec = Pkcs11Spec {
+                    module: p.module.clone(),
+                    token_label: p.token_label.clone(),
+                    key_label: p.key_label.clone(),
+                    key_id,
+                    pin: Pin::from_file_contents(&zeroize::Zeroizing::new(pin)),
+                };
+                blocking(Box::new(move || {
+                    Pkcs11Key::open(spec)
+                        .map(SigningKey::Pkcs11)
+                        .map_err(|source| SignerError::Hsm {
+                            name,
+                            source: Box::new(source),
+                        })
+                }))
+                .await
+            }
+            SignerBackend::Remote(r) => {
+                check_permissions(
+                    &format!("signer {name:?} client key"),
+                    &r.key,
+                    config.allow_insecure_permissions,
+                )?;
+                let spec = RemoteSignerSpec {
+                    url: r.url.clone(),
+                    ca: r.ca.clone(),
+                    cert: r.cert.clone(),
+                    key: r.key.clone(),
+                    key_name: r.key_name.clone().unwrap_or_else(|| name.clone()),
+                    timeout: r.timeout,
+                };
+                let key = RemoteKey::connect(spec)
+                    .await
+                    .map_err(|source| SignerError::Remote {
+                        name: name.clone(),
+                        source: Box::new(source),
+                    })?;
+                if key.scheme() != config.scheme {
+                    return Err(SignerError::Backend {
+                        name,
+                        reason: format!(
+                            "configured as {} but the remote signer's key {:?} is {}",
+                            config.scheme,
+                            key.key_name(),
+                            key.scheme()
+                        ),
+                    });
+                }
+                Ok(SigningKey::Remote(key))
+            }
+        }
+        .and_then(|key: SigningKey| {
+            if key.scheme() == config.scheme {
+                Ok(key)
+            } else {
+                Err(SignerError::Backend {
+                    name: config.name.clone(),
+                    reason: format!(
+                        "configured as {} but the key is {}",
+                        config.scheme,
+                        key.scheme()
+                    ),
+                })
+            }
+        })
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            SigningKey::Local(k) => k.scheme(),
+            SigningKey::Pkcs11(_) => Scheme::Ecdsa,
+            SigningKey::Remote(k) => k.scheme(),
+        }
+    }
+
+    /// The metric label: `local`, `pkcs11` or `remote`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            SigningKey::Local(_) => "local",
+            SigningKey::Pkcs11(_) => "pkcs11",
+            SigningKey::Remote(_) => "remote",
+        }
+    }
+
+    /// The public key bytes, as [`LocalKey::public_bytes`].
+    pub fn public_bytes(&self) -> Vec<u8> {
+        match self {
+            SigningKey::Local(k) => k.public_bytes(),
+            SigningKey::Pkcs11(k) => k.address().0.to_vec(),
+            SigningKey::Remote(k) => k.public_bytes().to_vec(),
+        }
+    }
+
+    /// A short public identifier for logs, as [`LocalKey::public_id`].
+    pub fn public_id(&self) -> String {
+        let bytes = self.public_bytes();
+        match self.scheme() {
+            Scheme::Ecdsa => format!("0x{}", hex::encode(bytes)),
+            _ => format!("0x{}…", hex::encode(&bytes[..8.min(bytes.len())])),
+        }
+    }
+
+    /// The ledger's key id: `keccak256(public_bytes)`. The same key has the same id whichever
+    /// backend holds it, so moving a key to an HSM or a remote signer keeps its ledger records.
+    pub fn key_id(&self) -> [u8; 32] {
+        keccak256(&self.public_bytes())
+    }
+
+    /// Signs one result: the certificate digest (computed by the caller from `fields`), then the
+    /// auth message over that signature. Local and PKCS#11 signing run off the async workers; a
+    /// remote signer recomputes the digest from `fields` itself.
+    pub async fn sign_result(
+        self: &Arc<Self>,
+        digest: SigningDigest,
+        fields: SignFields<'_>,
+    ) -> Result<ResultSignatures, SignError> {
+        if let SigningKey::Remote(k) = &**self {
+            return k.sign_result(fields).await.map_err(|e| {
+                if e.is_unavailable() {
+                    SignError::Unavailable(e.to_string())
+                } else if e.is_refusal() {
+                    SignError::Refused(e.to_string())
+                } else {
+                    SignError::Failed(e.to_string())
+                }
+            });
+        }
+        let key = self.clone();
+        let (task_id, avs, operator, operator_set_id) = (
+            fields.task_id,
+            fields.avs,
+            fields.operator,
+            fields.operator_set_id,
+        );
+        tokio::task::spawn_blocking(move || {
+            let auth = AuthMessage {
+                task_id,
+                avs,
+                operator,
+                operator_set_id,
+                result_signature: &[],
+            };
+            match &*key {
+                SigningKey::Local(k) => Ok(k.sign_result(&digest, auth)),
+                SigningKey::Pkcs11(k) => pkcs11_sign_result(k, &digest, auth),
+                SigningKey::Remote(_) => {
+                    Err(SignError::Failed("remote key on the blocking path".into()))
+                }
+            }
+        })
+        .await
+        .map_err(|e| SignError::Failed(format!("signing panicked: {e}")))?
+    }
+}
+
+fn pkcs11_sign_result(
+    key: &Pkcs11Key,
+    digest: &SigningDigest,
+    auth: AuthMessage<'_>,
+) -> Result<ResultSignatures, SignError> {
+    let hsm_error = |e: HsmError| match e {
+        HsmError::Unavailable { .. } => SignError::Unavailable(e.to_string()),
+        e => SignError::Failed(e.to_string()),
+    };
+    let result = key.sign(digest).map_err(hsm_error)?.to_bytes().to_vec();
+    let auth_digest = AuthMessage {
+        result_signature: &result,
+        ..auth
+    }
+    .digest();
+    let auth = key
+        .sign(&auth_digest)
+        .map_err(hsm_error)?
+        .to_bytes()
+        .to_vec();
+    Ok(ResultSignatures { result, auth })
 }
 
 /// The result and auth signatures of one task.
@@ -196,7 +478,17 @@ impl LocalKey {
     /// secret matches the keystore's public key where the file records one.
     pub fn load(config: &SignerConfig) -> Result<LocalKey, SignerError> {
         let name = &config.name;
-        for path in [&config.keystore, &config.password_file] {
+        let Ok(SignerBackend::Keystore {
+            keystore: keystore_path,
+            password_file,
+        }) = config.backend()
+        else {
+            return Err(SignerError::Backend {
+                name: name.clone(),
+                reason: "not a keystore signer".into(),
+            });
+        };
+        for path in [keystore_path, password_file] {
             check_permissions(
                 &format!("signer {name:?}"),
                 path,
@@ -204,18 +496,18 @@ impl LocalKey {
             )?;
         }
         let password_text =
-            std::fs::read_to_string(&config.password_file).map_err(|source| SignerError::Read {
+            std::fs::read_to_string(password_file).map_err(|source| SignerError::Read {
                 name: format!("signer {name:?}"),
-                path: config.password_file.clone(),
+                path: password_file.to_owned(),
                 source,
             })?;
         let password = Password::from_file_contents(&zeroize::Zeroizing::new(password_text));
         let keystore_error = |source| SignerError::Keystore {
             name: name.clone(),
-            path: config.keystore.clone(),
+            path: keystore_path.to_owned(),
             source,
         };
-        let keystore = Keystore::read(&config.keystore).map_err(keystore_error)?;
+        let keystore = Keystore::read(keystore_path).map_err(keystore_error)?;
         let expected_curve = match config.scheme {
             Scheme::Ecdsa => Curve::Secp256k1,
             Scheme::Bn254 => Curve::Bn254,

@@ -290,4 +290,9 @@ impl RemoteSignerError {
                 | RemoteSignerError::Down { .. }
         )
     }
+
+    /// Whether the signer refused to sign (it already signed another output for the task).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, RemoteSignerError::Refused { .. })
+    }
 }

@@ -59,7 +59,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, error, info, warn};
 
 use super::{FieldError, RemoteSignerError, SignFields};
-use crate::config::{Problem, SignerConfig};
+use crate::config::{Problem, SignerBackend, SignerConfig};
 use crate::ledger::{Domain, Ledger, LedgerError, LedgerOptions, Proposal, RecordKey, Signatures};
 use crate::signing::LocalKey;
 
@@ -169,8 +169,7 @@ impl SignerServiceConfig {
         resolve(&mut self.tls.key);
         resolve(&mut self.tls.client_ca);
         for key in &mut self.keys {
-            resolve(&mut key.keystore);
-            resolve(&mut key.password_file);
+            key.resolve_paths(base);
         }
         for client in &mut self.clients {
             if let Some(certificate) = &mut client.certificate {
@@ -193,9 +192,16 @@ impl SignerServiceConfig {
 
         let mut keys = HashSet::new();
         for (i, key) in self.keys.iter().enumerate() {
-            if key.name.is_empty() {
-                problem(format!("key[{i}].name"), "must not be empty".into());
-            } else if !keys.insert(key.name.as_str()) {
+            for p in key.problems(&format!("key[{i}]")) {
+                problem(p.path, p.message);
+            }
+            if !matches!(key.backend(), Ok(SignerBackend::Keystore { .. }) | Err(_)) {
+                problem(
+                    format!("key[{i}]"),
+                    "the remote signer holds keystore keys only (keystore + password_file)".into(),
+                );
+            }
+            if !key.name.is_empty() && !keys.insert(key.name.as_str()) {
                 problem(
                     format!("key[{i}].name"),
                     format!("duplicate key name {:?}", key.name),
