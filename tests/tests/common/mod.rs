@@ -425,7 +425,7 @@ impl AvsSpec {
 }
 
 /// Builds a node's configuration and starts it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct NodeBuilder {
     fixture: Option<Arc<Fixture>>,
     avs: Vec<AvsSpec>,
@@ -433,9 +433,32 @@ pub struct NodeBuilder {
     data_dir: Option<PathBuf>,
     node_toml: String,
     extra_toml: String,
+    signer_backends: Vec<(Scheme, String)>,
+    env: Vec<(String, String)>,
+    log_level: Option<String>,
 }
 
 impl NodeBuilder {
+    /// Replaces the `keystore`/`password_file` lines of `scheme`'s `[[signer]]` with `lines`,
+    /// e.g. `pkcs11 = { … }` or `remote = { … }`. Results then verify under that backend's key,
+    /// not under the fixture's [`OperatorSetKey::public`] (unless the backend holds the same key).
+    pub fn signer_backend(mut self, scheme: Scheme, lines: &str) -> NodeBuilder {
+        self.signer_backends.push((scheme, lines.to_owned()));
+        self
+    }
+
+    /// An environment variable for the node process (e.g. `SOFTHSM2_CONF`).
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> NodeBuilder {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// The node's log filter (`AVSNODE_LOG`; default `info`), e.g. `debug`.
+    pub fn log_level(mut self, level: &str) -> NodeBuilder {
+        self.log_level = Some(level.to_owned());
+        self
+    }
+
     /// Runs on `fixture` (its keys and data dir), e.g. to restart a stopped node.
     pub fn fixture(mut self, fixture: Arc<Fixture>) -> NodeBuilder {
         self.fixture = Some(fixture);
@@ -494,10 +517,16 @@ impl NodeBuilder {
             writeln!(toml, "stream_inflight = {n}").unwrap();
         }
         for set in &fixture.sets {
+            let backend = match self.signer_backends.iter().find(|(s, _)| *s == set.scheme) {
+                Some((_, lines)) => lines.clone(),
+                None => format!(
+                    "keystore = \"keys/{0}.json\"\npassword_file = \"keys/{0}.pass\"",
+                    set.signer
+                ),
+            };
             write!(
                 toml,
-                "\n[[signer]]\nname = \"{0}\"\nscheme = \"{1}\"\nkeystore = \"keys/{0}.json\"\n\
-                 password_file = \"keys/{0}.pass\"\n",
+                "\n[[signer]]\nname = \"{0}\"\nscheme = \"{1}\"\n{backend}\n",
                 set.signer, set.scheme
             )
             .unwrap();
@@ -562,7 +591,8 @@ impl NodeBuilder {
         command
             .args(["--log-format", "json", "run", "--config"])
             .arg(&config)
-            .env("AVSNODE_LOG", "info")
+            .env("AVSNODE_LOG", self.log_level.as_deref().unwrap_or("info"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(config.with_extension("stdout")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -667,14 +697,7 @@ pub struct TestNode {
 impl TestNode {
     /// A builder for a node (fresh fixture unless one is given).
     pub fn builder() -> NodeBuilder {
-        NodeBuilder {
-            fixture: None,
-            avs: Vec::new(),
-            stream_inflight: None,
-            data_dir: None,
-            node_toml: String::new(),
-            extra_toml: String::new(),
-        }
+        NodeBuilder::default()
     }
 
     /// The fixture the node runs on.

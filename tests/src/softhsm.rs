@@ -1,0 +1,157 @@
+//! SoftHSM2 tokens for the PKCS#11 tests: each [`Token`] has its own `SOFTHSM2_CONF` and token
+//! directory, so tests never share a token and can remove one ("pull" it) without touching others.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian's SoftHSM2 module.
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// The user PIN of every test token.
+pub const PIN: &str = "460913";
+/// The security officer PIN of every test token.
+pub const SO_PIN: &str = "827364";
+
+/// Whether SoftHSM2 is installed (the module and `softhsm2-util`). If not, prints
+/// `skipping: SoftHSM2 is not installed (…)` and returns false, so a test can
+/// `if !softhsm_available() { return; }` — except on CI (`CI=true`), where it panics: `.ci/run`
+/// installs it.
+pub fn softhsm_available() -> bool {
+    let util = Command::new("softhsm2-util").arg("--version").output();
+    let reason = match util {
+        _ if !Path::new(MODULE).exists() => format!("{MODULE} is missing"),
+        Err(e) => format!("softhsm2-util: {e}"),
+        Ok(_) => return true,
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("SoftHSM2 is not installed on CI ({reason}); .ci/run installs softhsm2");
+    }
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "skipping: SoftHSM2 is not installed ({reason}); apt-get install softhsm2 opensc"
+        );
+    }
+    false
+}
+
+/// An initialised token in its own directory under `dir`.
+#[derive(Debug)]
+pub struct Token {
+    /// The `SOFTHSM2_CONF` file to give every process that uses the token.
+    pub conf: PathBuf,
+    /// The token directory (removing it pulls the token).
+    pub tokens: PathBuf,
+    /// A file holding [`PIN`] (mode 0600).
+    pub pin_file: PathBuf,
+    /// The token's label.
+    pub label: String,
+}
+
+impl Token {
+    /// Writes a configuration under `dir` and initialises a token labelled `label` with [`PIN`].
+    pub fn new(dir: &Path, label: &str) -> Token {
+        let tokens = dir.join("softhsm-tokens");
+        std::fs::create_dir_all(&tokens).expect("creating the token directory");
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .expect("writing softhsm2.conf");
+        let pin_file = dir.join("token.pin");
+        std::fs::write(&pin_file, format!("{PIN}\n")).expect("writing the PIN file");
+        std::fs::set_permissions(
+            &pin_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod 600 the PIN file");
+        let token = Token {
+            conf,
+            tokens,
+            pin_file,
+            label: label.to_owned(),
+        };
+        let out = token
+            .command("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ])
+            .output()
+            .expect("running softhsm2-util");
+        assert!(
+            out.status.success(),
+            "softhsm2-util --init-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        token
+    }
+
+    /// A command with `SOFTHSM2_CONF` set to this token's configuration.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command.env("SOFTHSM2_CONF", &self.conf);
+        command
+    }
+
+    /// Pulls the token: its directory (under [`Token::tokens`]) is copied aside, then renamed
+    /// out and deleted, so it vanishes at one instant for every process using it. (SoftHSM keeps
+    /// re-creating its lock files, so an in-place `rm -r` races with it.)
+    pub fn pull(&self) {
+        let token_dir = self.token_dir();
+        copy_dir(&token_dir, &self.backup());
+        let gone = self.tokens.with_extension("gone");
+        std::fs::rename(&token_dir, &gone).expect("pulling the token");
+        std::fs::remove_dir_all(&gone).expect("deleting the pulled token");
+    }
+
+    /// Puts a [pulled](Token::pull) token back: its copy is staged beside it and renamed in, so
+    /// SoftHSM never sees half a token. Processes find it again after re-initialising the module.
+    pub fn put_back(&self) {
+        let staging = self.tokens.with_extension("staging");
+        copy_dir(&self.backup(), &staging);
+        let name = std::fs::read_to_string(self.backup().with_extension("name"))
+            .expect("the pulled token's directory name");
+        std::fs::rename(&staging, self.tokens.join(name)).expect("putting the token back");
+    }
+
+    /// The token's own directory (SoftHSM names it by a UUID).
+    fn token_dir(&self) -> PathBuf {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&self.tokens)
+            .expect("reading the token directory")
+            .map(|e| e.expect("directory entry").path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "one token in {}", self.tokens.display());
+        let dir = dirs.remove(0);
+        let name = dir
+            .file_name()
+            .expect("a name")
+            .to_string_lossy()
+            .into_owned();
+        std::fs::write(self.backup().with_extension("name"), name).expect("recording the name");
+        dir
+    }
+
+    fn backup(&self) -> PathBuf {
+        self.tokens.with_extension("backup")
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).expect("creating a copy of the token");
+    for entry in std::fs::read_dir(from).expect("reading the token") {
+        let entry = entry.expect("token file");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copying the token");
+    }
+}
