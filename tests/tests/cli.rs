@@ -656,6 +656,8 @@ fn check_config_summarises_the_example_and_names_every_problem() {
         "intake listens on 0.0.0.0:9090",
         r#"signer "bn254-main": bn254 from "#,
         r#"signer "ecdsa-main": ecdsa from "#,
+        r#"signer "ecdsa-hsm": ecdsa from PKCS#11 token "avs", key label "operator""#,
+        r#"signer "bls-remote": bls12-381 from remote signer https://signer.internal:9500, key "bls-remote""#,
         "avs 0x2222222222222222222222222222222222222222: operator sets 0 (bn254-main), 1 (ecdsa-main); 1 aggregator(s)",
     ] {
         assert!(run.stdout.contains(part), "{part:?} missing: {run}");

@@ -681,3 +681,36 @@ impl Signer for SignerService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let text = include_str!("../../../deploy/avsnode-signer.example.toml");
+        let config = SignerServiceConfig::from_toml(
+            text,
+            Path::new("/etc/avsnode/avsnode-signer.example.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.keys.len(), 2);
+        assert_eq!(config.data_dir, Path::new("/etc/avsnode/signer-data"));
+        assert!(config.tls.require_client_cert);
+    }
+
+    #[test]
+    fn keys_must_be_keystores() {
+        let text = include_str!("../../../deploy/avsnode-signer.example.toml").replace(
+            "keystore = \"keys/bn254.json\"\npassword_file = \"keys/bn254.pass\"",
+            "remote = { url = \"https://other:9500\", ca = \"a\", cert = \"b\", key = \"c\" }",
+        );
+        let error = SignerServiceConfig::from_toml(&text, Path::new("signer.toml"))
+            .expect_err("a remote key on the signer")
+            .to_string();
+        assert!(
+            error.contains("key[1]: the remote signer holds keystore keys only"),
+            "{error}"
+        );
+    }
+}
