@@ -125,6 +125,29 @@ pub struct IntakeConfig {
     /// (HTTP/2 flow control then slows the sender). Default 256.
     #[serde(default = "defaults::stream_inflight")]
     pub stream_inflight: usize,
+    /// HTTP/2 streams (calls) one connection may have open at once (default 128).
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// Tasks the node holds at once, from every connection (being checked, queued, executed or
+    /// signed); beyond it, RESOURCE_EXHAUSTED `node_overloaded` (default 16384).
+    #[serde(default = "defaults::max_tasks_in_memory")]
+    pub max_tasks_in_memory: usize,
+    /// HTTP/2 keepalive: a PING after this long without frames (default `"30s"`) ...
+    #[serde(
+        default = "defaults::keepalive_interval",
+        deserialize_with = "duration"
+    )]
+    pub keepalive_interval: Duration,
+    /// ... and the connection is closed if the PING is not answered within this (default `"10s"`).
+    #[serde(default = "defaults::keepalive_timeout", deserialize_with = "duration")]
+    pub keepalive_timeout: Duration,
+    /// A `TaskStream` that sends nothing for this long while no task of it is in flight is
+    /// closed (default `"5m"`).
+    #[serde(
+        default = "defaults::stream_idle_timeout",
+        deserialize_with = "duration"
+    )]
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for IntakeConfig {
@@ -133,6 +156,11 @@ impl Default for IntakeConfig {
             listen: defaults::intake_listen(),
             max_message_size: defaults::max_message_size(),
             stream_inflight: defaults::stream_inflight(),
+            max_concurrent_streams: defaults::max_concurrent_streams(),
+            max_tasks_in_memory: defaults::max_tasks_in_memory(),
+            keepalive_interval: defaults::keepalive_interval(),
+            keepalive_timeout: defaults::keepalive_timeout(),
+            stream_idle_timeout: defaults::stream_idle_timeout(),
         }
     }
 }
@@ -455,6 +483,13 @@ pub struct AvsConfig {
     /// outputs of 1.5 MiB or more).
     #[serde(default = "defaults::max_output_size")]
     pub max_output_size: usize,
+    /// Tasks per second one aggregator may send from one network address, checked before its
+    /// signature is (default 5000); excess tasks get RESOURCE_EXHAUSTED `rate_limited`.
+    #[serde(default = "defaults::aggregator_rate_limit")]
+    pub aggregator_rate_limit: f64,
+    /// Tasks an aggregator may send at once above that rate (default 10000).
+    #[serde(default = "defaults::aggregator_burst")]
+    pub aggregator_burst: u32,
     /// Aggregators whose task signatures are accepted.
     pub aggregators: Vec<AggregatorConfig>,
     /// Operator sets this node signs for, each with its signer.
@@ -707,6 +742,27 @@ mod defaults {
     pub(super) fn stream_inflight() -> usize {
         256
     }
+    pub(super) fn max_concurrent_streams() -> u32 {
+        128
+    }
+    pub(super) fn max_tasks_in_memory() -> usize {
+        16384
+    }
+    pub(super) fn keepalive_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub(super) fn keepalive_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub(super) fn stream_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub(super) fn aggregator_rate_limit() -> f64 {
+        5000.0
+    }
+    pub(super) fn aggregator_burst() -> u32 {
+        10000
+    }
     pub(super) fn retention() -> Duration {
         Duration::from_secs(14 * 24 * 3600)
     }
@@ -938,6 +994,33 @@ impl Config {
         if self.intake.stream_inflight == 0 {
             problem("intake.stream_inflight".into(), "must be at least 1".into());
         }
+        if self.intake.max_concurrent_streams == 0 {
+            problem(
+                "intake.max_concurrent_streams".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.intake.max_tasks_in_memory < self.intake.stream_inflight {
+            problem(
+                "intake.max_tasks_in_memory".into(),
+                format!(
+                    "must be at least intake.stream_inflight ({})",
+                    self.intake.stream_inflight
+                ),
+            );
+        }
+        for (key, value) in [
+            ("intake.keepalive_interval", self.intake.keepalive_interval),
+            ("intake.keepalive_timeout", self.intake.keepalive_timeout),
+            (
+                "intake.stream_idle_timeout",
+                self.intake.stream_idle_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                problem(key.into(), "must be more than 0".into());
+            }
+        }
 
         let mut names = HashSet::new();
         for (i, signer) in self.signers.iter().enumerate() {
@@ -976,6 +1059,15 @@ impl Config {
                         humantime::format_duration(self.ledger.retention)
                     ),
                 );
+            }
+            if !(avs.aggregator_rate_limit.is_finite() && avs.aggregator_rate_limit > 0.0) {
+                problem(
+                    at("aggregator_rate_limit"),
+                    "must be a positive number of tasks per second".into(),
+                );
+            }
+            if avs.aggregator_burst == 0 {
+                problem(at("aggregator_burst"), "must be at least 1".into());
             }
             if avs.max_concurrency == 0 {
                 problem(at("max_concurrency"), "must be at least 1".into());

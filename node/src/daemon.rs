@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, PerformerConfig, Problem};
-use crate::intake::{self, IntakeError, IntakeOptions};
+use crate::intake::{self, IntakeError};
 use crate::ledger::{Ledger, LedgerError, LedgerOptions};
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
 use crate::signing::{SignerError, SigningKey};
@@ -189,7 +189,13 @@ impl RunningNode {
         for avs in &avs_list {
             metrics.init_avs(&avs.address.to_string());
         }
-        let pipeline = Pipeline::new(config.operator(), avs_list, ledger, metrics);
+        let pipeline = Pipeline::new(
+            config.operator(),
+            avs_list,
+            ledger,
+            metrics,
+            config.intake.max_tasks_in_memory,
+        );
         let _ = live.set(pipeline.clone());
         tokio::spawn(refresh_gauges(pipeline.clone(), stopped.clone()));
         if let Some(management) = &config.management {
@@ -227,10 +233,7 @@ impl RunningNode {
                 }
             });
         }
-        let options = IntakeOptions {
-            max_message_size: config.intake.max_message_size,
-            stream_inflight: config.intake.stream_inflight,
-        };
+        let options = config.intake.clone();
         info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), operator = %config.operator(), "intake serving");
         let server = tokio::spawn(intake::serve(
             pipeline.clone(),

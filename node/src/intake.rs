@@ -16,16 +16,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::IntakeConfig;
 use crate::pipeline::Pipeline;
-
-/// Intake settings.
-#[derive(Debug, Clone, Copy)]
-pub struct IntakeOptions {
-    /// Largest gRPC message accepted.
-    pub max_message_size: usize,
-    /// In-flight cap per stream.
-    pub stream_inflight: usize,
-}
 
 /// Why the intake stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +34,19 @@ pub enum IntakeError {
 pub async fn serve(
     pipeline: Arc<Pipeline>,
     listener: TcpListener,
-    options: IntakeOptions,
+    options: IntakeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), IntakeError> {
-    let intake = Intake { pipeline, options };
+    let mut server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .http2_max_header_list_size(MAX_HEADER_LIST_SIZE);
+    let intake = Intake {
+        pipeline,
+        options: Arc::new(options),
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<ExecutorServiceServer<Intake>>()
@@ -57,18 +58,18 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(avsnode_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let max_message_size = intake.options.max_message_size;
+    server
         .add_service(health)
         .add_service(
             ExecutorServiceServer::new(intake.clone())
-                .max_decoding_message_size(options.max_message_size)
-                .max_encoding_message_size(options.max_message_size),
+                .max_decoding_message_size(max_message_size)
+                .max_encoding_message_size(max_message_size),
         )
         .add_service(
             TaskStreamServer::new(intake)
-                .max_decoding_message_size(options.max_message_size)
-                .max_encoding_message_size(options.max_message_size),
+                .max_decoding_message_size(max_message_size)
+                .max_encoding_message_size(max_message_size),
         )
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -76,10 +77,14 @@ pub async fn serve(
     Ok(())
 }
 
+/// Largest block of request headers accepted (tonic's default is 16 KiB as well; set so it is
+/// never unbounded).
+const MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
+
 #[derive(Debug, Clone)]
 struct Intake {
     pipeline: Arc<Pipeline>,
-    options: IntakeOptions,
+    options: Arc<IntakeConfig>,
 }
 
 #[tonic::async_trait]
@@ -89,8 +94,9 @@ impl ExecutorService for Intake {
         request: Request<TaskSubmission>,
     ) -> Result<Response<TaskResult>, Status> {
         let timeout = grpc_timeout(request.metadata());
+        let peer = request.remote_addr().map(|a| a.ip());
         self.pipeline
-            .submit(request.into_inner(), timeout, "unary")
+            .submit(request.into_inner(), timeout, "unary", peer)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -105,8 +111,10 @@ impl TaskStream for Intake {
         &self,
         request: Request<Streaming<StreamRequest>>,
     ) -> Result<Response<Self::OpenStream>, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
         let mut inbound = request.into_inner();
         let cap = self.options.stream_inflight;
+        let idle_timeout = self.options.stream_idle_timeout;
         let (events, receiver) = mpsc::channel(cap);
         let slots = Arc::new(Semaphore::new(cap));
         let pipeline = self.pipeline.clone();
@@ -119,18 +127,37 @@ impl TaskStream for Intake {
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
-                let request = match inbound.message().await {
-                    Ok(Some(request)) => request,
-                    Ok(None) => break,
-                    Err(status) => {
+                let read = loop {
+                    match tokio::time::timeout(idle_timeout, inbound.message()).await {
+                        Ok(read) => break Some(read),
+                        // Idle only if none of its tasks is still running (ours is the one
+                        // slot held for this read).
+                        Err(_) if slots.available_permits() + 1 == cap => break None,
+                        Err(_) => {}
+                    }
+                };
+                let request = match read {
+                    Some(Ok(Some(request))) => request,
+                    Some(Ok(None)) => break,
+                    Some(Err(status)) => {
                         tracing::debug!("task stream closed by the client: {status}");
+                        break;
+                    }
+                    None => {
+                        tracing::debug!("task stream idle for {idle_timeout:?}; closing it");
+                        let _ = events
+                            .send(Err(Status::unavailable(format!(
+                                "task stream idle for {}; closed (intake.stream_idle_timeout)",
+                                humantime::format_duration(idle_timeout)
+                            ))))
+                            .await;
                         break;
                     }
                 };
                 let pipeline = pipeline.clone();
                 let events = events.clone();
                 tokio::spawn(async move {
-                    let event = answer(&pipeline, request).await;
+                    let event = answer(&pipeline, request, peer).await;
                     // A client that went away no longer wants the answer; the ledger has it.
                     let _ = events.send(Ok(event)).await;
                     drop(slot);
@@ -143,11 +170,15 @@ impl TaskStream for Intake {
 }
 
 /// One stream request to its event: a result or a rejection, never a closed stream.
-async fn answer(pipeline: &Arc<Pipeline>, request: StreamRequest) -> StreamEvent {
+async fn answer(
+    pipeline: &Arc<Pipeline>,
+    request: StreamRequest,
+    peer: Option<std::net::IpAddr>,
+) -> StreamEvent {
     let kind = match request.kind {
         Some(stream_request::Kind::Task(task)) => {
             let task_id = task.task_id.clone();
-            match pipeline.submit(task, None, "stream").await {
+            match pipeline.submit(task, None, "stream", peer).await {
                 Ok(result) => stream_event::Kind::Result(result),
                 Err(rejection) => stream_event::Kind::Rejection(TaskRejection {
                     task_id,

@@ -24,6 +24,7 @@ pub mod hsm;
 pub mod intake;
 pub mod keys;
 pub mod ledger;
+pub mod limits;
 pub mod management;
 pub mod performers;
 pub mod pipeline;

@@ -7,6 +7,7 @@
 //! again, and a caller that disconnects does not stop sign-and-commit half way (§3.2).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::config::AvsConfig;
 use crate::ledger::{Domain, Ledger, LedgerError, Proposal, Record, RecordKey, Signatures};
+use crate::limits::RateLimiter;
 use crate::performers::PerformerSlot;
 use crate::rejection::Rejection;
 use crate::remote_signer::SignFields;
@@ -88,6 +90,7 @@ pub struct Avs {
     pub performer: Arc<PerformerSlot>,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
+    rate_limiter: RateLimiter,
     /// The `avs` metric label: the lower-case address.
     label: String,
 }
@@ -103,7 +106,9 @@ impl Avs {
     ) -> Avs {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
         let label = address.to_string();
+        let rate_limiter = RateLimiter::new(config.aggregator_rate_limit, config.aggregator_burst);
         Avs {
+            rate_limiter,
             address,
             config,
             aggregators,
@@ -129,16 +134,20 @@ pub struct Pipeline {
     ledger: Ledger,
     flights: Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
     in_flight: AtomicUsize,
+    tasks_in_memory: AtomicUsize,
+    max_tasks_in_memory: usize,
     metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
-    /// A pipeline for `operator` over these AVSs and ledger.
+    /// A pipeline for `operator` over these AVSs and ledger, holding at most
+    /// `max_tasks_in_memory` tasks at once.
     pub fn new(
         operator: Address,
         avs: Vec<Avs>,
         ledger: Ledger,
         metrics: Arc<Metrics>,
+        max_tasks_in_memory: usize,
     ) -> Arc<Pipeline> {
         let avs = avs.into_iter().map(|a| (a.address, Arc::new(a))).collect();
         Arc::new(Pipeline {
@@ -147,6 +156,8 @@ impl Pipeline {
             ledger,
             flights: Mutex::default(),
             in_flight: AtomicUsize::new(0),
+            tasks_in_memory: AtomicUsize::new(0),
+            max_tasks_in_memory,
             metrics,
         })
     }
@@ -194,12 +205,13 @@ impl Pipeline {
     }
 
     /// Processes one submission to its answer. `grpc_timeout` is the caller's gRPC deadline
-    /// (version-1 tasks use it).
+    /// (version-1 tasks use it); `peer` the address it came from (rate limits are per source).
     pub async fn submit(
         self: &Arc<Self>,
         sub: TaskSubmission,
         grpc_timeout: Option<Duration>,
         intake: &'static str,
+        peer: Option<IpAddr>,
     ) -> Outcome {
         let label = self.avs_label(&sub.avs_address);
         self.metrics
@@ -207,23 +219,14 @@ impl Pipeline {
             .with_label_values(&[label.as_str(), intake])
             .inc();
         let _total = self.metrics.stage_timer(&label, "total");
-        let outcome = match validate::shape(sub) {
-            Ok(task) => {
-                let span = info_span!("task", task_id = %task.task_id, avs = %task.avs, operator_set = task.operator_set_id);
-                let outcome = self
-                    .clone()
-                    .checked(task, grpc_timeout)
-                    .instrument(span.clone())
-                    .await;
-                if let Err(rejection) = &outcome {
-                    span.in_scope(|| log_rejection(rejection));
-                }
-                outcome
-            }
-            Err(rejection) => {
-                log_rejection(&rejection);
-                Err(rejection)
-            }
+        let held = self.tasks_in_memory.fetch_add(1, Ordering::AcqRel);
+        let _held = TaskCount(&self.tasks_in_memory);
+        let outcome = if held >= self.max_tasks_in_memory {
+            let rejection = Rejection::Overloaded(self.max_tasks_in_memory);
+            log_rejection(&rejection);
+            Err(rejection)
+        } else {
+            self.admitted(sub, grpc_timeout, peer).await
         };
         // Answers are counted where they are made (signed, cached); refusals here, once each.
         if let Err(rejection) = &outcome {
@@ -248,7 +251,38 @@ impl Pipeline {
         outcome
     }
 
-    async fn checked(self: Arc<Self>, task: Task, grpc_timeout: Option<Duration>) -> Outcome {
+    async fn admitted(
+        self: &Arc<Self>,
+        sub: TaskSubmission,
+        grpc_timeout: Option<Duration>,
+        peer: Option<IpAddr>,
+    ) -> Outcome {
+        match validate::shape(sub) {
+            Ok(task) => {
+                let span = info_span!("task", task_id = %task.task_id, avs = %task.avs, operator_set = task.operator_set_id);
+                let outcome = self
+                    .clone()
+                    .checked(task, grpc_timeout, peer)
+                    .instrument(span.clone())
+                    .await;
+                if let Err(rejection) = &outcome {
+                    span.in_scope(|| log_rejection(rejection));
+                }
+                outcome
+            }
+            Err(rejection) => {
+                log_rejection(&rejection);
+                Err(rejection)
+            }
+        }
+    }
+
+    async fn checked(
+        self: Arc<Self>,
+        task: Task,
+        grpc_timeout: Option<Duration>,
+        peer: Option<IpAddr>,
+    ) -> Outcome {
         if task.executor != self.operator {
             return Err(Rejection::WrongExecutor {
                 got: task.executor,
@@ -281,6 +315,13 @@ impl Pipeline {
             .get(&task.aggregator)
             .cloned()
             .ok_or(Rejection::UnknownAggregator(task.aggregator))?;
+        // Before hashing the payload or checking the signature: a flood costs a lookup each.
+        if !avs
+            .rate_limiter
+            .allow(task.aggregator, peer, std::time::Instant::now())
+        {
+            return Err(Rejection::RateLimited(task.aggregator));
+        }
 
         let h = validate::task_hash(&task, self.operator);
         let signature = task.signature.clone();
@@ -596,6 +637,15 @@ fn same_digest(task: &Task, set: &OperatorSet, record: &Record) -> Result<(), Re
 }
 
 /// An internal failure, with its whole `source()` chain (the detail is often in the sources).
+/// One task held by the pipeline, counted against `max_tasks_in_memory` until dropped.
+struct TaskCount<'a>(&'a AtomicUsize);
+
+impl Drop for TaskCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn internal(e: impl Into<Box<dyn std::error::Error>>) -> Rejection {
     let e = e.into();
     let mut message = e.to_string();

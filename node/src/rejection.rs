@@ -58,6 +58,12 @@ pub enum Rejection {
     /// The aggregator's signature does not verify.
     #[error("the aggregator's task signature does not verify")]
     BadSignature,
+    /// The aggregator sent more than its rate limit from this address.
+    #[error("aggregator {0} is over its rate limit for this AVS; slow down")]
+    RateLimited(Address),
+    /// The node holds `intake.max_tasks_in_memory` tasks already.
+    #[error("the node is holding its limit of {0} tasks; retry later")]
+    Overloaded(usize),
     /// The AVS's queue is full.
     #[error("the AVS's task queue is full ({0} waiting); retry later")]
     QueueFull(usize),
@@ -119,7 +125,7 @@ impl Rejection {
             UnknownAvs(_) | UnknownOperatorSet { .. } => Code::NotFound,
             Deadline(_) | PerformerTimeout | LateResult => Code::DeadlineExceeded,
             Stale { .. } | Conflict { .. } => Code::FailedPrecondition,
-            QueueFull(_) => Code::ResourceExhausted,
+            QueueFull(_) | RateLimited(_) | Overloaded(_) => Code::ResourceExhausted,
             PerformerUnavailable(_) | SignerUnavailable(_) | ShuttingDown => Code::Unavailable,
             PerformerError { code, .. } => *code,
             OutputTooLarge { .. } | WrongEcho | SignerFailed(_) | Internal(_) => Code::Internal,
@@ -141,6 +147,8 @@ impl Rejection {
             UnknownAggregator(_) => "unknown_aggregator",
             BadSignature => "bad_signature",
             QueueFull(_) => "queue_full",
+            RateLimited(_) => "rate_limited",
+            Overloaded(_) => "node_overloaded",
             PerformerUnavailable(_) => "performer_unavailable",
             PerformerTimeout => "performer_timeout",
             PerformerError { .. } => "performer_error",

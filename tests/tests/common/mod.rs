@@ -371,6 +371,8 @@ pub struct AvsSpec {
     /// The whole `[avs.performer]` table body instead of the example performer as a process,
     /// e.g. `runtime = "docker"\nimage = "…"`.
     pub performer_toml: Option<String>,
+    /// Further lines of the `[[avs]]` table.
+    pub toml: String,
 }
 
 impl AvsSpec {
@@ -384,7 +386,15 @@ impl AvsSpec {
             max_payload_size: None,
             max_output_size: None,
             performer_toml: None,
+            toml: String::new(),
         }
+    }
+
+    /// Lines added to the `[[avs]]` table, e.g. `aggregator_rate_limit = 5`.
+    pub fn toml(mut self, lines: &str) -> AvsSpec {
+        self.toml.push_str(lines);
+        self.toml.push('\n');
+        self
     }
 
     /// The `[avs.performer]` table body, replacing the example performer process.
@@ -434,6 +444,7 @@ pub struct NodeBuilder {
     node_toml: String,
     extra_toml: String,
     signer_backends: Vec<(Scheme, String)>,
+    intake_toml: String,
     env: Vec<(String, String)>,
     log_level: Option<String>,
 }
@@ -468,6 +479,13 @@ impl NodeBuilder {
     /// Serves this AVS (without any, the node serves [`AVS`] with default settings).
     pub fn avs(mut self, avs: AvsSpec) -> NodeBuilder {
         self.avs.push(avs);
+        self
+    }
+
+    /// Lines added to `[intake]`, e.g. `max_tasks_in_memory = 8`.
+    pub fn intake_toml(mut self, lines: &str) -> NodeBuilder {
+        self.intake_toml.push_str(lines);
+        self.intake_toml.push('\n');
         self
     }
 
@@ -516,6 +534,7 @@ impl NodeBuilder {
         if let Some(n) = self.stream_inflight {
             writeln!(toml, "stream_inflight = {n}").unwrap();
         }
+        toml.push_str(&self.intake_toml);
         for set in &fixture.sets {
             let backend = match self.signer_backends.iter().find(|(s, _)| *s == set.scheme) {
                 Some((_, lines)) => lines.clone(),
@@ -543,6 +562,7 @@ impl NodeBuilder {
                     writeln!(toml, "{key} = {value}").unwrap();
                 }
             }
+            toml.push_str(&avs.toml);
             writeln!(
                 toml,
                 "aggregators = [\n  {}\n]\noperator_sets = [",
