@@ -112,7 +112,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let exe = std::env::current_exe().context("locating the avsnode executable")?;
     writeln!(
         toml,
-        "[[avs]]\naddress = \"{avs}\"\nmax_concurrency = 64\naggregators = [{{ scheme = \"ecdsa\", address = \"{}\" }}]\noperator_sets = [",
+        "[[avs]]\naddress = \"{avs}\"\nmax_concurrency = 64\n# The demo's one aggregator sends as fast as the node answers.\naggregator_rate_limit = 1000000\naggregator_burst = 1000000\naggregators = [{{ scheme = \"ecdsa\", address = \"{}\" }}]\noperator_sets = [",
         aggregator.address
     )?;
     for (id, name, verifier, _) in &sets {
