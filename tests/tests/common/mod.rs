@@ -808,6 +808,14 @@ impl TestNode {
         }
     }
 
+    /// SIGKILLs the node and everything it started (its process group), as a crashed host
+    /// would, and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("the node is running");
+        signal_group(child.id(), "-KILL");
+        let _ = child.wait();
+    }
+
     /// Sends SIGTERM and waits (at most 10 s) for the node to exit; returns its exit status and
     /// how long it took.
     pub fn stop(&mut self) -> (ExitStatus, Duration) {
