@@ -81,8 +81,8 @@ pub enum SignerError {
         /// What is wrong.
         reason: String,
     },
-    /// The PKCS#11 key could not be opened.
-    #[error("signer {name:?}: {source}")]
+    /// The PKCS#11 key could not be opened (the source says why).
+    #[error("signer {name:?}")]
     Hsm {
         /// The signer.
         name: String,
@@ -90,8 +90,8 @@ pub enum SignerError {
         #[source]
         source: Box<HsmError>,
     },
-    /// The remote signer could not be reached or does not offer the key.
-    #[error("signer {name:?}: {source}")]
+    /// The remote signer could not be reached or does not offer the key (the source says why).
+    #[error("signer {name:?}")]
     Remote {
         /// The signer.
         name: String,
