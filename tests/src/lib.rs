@@ -6,6 +6,7 @@
 //! depend on `avsnode` or `avsnode-performer`.
 
 pub mod docker;
+pub mod pki;
 pub mod softhsm;
 
 use std::collections::HashSet;

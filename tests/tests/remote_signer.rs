@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::{NewTask, OperatorKey, verify_result};
@@ -23,10 +23,7 @@ use avsnode_proto::signer::signer_client::SignerClient;
 use avsnode_proto::signer::{ListKeysRequest, SignResultRequest};
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::{Address, AuthMessage, EcdsaVerifier, TaskId, keccak256};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use avsnode_tests::pki;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -79,7 +76,8 @@ impl Setup {
             .tempdir()
             .unwrap();
         let d = dir.path();
-        write_pki(d);
+        // Client 3 is not configured on the signer.
+        pki::write(d, &["client1", "client2", "client3"]);
         let password = Password::new(PASSWORD);
         let mut keys = Vec::new();
         let mut key_tables = String::new();
@@ -177,41 +175,6 @@ keys = ["client2-key"]
             .connect()
             .await?;
         Ok(SignerClient::new(channel))
-    }
-}
-
-/// Writes ca.pem, server.pem/.key (127.0.0.1 and localhost) and client{1,2,3}.pem/.key, all
-/// issued by the CA. Client 3 is not configured on the signer.
-fn write_pki(dir: &Path) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "avsnode test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let leaf = |name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        keys::write_private(&dir.join(format!("{name}.key")), &key.serialize_pem()).unwrap();
-    };
-    leaf(
-        "server",
-        vec!["127.0.0.1".into(), "localhost".into()],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    for client in ["client1", "client2", "client3"] {
-        leaf(client, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
     }
 }
 

@@ -270,7 +270,7 @@ impl RemoteKey {
                 }
             };
             match BACKOFF.get(attempt) {
-                Some(wait) if status.code() == Code::Unavailable => {
+                Some(wait) if is_unreachable(&status) => {
                     attempt += 1;
                     tokio::time::sleep(*wait).await;
                 }
@@ -294,10 +294,23 @@ impl RemoteKey {
     }
 }
 
+/// Whether `status` says the signer could not be reached, rather than being its answer: UNAVAILABLE,
+/// or any status tonic made locally from a transport error (its source), as when the connection
+/// breaks during a call because the signer died: UNKNOWN "transport error", or CANCELLED
+/// "operation was canceled" for a request the dead connection never sent. Both are retried (the
+/// signer's ledger makes a retry idempotent) and count towards the circuit.
+fn is_unreachable(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        || std::error::Error::source(status)
+            .is_some_and(|source| source.is::<tonic::transport::Error>())
+}
+
 fn status_error(url: &str, timeout: Duration, status: Status) -> RemoteSignerError {
     let url = url.to_owned();
+    if is_unreachable(&status) {
+        return RemoteSignerError::Unavailable { url, status };
+    }
     match status.code() {
-        Code::Unavailable => RemoteSignerError::Unavailable { url, status },
         Code::DeadlineExceeded => RemoteSignerError::Timeout {
             url,
             // The signer gave up first, on the deadline this attempt sent.
