@@ -328,7 +328,7 @@ async fn deploys_serve_signed_tasks_from_a_hardened_container() {
     );
 
     // Deploys are counted by result (ALREADY_EXISTS is not a deploy).
-    let metrics = reqwest_metrics(&node).await;
+    let metrics = node.scrape_metrics().await;
     for (result, n) in [("success", 2), ("failed", 2)] {
         let line =
             format!("avsnode_performer_deployments_total{{avs=\"{AVS}\",result=\"{result}\"}} {n}");
@@ -430,7 +430,7 @@ async fn a_killed_container_is_restarted_and_tasks_in_the_gap_fail_fast() {
         assert_eq!(again.result_signature, first.result_signature);
         assert_eq!(again.output, first.output);
     }
-    let metrics = reqwest_metrics(&node).await;
+    let metrics = node.scrape_metrics().await;
     assert!(
         metrics.contains(&format!(
             "avsnode_performer_restarts_total{{avs=\"{AVS}\"}} 1"
@@ -477,7 +477,7 @@ async fn a_crash_looping_performer_is_marked_failed_and_other_avss_keep_serving(
         if answer.is_ok() {
             served += 1;
         }
-        let metrics = reqwest_metrics(&node).await;
+        let metrics = node.scrape_metrics().await;
         if metrics.contains(&format!(
             "avsnode_performer_up{{avs=\"{AVS}\",performer=\"docker\"}} 0"
         )) && node.log().contains("crash loop")
@@ -706,21 +706,6 @@ async fn a_restarted_node_adopts_its_containers_and_removes_stale_ones() {
     fixture
         .verify_marked(&answer.unwrap(), &task, "v2")
         .unwrap();
-}
-
-/// `/metrics` of the node.
-async fn reqwest_metrics(node: &TestNode) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(node.metrics_address())
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 /// Another handle on the same key (secret keys are deliberately not `Clone`).

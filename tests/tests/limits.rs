@@ -75,7 +75,7 @@ async fn an_aggregator_over_its_rate_is_refused_before_signature_checks() {
         .unwrap();
     fixture.assert_verifies(&result, &task);
 
-    let metrics = scrape_metrics(&node).await;
+    let metrics = node.scrape_metrics().await;
     assert!(
         metrics
             .lines()
@@ -185,17 +185,4 @@ async fn an_idle_task_stream_is_closed() {
     );
     assert!(started.elapsed() >= Duration::from_millis(3000));
     drop(sender);
-}
-
-async fn scrape_metrics(node: &TestNode) -> String {
-    let address = node.metrics_address();
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
-    body
 }

@@ -26,6 +26,8 @@ const FAILING_AVS: &str = "0x000000000000000000000000000000000000fa11";
 const WRONG_ECHO_AVS: &str = "0x000000000000000000000000000000000000ec40";
 /// Its performer pads outputs to 2048 bytes; the AVS caps them at 1024.
 const BIG_OUTPUT_AVS: &str = "0x000000000000000000000000000000000000b160";
+/// Its performer exits in the middle of every task.
+const CRASHING_AVS: &str = "0x000000000000000000000000000000000000c4a5";
 /// Its performer takes 2 s per task.
 const SLOW_AVS: &str = "0x000000000000000000000000000000000000510e";
 /// One task at a time, one waiting, 1 s each.
@@ -46,6 +48,7 @@ fn node() -> &'static TestNode {
                     .max_output_size(1024),
             )
             .avs(AvsSpec::new(SLOW_AVS).performer(&["--delay-ms", "2000"]))
+            .avs(AvsSpec::new(CRASHING_AVS).performer(&["--crash-mid-task", "--delay-ms", "100"]))
             .avs(
                 AvsSpec::new(NARROW_AVS)
                     .performer(&["--delay-ms", "1000"])
@@ -338,6 +341,25 @@ async fn performer_error_is_passed_through_and_nothing_is_recorded() {
     for _ in 0..2 {
         // The retry fails the same way: no answer was recorded for it.
         assert_refused(sign(&task), Code::Internal, "injected failure").await;
+    }
+    assert_still_serves().await;
+}
+
+/// A performer that dies while it runs a task: the task is UNAVAILABLE (retryable), nothing is
+/// signed, and the retry is not answered from the ledger. The node and the other AVSs carry on.
+#[tokio::test(flavor = "multi_thread")]
+async fn performer_crashing_mid_task_is_unavailable_and_nothing_is_signed() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let task = node.fixture().task(CRASHING_AVS, Scheme::Ecdsa, &[5]);
+    for _ in 0..2 {
+        let start = Instant::now();
+        assert_refused(sign(&task), Code::Unavailable, "performer unavailable").await;
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
     }
     assert_still_serves().await;
 }

@@ -31,7 +31,6 @@ use avsnode_signer::Scheme;
 use avsnode_signer::messages::{Address, EcdsaVerifier};
 use avsnode_tests::softhsm::{MODULE, PIN, SO_PIN, Token, softhsm_available};
 use common::{AVS, Fixture, TestNode, VERIFIER};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
@@ -371,37 +370,12 @@ async fn stream_answers(node: &TestNode, tasks: &[(NewTask, TaskSubmission)]) ->
 /// One value of the node's `/metrics`: the sample whose name and labels are exactly `series`
 /// (labels as the exposition orders them, alphabetically), or `None` if it is absent.
 async fn metric(node: &TestNode, series: &str) -> Option<f64> {
-    let text = scrape(node).await;
+    let text = node.scrape_metrics().await;
     text.lines().find_map(|line| {
         line.strip_prefix(series)
             .and_then(|rest| rest.strip_prefix(' '))
             .map(|value| value.trim().parse::<f64>().unwrap())
     })
-}
-
-/// `GET /metrics` over plain HTTP/1.0.
-async fn scrape(node: &TestNode) -> String {
-    let addr = node.metrics_address();
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
-        .await
-        .expect("/metrics answered within 20 s")
-        .unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_owned()
 }
 
 /// Submits `submissions` on one `TaskStream`, keeping at most `window` unanswered, and returns
@@ -707,7 +681,7 @@ async fn node_signs_ecdsa_tasks_with_a_key_generated_on_the_token() {
     )
     .await;
     assert_eq!(timed, Some(signed as f64));
-    let text = scrape(&node).await;
+    let text = node.scrape_metrics().await;
     assert!(
         text.lines().any(|l| l
             .starts_with("avsnode_sign_seconds_bucket{backend=\"pkcs11\",scheme=\"ecdsa\",le=")),

@@ -402,22 +402,6 @@ fn assert_all_verify(
     );
 }
 
-/// `/metrics` of the node (the body, after the HTTP headers).
-async fn metrics(node: &TestNode) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(node.metrics_address())
-        .await
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
-
 /// The sum of the samples of `name` whose labels include every pair of `labels`.
 fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut sum = 0.0;
@@ -630,8 +614,8 @@ async fn remote_signatures_are_byte_identical_to_local_ones_through_the_node() {
         assert_eq!(r, l, "{scheme} task {}: the whole answer", task.task_id);
     }
 
-    let remote_metrics = metrics(&remote).await;
-    let local_metrics = metrics(&local).await;
+    let remote_metrics = remote.scrape_metrics().await;
+    let local_metrics = local.scrape_metrics().await;
     for scheme in SCHEMES {
         let s = scheme.as_str();
         let ok = |metrics: &str, backend: &str| {
@@ -997,7 +981,7 @@ async fn a_killed_signer_makes_tasks_unavailable_and_a_restarted_one_signs_again
         slowest < Duration::from_secs(5),
         "a task took {slowest:?} to be answered UNAVAILABLE"
     );
-    let m = metrics(&node).await;
+    let m = node.scrape_metrics().await;
     let rejected = sample(
         &m,
         "avsnode_task_rejections_total",

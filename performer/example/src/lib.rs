@@ -74,6 +74,10 @@ pub struct Options {
     /// Report NOT_SERVING on the health service.
     #[arg(long)]
     pub not_serving: bool,
+    /// Exit (code 3) in the middle of every task, without answering: a performer that crashes
+    /// mid-task.
+    #[arg(long)]
+    pub crash_mid_task: bool,
     /// Stop (the binary exits with code 1) after answering this many tasks. 0 stops at once,
     /// before serving anything: a `FROM scratch` image with `CMD ["--exit-after", "0"]` is a
     /// crash-looping performer.
@@ -96,6 +100,7 @@ impl Default for Options {
             wrong_task_id: false,
             output_size: None,
             not_serving: false,
+            crash_mid_task: false,
             exit_after: None,
             marker: None,
         }
@@ -148,6 +153,9 @@ impl PerformerService for ExamplePerformer {
         } = request.into_inner();
         if options.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(options.delay_ms)).await;
+        }
+        if options.crash_mid_task {
+            std::process::exit(3);
         }
         if options.fail_rate > 0.0 && rand::random::<f64>() < options.fail_rate {
             return Err(Status::internal("injected failure (--fail-rate)"));

@@ -808,6 +808,32 @@ impl TestNode {
         }
     }
 
+    /// `GET /metrics`: the text exposition without the HTTP head (at most 20 s; panics unless
+    /// 200).
+    pub async fn scrape_metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_address();
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream
+                .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+                .await?;
+            let mut raw = String::new();
+            stream.read_to_string(&mut raw).await?;
+            Ok::<_, std::io::Error>(raw)
+        };
+        let raw = tokio::time::timeout(Duration::from_secs(20), exchange)
+            .await
+            .expect("/metrics answered within 20 s")
+            .unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_owned()
+    }
+
     /// SIGKILLs the node and everything it started (its process group), as a crashed host
     /// would, and reaps it.
     pub fn kill(&mut self) {
