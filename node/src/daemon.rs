@@ -267,30 +267,32 @@ impl RunningNode {
         self.shutdown().await
     }
 
-    /// Graceful shutdown: stop accepting, let in-flight tasks finish within the grace period,
-    /// stop the performers, and close the ledger (flushing its writer).
+    /// Graceful shutdown: stop accepting connections and tasks (new tasks on open streams get
+    /// UNAVAILABLE), let the tasks in the node finish within the grace period, answer the rest
+    /// UNAVAILABLE, stop the performers, and close the ledger (flushing its writer).
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let deadline = Instant::now() + self.grace;
-        info!(in_flight = self.pipeline.in_flight(), grace = ?self.grace, "shutting down: no new connections");
+        let pipeline = &self.pipeline;
+        info!(in_flight = pipeline.waiting_callers(), grace = ?self.grace, "shutting down: no new connections or tasks");
         let _ = self.stop.send(true);
-        while self.pipeline.in_flight() > 0 && Instant::now() < deadline {
+        pipeline.drain();
+        while pipeline.in_flight() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if self.pipeline.in_flight() > 0 {
+        if pipeline.in_flight() > 0 {
             warn!(
-                in_flight = self.pipeline.in_flight(),
-                "grace period over; abandoning unfinished tasks (none was signed half-way: signing is all or nothing)"
+                in_flight = pipeline.in_flight(),
+                "grace period over; answering unfinished tasks UNAVAILABLE (none was signed half-way: signing is all or nothing)"
             );
         }
-        // Connections that stay open (idle streams) do not hold the node up past the grace.
+        pipeline.cancel();
+        // The cancelled answers go out; connections that stay open (idle streams) do not hold
+        // the node up past that.
         let server = self.server;
         let abort = server.abort_handle();
-        if tokio::time::timeout_at(
-            deadline.max(Instant::now() + Duration::from_millis(200)),
-            server,
-        )
-        .await
-        .is_err()
+        if tokio::time::timeout(Duration::from_millis(500), server)
+            .await
+            .is_err()
         {
             abort.abort();
         }

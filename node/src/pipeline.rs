@@ -134,6 +134,9 @@ pub struct Pipeline {
     ledger: Ledger,
     flights: Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
     in_flight: AtomicUsize,
+    /// Shutdown: new tasks refused once draining; callers still waiting answered UNAVAILABLE once
+    /// cancelled.
+    stopping: watch::Sender<Stopping>,
     tasks_in_memory: AtomicUsize,
     max_tasks_in_memory: usize,
     metrics: Arc<Metrics>,
@@ -156,6 +159,7 @@ impl Pipeline {
             ledger,
             flights: Mutex::default(),
             in_flight: AtomicUsize::new(0),
+            stopping: watch::Sender::new(Stopping::Running),
             tasks_in_memory: AtomicUsize::new(0),
             max_tasks_in_memory,
             metrics,
@@ -194,6 +198,27 @@ impl Pipeline {
         self.operator
     }
 
+    /// Shutdown, first step: new tasks are refused (UNAVAILABLE), tasks already in the node carry
+    /// on.
+    pub fn drain(&self) {
+        self.stopping.send_if_modified(|s| {
+            let changed = *s == Stopping::Running;
+            *s = (*s).max(Stopping::Draining);
+            changed
+        });
+    }
+
+    /// Shutdown, last step: every caller still waiting is answered UNAVAILABLE now. Work already
+    /// running is not interrupted (a signature is committed or not at all); its answer is gone.
+    pub fn cancel(&self) {
+        self.stopping.send_replace(Stopping::Cancelled);
+    }
+
+    /// Callers waiting for an answer (for graceful shutdown).
+    pub fn waiting_callers(&self) -> usize {
+        self.tasks_in_memory.load(Ordering::Acquire)
+    }
+
     /// Flights still running (for graceful shutdown).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
@@ -221,12 +246,18 @@ impl Pipeline {
         let _total = self.metrics.stage_timer(&label, "total");
         let held = self.tasks_in_memory.fetch_add(1, Ordering::AcqRel);
         let _held = TaskCount(&self.tasks_in_memory);
-        let outcome = if held >= self.max_tasks_in_memory {
+        let mut stopping = self.stopping.subscribe();
+        let outcome = if *stopping.borrow() != Stopping::Running {
+            Err(Rejection::ShuttingDown)
+        } else if held >= self.max_tasks_in_memory {
             let rejection = Rejection::Overloaded(self.max_tasks_in_memory);
             log_rejection(&rejection);
             Err(rejection)
         } else {
-            self.admitted(sub, grpc_timeout, peer).await
+            tokio::select! {
+                outcome = self.admitted(sub, grpc_timeout, peer) => outcome,
+                _ = stopping.wait_for(|s| *s == Stopping::Cancelled) => Err(Rejection::ShuttingDown),
+            }
         };
         // Answers are counted where they are made (signed, cached); refusals here, once each.
         if let Err(rejection) = &outcome {
@@ -637,6 +668,14 @@ fn same_digest(task: &Task, set: &OperatorSet, record: &Record) -> Result<(), Re
 }
 
 /// An internal failure, with its whole `source()` chain (the detail is often in the sources).
+/// Where a shutdown is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stopping {
+    Running,
+    Draining,
+    Cancelled,
+}
+
 /// One task held by the pipeline, counted against `max_tasks_in_memory` until dropped.
 struct TaskCount<'a>(&'a AtomicUsize);
 

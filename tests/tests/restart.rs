@@ -195,3 +195,75 @@ async fn an_unsigned_record_is_finished_from_its_output_and_never_signed_twice()
         assert_eq!(before, after, "{}", task.task_id);
     }
 }
+
+/// SIGTERM: a new task on a stream that is already open is refused at once (UNAVAILABLE, shutting
+/// down); a task still in the performer when `shutdown_grace` runs out is answered UNAVAILABLE
+/// then, not left hanging until the performer finishes; the node exits 0 soon after.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_refuses_new_tasks_and_answers_the_rest_unavailable_after_the_grace() {
+    use avsnode_proto::stream::task_stream_client::TaskStreamClient;
+    use avsnode_proto::stream::{StreamRequest, stream_request};
+    use std::time::Instant;
+
+    let mut node = TestNode::builder()
+        .avs(AvsSpec::new(AVS).performer(&["--delay-ms", "6000"]))
+        .shutdown_grace("1s")
+        .start();
+    let fixture = node.fixture().clone();
+    let mut client = TaskStreamClient::connect(node.url()).await.unwrap();
+    let (sender, outbound) = tokio::sync::mpsc::channel(4);
+    let request = |payload: u8| StreamRequest {
+        kind: Some(stream_request::Kind::Task(fixture.sign(
+            Scheme::Ecdsa,
+            &fixture.task(AVS, Scheme::Ecdsa, &[payload]),
+        ))),
+    };
+    sender.send(request(1)).await.unwrap();
+    let mut inbound = client
+        .open(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let sigterm = Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || {
+        let stopped = node.stop();
+        (stopped, node.log())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sender.send(request(2)).await.unwrap();
+
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+            .await
+            .expect("both tasks answered within 5 s of SIGTERM")
+            .expect("the stream stays up until both are answered")
+            .expect("an event");
+        let Some(stream_event::Kind::Rejection(rejection)) = event.kind else {
+            panic!("expected a rejection, got {event:?}");
+        };
+        answers.push((rejection, sigterm.elapsed()));
+    }
+    for (rejection, _) in &answers {
+        assert_eq!(rejection.code, Code::Unavailable as i32, "{rejection:?}");
+        assert!(rejection.message.contains("shutting down"), "{rejection:?}");
+    }
+    // The new task first, at once; the running one at the end of the grace, long before its
+    // performer would have finished (6 s).
+    let (_, new_after) = &answers[0];
+    let (_, running_after) = &answers[1];
+    assert!(*new_after < Duration::from_millis(1000), "{answers:?}");
+    assert!(
+        *running_after >= Duration::from_millis(900) && *running_after < Duration::from_secs(4),
+        "{answers:?}"
+    );
+    let ((status, took), log) = stopping.await.unwrap();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(took < Duration::from_secs(5), "exit took {took:?}\n{log}");
+    assert!(
+        log.contains("answering unfinished tasks UNAVAILABLE"),
+        "{log}"
+    );
+}

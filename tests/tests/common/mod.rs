@@ -445,6 +445,7 @@ pub struct NodeBuilder {
     extra_toml: String,
     signer_backends: Vec<(Scheme, String)>,
     intake_toml: String,
+    shutdown_grace: Option<String>,
     env: Vec<(String, String)>,
     log_level: Option<String>,
 }
@@ -479,6 +480,12 @@ impl NodeBuilder {
     /// Serves this AVS (without any, the node serves [`AVS`] with default settings).
     pub fn avs(mut self, avs: AvsSpec) -> NodeBuilder {
         self.avs.push(avs);
+        self
+    }
+
+    /// `node.shutdown_grace` (default `"5s"`).
+    pub fn shutdown_grace(mut self, grace: &str) -> NodeBuilder {
+        self.shutdown_grace = Some(grace.to_owned());
         self
     }
 
@@ -524,10 +531,11 @@ impl NodeBuilder {
         let performer = avsnode_tests::binary("avsnode-example-performer");
         let data_dir = self.data_dir.clone().unwrap_or_else(|| fixture.data_dir());
         let mut toml = format!(
-            "[node]\noperator_address = \"{}\"\ndata_dir = {:?}\nshutdown_grace = \"5s\"\n{}\n\
+            "[node]\noperator_address = \"{}\"\ndata_dir = {:?}\nshutdown_grace = {:?}\n{}\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n\n{}\n[intake]\nlisten = \"127.0.0.1:0\"\n",
             fixture.operator,
             data_dir.display().to_string(),
+            self.shutdown_grace.as_deref().unwrap_or("5s"),
             self.node_toml,
             self.extra_toml,
         );
