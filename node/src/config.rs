@@ -13,7 +13,7 @@ use avsnode_signer::messages::Address;
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Who this node is and where it keeps its state.
@@ -42,7 +42,7 @@ pub struct Config {
 }
 
 /// `[node]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// The operator's address (`0x` + 40 hex): tasks must be addressed to it, and it is signed
@@ -62,7 +62,7 @@ pub struct NodeConfig {
 }
 
 /// `[management]`: the `ExecutorManagementService` listener (DESIGN §7).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManagementConfig {
     /// Listen address (default `127.0.0.1:9091`, loopback only). Environment override:
@@ -81,10 +81,32 @@ pub struct ManagementConfig {
     /// (`PerformerEnv.value_from_env`). Default none: an admin cannot read the node's environment.
     #[serde(default)]
     pub env_from_node: Vec<String>,
+    /// `[management.tls]`: serve TLS (with `client_ca`, mutual TLS). Absent: plaintext, so keep
+    /// the listener on loopback.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[intake.tls]` / `[management.tls]`: serve TLS 1.2/1.3 (rustls). The files are read at start
+/// and again on SIGHUP, so certificates can be rotated without a restart (connections already
+/// open keep the certificate they were made with).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the listener's own certificate first (relative paths are relative
+    /// to the config file).
+    pub cert: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// PEM CA certificate(s) that client certificates must chain to. Set: mutual TLS, a client
+    /// without such a certificate cannot connect, and on the intake each aggregator is bound to
+    /// its certificate (`tls_client_names`).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[docker]`: shared by every `runtime = "docker"` performer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerConfig {
     /// The private bridge network the node creates for its performers (default
@@ -112,7 +134,7 @@ impl Default for DockerConfig {
 }
 
 /// `[intake]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntakeConfig {
     /// Listen address (default `0.0.0.0:9090`). Environment override: `AVSNODE_INTAKE_LISTEN`.
@@ -148,6 +170,9 @@ pub struct IntakeConfig {
         deserialize_with = "duration"
     )]
     pub stream_idle_timeout: Duration,
+    /// `[intake.tls]`: serve TLS (with `client_ca`, mutual TLS). Absent: plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for IntakeConfig {
@@ -161,12 +186,13 @@ impl Default for IntakeConfig {
             keepalive_interval: defaults::keepalive_interval(),
             keepalive_timeout: defaults::keepalive_timeout(),
             stream_idle_timeout: defaults::stream_idle_timeout(),
+            tls: None,
         }
     }
 }
 
 /// `[metrics]`: Prometheus `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Listen address (default `127.0.0.1:9464`, loopback only). Environment override:
@@ -184,7 +210,7 @@ impl Default for MetricsConfig {
 }
 
 /// `[ledger]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerConfig {
     /// How long signed records are kept (default `"14d"`). Must exceed every AVS's
@@ -208,7 +234,7 @@ impl Default for LedgerConfig {
 
 /// `[[signer]]`: a key, opened at start-up. Exactly one backend: a keystore file (`keystore` and
 /// `password_file`), a PKCS#11 token (`pkcs11`) or a remote signer (`remote`) (DESIGN §4.5).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignerConfig {
     /// The name operator sets refer to.
@@ -235,7 +261,7 @@ pub struct SignerConfig {
 }
 
 /// `pkcs11 = { module, token_label, key_label | key_id, pin_file }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pkcs11SignerConfig {
     /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
@@ -254,7 +280,7 @@ pub struct Pkcs11SignerConfig {
 }
 
 /// `remote = { url, ca, cert, key, key_name, timeout }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteSignerConfig {
     /// `https://host:port`; the host must match the signer's certificate.
@@ -450,7 +476,7 @@ impl SignerConfig {
 }
 
 /// `[[avs]]`: one AVS this node serves.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AvsConfig {
     /// The AVS's address.
@@ -499,7 +525,7 @@ pub struct AvsConfig {
 }
 
 /// An aggregator allowed to send tasks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
     /// The scheme of its task signatures.
@@ -511,10 +537,16 @@ pub struct AggregatorConfig {
     /// compressed public key. Not used for ecdsa.
     #[serde(default)]
     pub public_key: Option<String>,
+    /// With mutual TLS on the intake (`intake.tls.client_ca`): DNS names (subjectAltName) of the
+    /// client certificates this aggregator connects with. A task naming this aggregator over a
+    /// connection whose certificate is valid for none of them is refused (PERMISSION_DENIED
+    /// `client_certificate`). Required with mutual TLS; not allowed without it.
+    #[serde(default)]
+    pub tls_client_names: Vec<String>,
 }
 
 /// An operator set this node signs for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorSetConfig {
     /// The operator set id.
@@ -530,7 +562,7 @@ pub struct OperatorSetConfig {
 }
 
 /// `[avs.performer]`: the runtime that executes this AVS's tasks.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "runtime", rename_all = "lowercase", deny_unknown_fields)]
 pub enum PerformerConfig {
     /// A local executable the node starts with `PORT` set, health-checks and restarts.
@@ -558,7 +590,7 @@ pub enum PerformerConfig {
 
 /// `[avs.performer]` with `runtime = "docker"`. Every hardening switch is on unless turned off
 /// here. `Debug` shows env names, never values.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerPerformerConfig {
     /// The image: `name:tag`, `name@sha256:…`, or a local image id `sha256:…`. Absent: the AVS
@@ -638,7 +670,7 @@ impl fmt::Debug for DockerPerformerConfig {
 }
 
 /// `[avs.performer.registry_auth]`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryAuthConfig {
     /// The registry user.
@@ -657,7 +689,7 @@ impl fmt::Debug for RegistryAuthConfig {
 }
 
 /// `[avs.performer.resources]`: container limits; 0 means unlimited.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesConfig {
     /// Memory limit in MiB (default 1024).
@@ -952,6 +984,18 @@ impl Config {
             }
         };
         resolve(&mut self.node.data_dir);
+        let tls = self
+            .intake
+            .tls
+            .iter_mut()
+            .chain(self.management.iter_mut().filter_map(|m| m.tls.as_mut()));
+        for tls in tls {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            if let Some(ca) = &mut tls.client_ca {
+                resolve(ca);
+            }
+        }
         for signer in &mut self.signers {
             signer.resolve_paths(base);
         }
@@ -1041,6 +1085,11 @@ impl Config {
             );
         }
 
+        let mutual_tls = self
+            .intake
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
         let mut avs_seen = HashSet::new();
         for (i, avs) in self.avs.iter().enumerate() {
             let at = |key: &str| format!("avs[{i}].{key}");
@@ -1088,6 +1137,27 @@ impl Config {
                 }
                 if let Err(message) = crate::validate::AggregatorKey::from_config(agg) {
                     problem(at("public_key"), message);
+                }
+                match (mutual_tls, agg.tls_client_names.is_empty()) {
+                    (true, true) => problem(
+                        at("tls_client_names"),
+                        "required with mutual TLS on the intake (intake.tls.client_ca): the DNS \
+                         names of this aggregator's client certificate"
+                            .into(),
+                    ),
+                    (false, false) => problem(
+                        at("tls_client_names"),
+                        "only used with mutual TLS on the intake; set intake.tls.client_ca".into(),
+                    ),
+                    _ => {}
+                }
+                for name in &agg.tls_client_names {
+                    if rustls_pki_types::DnsName::try_from(name.as_str()).is_err() {
+                        problem(
+                            at("tls_client_names"),
+                            format!("{name:?} is not a DNS name"),
+                        );
+                    }
                 }
             }
             if avs.operator_sets.is_empty() {
@@ -1540,6 +1610,49 @@ command = "./performer"
                 .iter()
                 .any(|p| p.starts_with("avs[0].aggregators[0].public_key: BN254 G2")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn mutual_tls_binds_every_aggregator_to_certificate_names() {
+        let aggregator =
+            "{ scheme = \"ecdsa\", address = \"0x3333333333333333333333333333333333333333\" }";
+        let mtls = VALID.replacen(
+            "[[signer]]",
+            "[intake.tls]\ncert = \"tls/intake.pem\"\nkey = \"tls/intake.key\"\nclient_ca = \"/pki/aggregators.pem\"\n\n[[signer]]",
+            1,
+        );
+        assert_eq!(
+            problems(&mtls),
+            [
+                "avs[0].aggregators[0].tls_client_names: required with mutual TLS on the intake (intake.tls.client_ca): the DNS names of this aggregator's client certificate"
+            ]
+        );
+        let named = mtls.replace(
+            aggregator,
+            "{ scheme = \"ecdsa\", address = \"0x3333333333333333333333333333333333333333\", tls_client_names = [\"agg.example.org\"] }",
+        );
+        let config = parse(&named).unwrap();
+        let tls = config.intake.tls.as_ref().unwrap();
+        assert_eq!(tls.cert, Path::new("/etc/avsnode/tls/intake.pem"));
+        assert_eq!(
+            tls.client_ca.as_deref(),
+            Some(Path::new("/pki/aggregators.pem"))
+        );
+        let bad_name = named.replace("agg.example.org", "not a name");
+        assert_eq!(
+            problems(&bad_name),
+            ["avs[0].aggregators[0].tls_client_names: \"not a name\" is not a DNS name"]
+        );
+        let without_mtls = VALID.replace(
+            aggregator,
+            "{ scheme = \"ecdsa\", address = \"0x3333333333333333333333333333333333333333\", tls_client_names = [\"agg.example.org\"] }",
+        );
+        assert_eq!(
+            problems(&without_mtls),
+            [
+                "avs[0].aggregators[0].tls_client_names: only used with mutual TLS on the intake; set intake.tls.client_ca"
+            ]
         );
     }
 

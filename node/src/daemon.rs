@@ -28,6 +28,7 @@ use crate::intake::{self, IntakeError};
 use crate::ledger::{Ledger, LedgerError, LedgerOptions};
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
 use crate::signing::{SignerError, SigningKey};
+use crate::tls::ServerTls;
 use crate::validate::AggregatorKey;
 
 /// Why the node could not start or stopped with an error.
@@ -75,9 +76,21 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS certificate, key or CA could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// A reload that was not applied: the running configuration is kept.
+#[derive(Debug, thiserror::Error)]
+#[error("reload refused; the running configuration is kept:{}", list(.0))]
+pub struct ReloadError(pub Vec<Problem>);
+
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("\n  {p}")).collect()
 }
 
 /// A started node: its intake is serving.
@@ -88,6 +101,11 @@ pub struct RunningNode {
     server: JoinHandle<Result<(), IntakeError>>,
     stop: tokio::sync::watch::Sender<bool>,
     grace: Duration,
+    /// What is running: the last configuration applied (start or reload).
+    config: tokio::sync::Mutex<Config>,
+    keys: HashMap<String, Arc<SigningKey>>,
+    intake_tls: Option<Arc<ServerTls>>,
+    management_tls: Option<Arc<ServerTls>>,
 }
 
 impl RunningNode {
@@ -102,6 +120,14 @@ impl RunningNode {
             }
             .into());
         }
+        let intake_tls = match &config.intake.tls {
+            Some(tls) => Some(Arc::new(ServerTls::load("intake.tls", tls)?)),
+            None => None,
+        };
+        let management_tls = match config.management.as_ref().and_then(|m| m.tls.as_ref()) {
+            Some(tls) => Some(Arc::new(ServerTls::load("management.tls", tls)?)),
+            None => None,
+        };
         let metrics = Metrics::new()?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let live: Arc<OnceLock<Arc<Pipeline>>> = Arc::default();
@@ -137,55 +163,7 @@ impl RunningNode {
         }
 
         let performers = Arc::new(Performers::start(&config, metrics.clone()).await?);
-        let mut avs_list = Vec::new();
-        for (i, avs) in config.avs.iter().enumerate() {
-            let address: Address = avs.address.parse().map_err(|e: avsnode_signer::Error| {
-                NodeError::from(ConfigError::Invalid {
-                    path: "(configuration)".into(),
-                    problems: vec![Problem {
-                        path: format!("avs[{i}].address"),
-                        message: e.to_string(),
-                    }],
-                })
-            })?;
-            let aggregators = avs
-                .aggregators
-                .iter()
-                .filter_map(|a| {
-                    Some((a.address.parse().ok()?, AggregatorKey::from_config(a).ok()?))
-                })
-                .collect();
-            let operator_sets = avs
-                .operator_sets
-                .iter()
-                .filter_map(|set| {
-                    let key = keys.get(&set.signer)?.clone();
-                    let verifier = match (&set.verifier, &set.verifier_version) {
-                        (Some(a), Some(v)) => Some(EcdsaVerifier {
-                            address: a.parse().ok()?,
-                            version: v.clone(),
-                        }),
-                        _ => None,
-                    };
-                    Some((
-                        set.id,
-                        OperatorSet {
-                            id: set.id,
-                            key,
-                            verifier,
-                        },
-                    ))
-                })
-                .collect();
-            avs_list.push(Avs::new(
-                address,
-                avs.clone(),
-                aggregators,
-                operator_sets,
-                performers.slot(&address),
-            ));
-        }
-
+        let avs_list = build_avs(&config, &keys, &performers)?;
         for avs in &avs_list {
             metrics.init_avs(&avs.address.to_string());
         }
@@ -225,20 +203,27 @@ impl RunningNode {
                 management.env_from_node.clone(),
             );
             let stopped = stopped.clone();
+            let tls = management_tls.clone();
             tokio::spawn(async move {
                 if let Err(e) =
-                    crate::management::serve(service, listener, wait_for_stop(stopped)).await
+                    crate::management::serve(service, listener, tls, wait_for_stop(stopped)).await
                 {
                     tracing::error!(error = %e, "the management listener failed");
                 }
             });
         }
         let options = config.intake.clone();
-        info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), operator = %config.operator(), "intake serving");
+        info!(
+            listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            operator = %config.operator(),
+            tls = match &intake_tls { None => "off", Some(t) if t.mutual() => "mutual", Some(_) => "on" },
+            "intake serving"
+        );
         let server = tokio::spawn(intake::serve(
             pipeline.clone(),
             listener,
             options,
+            intake_tls.clone(),
             wait_for_stop(stopped),
         ));
         Ok(RunningNode {
@@ -247,6 +232,10 @@ impl RunningNode {
             server,
             stop,
             grace: config.node.shutdown_grace,
+            config: tokio::sync::Mutex::new(config),
+            keys,
+            intake_tls,
+            management_tls,
         })
     }
 
@@ -255,16 +244,232 @@ impl RunningNode {
         &self.pipeline
     }
 
-    /// Runs until `signal` resolves (or the server fails), then shuts down.
-    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), NodeError> {
-        tokio::select! {
-            () = signal => {}
-            result = &mut self.server => {
-                self.stop_performers().await;
-                return result?.map_err(NodeError::from);
+    /// Runs until `signal` resolves (or the server fails), then shuts down. With `config_file`,
+    /// SIGHUP reloads it ([`RunningNode::reload`]); a file that does not load or a change that
+    /// cannot be applied is logged and the running configuration kept.
+    pub async fn run_until(
+        mut self,
+        signal: impl Future<Output = ()>,
+        config_file: Option<&std::path::Path>,
+    ) -> Result<(), NodeError> {
+        use tokio::signal::unix::{SignalKind, signal as unix_signal};
+        let mut hangups = match config_file {
+            Some(_) => match unix_signal(SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    warn!(error = %e, "cannot install the SIGHUP handler: reloading is off");
+                    None
+                }
+            },
+            None => None,
+        };
+        let hangup = async |h: &mut Option<tokio::signal::unix::Signal>| match h {
+            Some(h) => h.recv().await,
+            None => std::future::pending().await,
+        };
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                result = &mut self.server => {
+                    self.stop_performers().await;
+                    return result?.map_err(NodeError::from);
+                }
+                Some(()) = hangup(&mut hangups) => {
+                    let Some(path) = config_file else { continue };
+                    info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                    match Config::load(path) {
+                        Ok(next) => match self.reload(next).await {
+                            Ok(()) => {}
+                            Err(e) => tracing::error!("{e}"),
+                        },
+                        Err(e) => tracing::error!(
+                            "reload refused; the running configuration is kept: {e}"
+                        ),
+                    }
+                }
             }
         }
         self.shutdown().await
+    }
+
+    /// Applies `next` while serving, all or nothing: AVS settings (limits, timeouts, staleness,
+    /// rate limits), aggregators and their keys, operator sets (over the signers already open),
+    /// performers (process and remote ones started beside the running one and swapped in once
+    /// healthy; docker ones redeployed blue/green), and the TLS certificate files. Tasks already
+    /// admitted finish under the configuration they started with; nothing in flight is dropped.
+    /// Settings that only take effect at a restart (listeners, ledger, node identity, signers)
+    /// are logged and left as they run.
+    pub async fn reload(&self, next: Config) -> Result<(), ReloadError> {
+        let mut running = self.config.lock().await;
+        let mut problems = next.problems();
+        let problem = |path: &str, message: String| Problem {
+            path: path.to_owned(),
+            message,
+        };
+
+        // What waits for a restart.
+        let mut later = Vec::new();
+        let (mut intake, mut next_intake) = (running.intake.clone(), next.intake.clone());
+        (intake.tls, next_intake.tls) = (None, None);
+        let strip = |m: &Option<crate::config::ManagementConfig>| {
+            m.clone().map(|mut m| {
+                m.tls = None;
+                m
+            })
+        };
+        for (section, changed) in [
+            ("[node]", running.node != next.node),
+            ("[intake]", intake != next_intake),
+            ("[ledger]", running.ledger != next.ledger),
+            ("[metrics]", running.metrics != next.metrics),
+            (
+                "[management]",
+                strip(&running.management) != strip(&next.management),
+            ),
+            ("[docker]", running.docker != next.docker),
+        ] {
+            if changed {
+                later.push(section);
+            }
+        }
+        if running.signers != next.signers {
+            problems.push(problem(
+                "signer",
+                "the [[signer]] tables changed: signers are opened at start only; restart the \
+                 node to change keys"
+                    .into(),
+            ));
+        }
+        let addresses = |c: &Config| -> Vec<String> {
+            let mut a: Vec<String> = c.avs.iter().map(|a| a.address.to_lowercase()).collect();
+            a.sort();
+            a
+        };
+        if addresses(&running) != addresses(&next) {
+            problems.push(problem(
+                "avs",
+                format!(
+                    "the set of AVSs changed ({} → {}): adding or removing an AVS takes a restart",
+                    addresses(&running).join(", "),
+                    addresses(&next).join(", ")
+                ),
+            ));
+        }
+
+        // TLS files, read and checked now, served after the commit.
+        let mut tls_next = Vec::new();
+        let management_tls = |c: &Config| c.management.as_ref().and_then(|m| m.tls.clone());
+        for (key, tls, was, now) in [
+            (
+                "intake.tls",
+                &self.intake_tls,
+                running.intake.tls.clone(),
+                next.intake.tls.clone(),
+            ),
+            (
+                "management.tls",
+                &self.management_tls,
+                management_tls(&running),
+                management_tls(&next),
+            ),
+        ] {
+            match (tls, now) {
+                (Some(tls), Some(now)) => match tls.prepare(&now) {
+                    Ok(config) => tls_next.push((tls.clone(), config)),
+                    Err(e) => problems.push(problem(key, e.to_string())),
+                },
+                (None, None) => {}
+                (_, now) if was.is_some() != now.is_some() => {
+                    problems.push(problem(key, "turning TLS on or off takes a restart".into()))
+                }
+                _ => {}
+            }
+        }
+
+        // Performers: the new ones start beside the running ones.
+        let mut staged = Vec::new();
+        if problems.is_empty() {
+            for (i, avs) in next.avs.iter().enumerate() {
+                let Some(old) = running
+                    .avs
+                    .iter()
+                    .find(|a| a.address.eq_ignore_ascii_case(&avs.address))
+                else {
+                    continue;
+                };
+                let Ok(address) = avs.address.parse::<Address>() else {
+                    continue;
+                };
+                match self
+                    .performers
+                    .stage(address, &old.performer, &avs.performer)
+                    .await
+                {
+                    Ok(Some(s)) => staged.push(s),
+                    Ok(None) => {}
+                    Err(message) => problems.push(problem(&format!("avs[{i}].performer"), message)),
+                }
+            }
+        }
+        let avs = if problems.is_empty() {
+            match build_avs(&next, &self.keys, &self.performers) {
+                Ok(avs) => Some(avs),
+                Err(e) => {
+                    problems.push(problem("avs", e.to_string()));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let Some(avs) = avs.filter(|_| problems.is_empty()) else {
+            for s in staged {
+                s.discard().await;
+            }
+            return Err(ReloadError(problems));
+        };
+
+        // Commit.
+        for avs in &avs {
+            self.pipeline.metrics().init_avs(&avs.address.to_string());
+        }
+        self.pipeline.replace_avs(avs);
+        let performers_changed = staged.len();
+        for s in staged {
+            self.performers.commit(s);
+        }
+        for (tls, config) in tls_next {
+            tls.commit(config);
+        }
+        let mut applied = next;
+        // What runs stays what the next reload compares against.
+        applied.node = running.node.clone();
+        applied.ledger = running.ledger.clone();
+        applied.metrics = running.metrics.clone();
+        applied.docker = running.docker.clone();
+        let (intake_tls, management_tls) = (
+            applied.intake.tls.take(),
+            applied.management.as_ref().and_then(|m| m.tls.clone()),
+        );
+        applied.intake = running.intake.clone();
+        applied.intake.tls = intake_tls;
+        applied.management = running.management.clone();
+        if let Some(m) = &mut applied.management {
+            m.tls = management_tls;
+        }
+        *running = applied;
+        info!(
+            avs = running.avs.len(),
+            performers_changed, "configuration reloaded"
+        );
+        if !later.is_empty() {
+            warn!(
+                sections = %later.join(", "),
+                "reload: these sections changed and take effect at the next restart"
+            );
+        }
+        Ok(())
     }
 
     /// Graceful shutdown: stop accepting connections and tasks (new tasks on open streams get
@@ -310,6 +515,62 @@ impl RunningNode {
     }
 }
 
+/// The pipeline's AVSs from `config`, with the open `keys` and the performers' slots.
+fn build_avs(
+    config: &Config,
+    keys: &HashMap<String, Arc<SigningKey>>,
+    performers: &Performers,
+) -> Result<Vec<Avs>, NodeError> {
+    let mut avs_list = Vec::new();
+    for (i, avs) in config.avs.iter().enumerate() {
+        let address: Address = avs.address.parse().map_err(|e: avsnode_signer::Error| {
+            NodeError::from(ConfigError::Invalid {
+                path: "(configuration)".into(),
+                problems: vec![Problem {
+                    path: format!("avs[{i}].address"),
+                    message: e.to_string(),
+                }],
+            })
+        })?;
+        let aggregators = avs
+            .aggregators
+            .iter()
+            .filter_map(|a| Some((a.address.parse().ok()?, AggregatorKey::from_config(a).ok()?)))
+            .collect();
+        let operator_sets = avs
+            .operator_sets
+            .iter()
+            .filter_map(|set| {
+                let key = keys.get(&set.signer)?.clone();
+                let verifier = match (&set.verifier, &set.verifier_version) {
+                    (Some(a), Some(v)) => Some(EcdsaVerifier {
+                        address: a.parse().ok()?,
+                        version: v.clone(),
+                    }),
+                    _ => None,
+                };
+                Some((
+                    set.id,
+                    OperatorSet {
+                        id: set.id,
+                        key,
+                        verifier,
+                    },
+                ))
+            })
+            .collect();
+        avs_list.push(Avs::new(
+            address,
+            avs.clone(),
+            aggregators,
+            operator_sets,
+            performers.slot(&address),
+        ));
+    }
+
+    Ok(avs_list)
+}
+
 /// Resolves once the node is told to stop.
 async fn wait_for_stop(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
@@ -326,6 +587,7 @@ fn readiness(live: Arc<OnceLock<Arc<Pipeline>>>) -> Readiness {
         };
         let not_ready: Vec<String> = pipeline
             .avs()
+            .into_iter()
             .filter_map(|avs| match avs.performer.current() {
                 Ok(p) if p.state() == PerformerState::Healthy => None,
                 Ok(p) => Some(format!("performer of AVS {} is {}", avs.address, p.state())),

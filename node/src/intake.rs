@@ -17,7 +17,8 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IntakeConfig;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Peer, Pipeline};
+use crate::tls::{ClientCertificate, ServerTls};
 
 /// Why the intake stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +31,12 @@ pub enum IntakeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves the intake on `listener` until `shutdown` resolves.
+/// Serves the intake on `listener` until `shutdown` resolves; over TLS when `tls` is given.
 pub async fn serve(
     pipeline: Arc<Pipeline>,
     listener: TcpListener,
     options: IntakeConfig,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), IntakeError> {
     let mut server = tonic::transport::Server::builder()
@@ -59,7 +61,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let max_message_size = intake.options.max_message_size;
-    server
+    let router = server
         .add_service(health)
         .add_service(
             ExecutorServiceServer::new(intake.clone())
@@ -71,9 +73,19 @@ pub async fn serve(
                 .max_decoding_message_size(max_message_size)
                 .max_encoding_message_size(max_message_size),
         )
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
+        .add_service(reflection);
+    match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await?
+        }
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -94,9 +106,9 @@ impl ExecutorService for Intake {
         request: Request<TaskSubmission>,
     ) -> Result<Response<TaskResult>, Status> {
         let timeout = grpc_timeout(request.metadata());
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = peer(&request);
         self.pipeline
-            .submit(request.into_inner(), timeout, "unary", peer)
+            .submit(request.into_inner(), timeout, "unary", &peer)
             .await
             .map(Response::new)
             .map_err(|r| r.to_status())
@@ -111,7 +123,7 @@ impl TaskStream for Intake {
         &self,
         request: Request<Streaming<StreamRequest>>,
     ) -> Result<Response<Self::OpenStream>, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        let peer = Arc::new(peer(&request));
         let mut inbound = request.into_inner();
         let cap = self.options.stream_inflight;
         let idle_timeout = self.options.stream_idle_timeout;
@@ -156,6 +168,7 @@ impl TaskStream for Intake {
                 };
                 let pipeline = pipeline.clone();
                 let events = events.clone();
+                let peer = peer.clone();
                 tokio::spawn(async move {
                     let event = answer(&pipeline, request, peer).await;
                     // A client that went away no longer wants the answer; the ledger has it.
@@ -170,15 +183,11 @@ impl TaskStream for Intake {
 }
 
 /// One stream request to its event: a result or a rejection, never a closed stream.
-async fn answer(
-    pipeline: &Arc<Pipeline>,
-    request: StreamRequest,
-    peer: Option<std::net::IpAddr>,
-) -> StreamEvent {
+async fn answer(pipeline: &Arc<Pipeline>, request: StreamRequest, peer: Arc<Peer>) -> StreamEvent {
     let kind = match request.kind {
         Some(stream_request::Kind::Task(task)) => {
             let task_id = task.task_id.clone();
-            match pipeline.submit(task, None, "stream", peer).await {
+            match pipeline.submit(task, None, "stream", &peer).await {
                 Ok(result) => stream_event::Kind::Result(result),
                 Err(rejection) => stream_event::Kind::Rejection(TaskRejection {
                     task_id,
@@ -194,6 +203,16 @@ async fn answer(
         }),
     };
     StreamEvent { kind: Some(kind) }
+}
+
+/// Who sent `request`: its address and, over mutual TLS, its certificate.
+fn peer<T>(request: &Request<T>) -> Peer {
+    Peer {
+        ip: request.remote_addr().map(|a| a.ip()),
+        certificate: request
+            .peer_certs()
+            .and_then(|chain| ClientCertificate::from_chain(&chain)),
+    }
 }
 
 /// The caller's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).

@@ -31,4 +31,5 @@ pub mod pipeline;
 pub mod rejection;
 pub mod remote_signer;
 pub mod signing;
+pub mod tls;
 pub mod validate;

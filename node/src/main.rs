@@ -44,7 +44,9 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the node with a configuration file.
+    /// Run the node with a configuration file. SIGTERM or SIGINT stop it gracefully (tasks in
+    /// flight finish within node.shutdown_grace); SIGHUP reloads the file: AVS, aggregator,
+    /// operator-set and performer settings and the TLS certificates, without dropping tasks.
     Run {
         /// The TOML configuration (see docs/CONFIG.md).
         #[arg(long, short)]
@@ -504,14 +506,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             .context("starting the runtime")
     };
     match command {
-        Command::Run { config } => {
-            let config = Config::load(&config)?;
+        Command::Run { config: file } => {
+            let config = Config::load(&file)?;
             runtime()?.block_on(async {
                 let listener = tokio::net::TcpListener::bind(config.intake.listen)
                     .await
                     .with_context(|| format!("binding the intake to {}", config.intake.listen))?;
                 let node = RunningNode::start(config, listener).await?;
-                node.run_until(shutdown_signal()).await?;
+                node.run_until(shutdown_signal(), Some(&file)).await?;
                 anyhow::Ok(())
             })?;
         }

@@ -179,7 +179,8 @@ struct Deployment {
 /// A docker AVS: its config, slot, and current deployment.
 #[derive(Debug)]
 struct DockerAvs {
-    config: DockerPerformerConfig,
+    /// Replaced by a reload.
+    config: Mutex<DockerPerformerConfig>,
     slot: Arc<PerformerSlot>,
     current: Mutex<Option<Deployment>>,
     /// Held by a deploy or removal; `try_lock` failing means ALREADY_EXISTS.
@@ -215,8 +216,9 @@ pub struct PerformerInfo {
 #[derive(Debug)]
 pub struct Performers {
     slots: HashMap<Address, Arc<PerformerSlot>>,
-    /// Process and remote performers (started from config, never deployed).
-    fixed: HashMap<Address, Arc<dyn Performer>>,
+    /// Process and remote performers (started from config, replaced by a reload, never
+    /// deployed).
+    fixed: Mutex<HashMap<Address, Arc<dyn Performer>>>,
     docker: HashMap<Address, DockerAvs>,
     runtime: Option<DockerRuntime>,
     node_id: String,
@@ -243,7 +245,7 @@ impl Performers {
         let file = config.node.data_dir.join("deployments.json");
         let mut performers = Performers {
             slots: HashMap::new(),
-            fixed: HashMap::new(),
+            fixed: Mutex::default(),
             docker: HashMap::new(),
             runtime: None,
             node_id,
@@ -279,7 +281,7 @@ impl Performers {
                 PerformerConfig::Docker(docker) => {
                     let slot = Arc::new(PerformerSlot::empty("no performer deployed"));
                     let entry = DockerAvs {
-                        config: docker.clone(),
+                        config: Mutex::new(docker.clone()),
                         slot: slot.clone(),
                         current: Mutex::new(None),
                         busy: tokio::sync::Mutex::new(()),
@@ -347,7 +349,7 @@ impl Performers {
                     performers
                         .slots
                         .insert(address, Arc::new(PerformerSlot::new(performer.clone())));
-                    performers.fixed.insert(address, performer);
+                    lock(&performers.fixed).insert(address, performer);
                 }
             }
         }
@@ -405,7 +407,7 @@ impl Performers {
     }
 
     fn spec(&self, avs: Address, record: &Record) -> Result<DockerSpec, DeployError> {
-        let config = &self.docker[&avs].config;
+        let config = lock(&self.docker[&avs].config).clone();
         let pull: PullPolicy = config
             .pull
             .parse()
@@ -489,9 +491,8 @@ impl Performers {
             .busy
             .try_lock()
             .map_err(|_| DeployError::InProgress(address))?;
-        let label = address.to_string();
         let record = Record {
-            avs: label.clone(),
+            avs: address.to_string(),
             performer_id: new_performer_id(&address),
             image,
             env,
@@ -499,6 +500,17 @@ impl Performers {
             deployed_at: unix_now(),
             removed: false,
         };
+        self.roll_out(address, entry, record).await
+    }
+
+    /// The deploy itself; the caller holds `entry.busy`.
+    async fn roll_out(
+        &self,
+        address: Address,
+        entry: &DockerAvs,
+        record: Record,
+    ) -> Result<String, DeployError> {
+        let label = address.to_string();
         let started = Instant::now();
         info!(avs = %address, performer = %record.performer_id, image = %record.image, "deploy: starting the new performer");
         let new = match self.start_container(address, &record).await {
@@ -526,10 +538,108 @@ impl Performers {
             performer: Some(old),
         }) = old
         {
-            drain_and_remove(old, &old_record.performer_id, entry.config.drain_timeout).await;
+            let drain_timeout = lock(&entry.config).drain_timeout;
+            drain_and_remove(old, &old_record.performer_id, drain_timeout).await;
         }
         self.count_deploy(&label, "success");
         Ok(record.performer_id)
+    }
+
+    /// A reload, first step: what the change of `avs`'s performer from `old` to `new` needs,
+    /// prepared without touching the running performer. A process or remote performer is
+    /// started beside the running one; a docker performer's settings are only checked. Changes
+    /// that cannot be made while serving are refused with the reason.
+    pub async fn stage(
+        &self,
+        avs: Address,
+        old: &PerformerConfig,
+        new: &PerformerConfig,
+    ) -> Result<Option<Staged>, String> {
+        if old == new {
+            return Ok(None);
+        }
+        match (old, new) {
+            (PerformerConfig::Docker(_), PerformerConfig::Docker(new)) => {
+                Ok(Some(Staged::Docker {
+                    avs,
+                    config: Box::new(new.clone()),
+                }))
+            }
+            (PerformerConfig::Docker(_), _) | (_, PerformerConfig::Docker(_)) => {
+                Err("changing the performer's runtime to or from docker takes a restart".into())
+            }
+            (PerformerConfig::Process { port: was, .. }, PerformerConfig::Process { port, .. })
+                if *port != 0 && port == was =>
+            {
+                Err(format!(
+                    "a process performer on the fixed port {port} cannot start beside the running \
+                     one; leave port out (0: any free port) to change it without a restart"
+                ))
+            }
+            _ => {
+                let performer = crate::daemon::start_performer(avs, new)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Some(Staged::Fixed { avs, performer }))
+            }
+        }
+    }
+
+    /// A reload, last step: puts a staged change in service. A replaced process or remote
+    /// performer stops once the tasks running on it are done (at most a minute); a docker
+    /// performer whose settings changed is redeployed blue/green with them, keeping its image
+    /// (the new configured image if it ran the configured one).
+    pub fn commit(self: &Arc<Self>, staged: Staged) {
+        match staged {
+            Staged::Fixed { avs, performer } => {
+                let old = lock(&self.fixed).insert(avs, performer.clone());
+                if let Some(slot) = self.slots.get(&avs) {
+                    slot.replace(performer);
+                }
+                info!(%avs, "reload: new performer in service");
+                if let Some(old) = old {
+                    tokio::spawn(retire(avs, old));
+                }
+            }
+            Staged::Docker { avs, config } => {
+                let Some(entry) = self.docker.get(&avs) else {
+                    return;
+                };
+                *lock(&entry.config) = (*config).clone();
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let Some(entry) = this.docker.get(&avs) else {
+                        return;
+                    };
+                    let _busy = entry.busy.lock().await;
+                    let current = lock(&entry.current).clone();
+                    let record = match current {
+                        Some(d) if !d.record.removed && d.record.source == "api" => Record {
+                            performer_id: new_performer_id(&avs),
+                            deployed_at: unix_now(),
+                            ..d.record
+                        },
+                        Some(d) if d.record.removed => return,
+                        _ => match config.image {
+                            Some(image) => Record {
+                                avs: avs.to_string(),
+                                performer_id: new_performer_id(&avs),
+                                image,
+                                env: Vec::new(),
+                                source: "config".into(),
+                                deployed_at: unix_now(),
+                                removed: false,
+                            },
+                            None => return,
+                        },
+                    };
+                    info!(%avs, image = %record.image, "reload: redeploying the docker performer with its new settings");
+                    if let Err(e) = this.roll_out(avs, entry, record).await {
+                        error!(%avs, error = %e, "reload: the redeploy failed; the running performer keeps serving");
+                    }
+                });
+            }
+        }
     }
 
     /// Stops and removes a docker performer; its AVS gets UNAVAILABLE until the next deploy (also
@@ -643,7 +753,8 @@ impl Performers {
     /// adopts them instead of cold-starting (unless `docker.stop_on_shutdown`, which removes
     /// them: the next start recreates them); process performers are stopped.
     pub async fn shutdown(&self) {
-        for performer in self.fixed.values() {
+        let fixed: Vec<_> = lock(&self.fixed).values().cloned().collect();
+        for performer in fixed {
             performer.shutdown().await;
         }
         for entry in self.docker.values() {
@@ -665,7 +776,7 @@ impl Performers {
         if let Some(entry) = self.docker.get(&address) {
             return Ok((address, entry));
         }
-        match self.fixed.get(&address) {
+        match lock(&self.fixed).get(&address) {
             Some(p) => Err(DeployError::NotDocker {
                 avs: address,
                 runtime: p.runtime(),
@@ -754,6 +865,44 @@ impl Performers {
 }
 
 /// Waits until no task holds `old` (or `timeout`), then stops and removes its container.
+/// A reload's performer change, started or checked but not yet in service.
+#[derive(Debug)]
+pub enum Staged {
+    /// A process or remote performer, running and healthy, to take over from the current one.
+    Fixed {
+        /// Its AVS.
+        avs: Address,
+        /// The new performer.
+        performer: Arc<dyn Performer>,
+    },
+    /// New settings of a docker performer.
+    Docker {
+        /// Its AVS.
+        avs: Address,
+        /// The new settings.
+        config: Box<DockerPerformerConfig>,
+    },
+}
+
+impl Staged {
+    /// Undoes staging (the reload was refused): stops a performer started for it.
+    pub async fn discard(self) {
+        if let Staged::Fixed { performer, .. } = self {
+            performer.shutdown().await;
+        }
+    }
+}
+
+/// Stops a replaced process or remote performer once no task runs on it (at most a minute).
+async fn retire(avs: Address, old: Arc<dyn Performer>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!(%avs, tasks_still_running = Arc::strong_count(&old) - 1, "reload: stopping the replaced performer");
+    old.shutdown().await;
+}
+
 async fn drain_and_remove(old: Arc<DockerPerformer>, id: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     // The slot no longer hands it out; every other holder is a task still running on it.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use avsnode_metrics::{Metrics, UNKNOWN_AVS};
@@ -21,6 +21,7 @@ use avsnode_signer::messages::{
     Address, EcdsaVerifier, SigningDigest, TaskId, bls12_381_certificate_digest,
     bn254_certificate_digest, ecdsa_certificate_digest, message_hash,
 };
+use rustls_pki_types::DnsName;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info_span, warn};
@@ -32,6 +33,7 @@ use crate::performers::PerformerSlot;
 use crate::rejection::Rejection;
 use crate::remote_signer::SignFields;
 use crate::signing::{SignError, SigningKey};
+use crate::tls::ClientCertificate;
 use crate::validate::{self, AggregatorKey, Task};
 
 /// Time kept back from the performer call for signing and for the answer to reach the caller
@@ -89,8 +91,10 @@ pub struct Avs {
     /// Where its tasks run (swapped by deploys).
     pub performer: Arc<PerformerSlot>,
     slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    rate_limiter: RateLimiter,
+    waiting: Arc<AtomicUsize>,
+    rate_limiter: Arc<RateLimiter>,
+    /// With mutual TLS: the names each aggregator's client certificate must be valid for.
+    client_names: HashMap<Address, Vec<DnsName<'static>>>,
     /// The `avs` metric label: the lower-case address.
     label: String,
 }
@@ -106,19 +110,77 @@ impl Avs {
     ) -> Avs {
         let slots = Arc::new(Semaphore::new(config.max_concurrency));
         let label = address.to_string();
-        let rate_limiter = RateLimiter::new(config.aggregator_rate_limit, config.aggregator_burst);
+        let rate_limiter = Arc::new(RateLimiter::new(
+            config.aggregator_rate_limit,
+            config.aggregator_burst,
+        ));
+        let client_names = config
+            .aggregators
+            .iter()
+            .filter_map(|a| {
+                let names = a
+                    .tls_client_names
+                    .iter()
+                    .filter_map(|n| Some(DnsName::try_from(n.as_str()).ok()?.to_owned()))
+                    .collect();
+                Some((a.address.parse().ok()?, names))
+            })
+            .collect();
         Avs {
             rate_limiter,
+            client_names,
             address,
             config,
             aggregators,
             operator_sets,
             performer,
             slots,
-            waiting: AtomicUsize::new(0),
+            waiting: Arc::default(),
             label,
         }
     }
+
+    /// Takes over the running state of `old`, the same AVS before a reload: its performer slots
+    /// (resized to this configuration's `max_concurrency`; tasks running keep theirs), its queue
+    /// count and, if the limits did not change, its rate-limit buckets.
+    pub fn succeed(&mut self, old: &Avs) {
+        let (was, now) = (old.config.max_concurrency, self.config.max_concurrency);
+        self.slots = old.slots.clone();
+        if now > was {
+            self.slots.add_permits(now - was);
+        } else if now < was {
+            // Free slots go at once; slots in use are taken out as their tasks finish.
+            let missing = was - now - self.slots.forget_permits(was - now);
+            if missing > 0 {
+                let slots = self.slots.clone();
+                tokio::spawn(async move {
+                    if let Ok(permits) = slots.acquire_many_owned(missing as u32).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        self.waiting = old.waiting.clone();
+        if (
+            old.config.aggregator_rate_limit,
+            old.config.aggregator_burst,
+        ) == (
+            self.config.aggregator_rate_limit,
+            self.config.aggregator_burst,
+        ) {
+            self.rate_limiter = old.rate_limiter.clone();
+        }
+    }
+}
+
+/// Where a task came from: the peer's IP address (rate limits are per source) and, over mutual
+/// TLS, its client certificate (an aggregator is bound to its certificate).
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The connection's remote IP address.
+    pub ip: Option<IpAddr>,
+    /// The verified client certificate (mutual TLS only).
+    pub certificate: Option<ClientCertificate>,
 }
 
 /// Only exact duplicates share a flight: the task message hash `h` covers every signed field, so
@@ -130,7 +192,8 @@ type FlightKey = (Address, u32, TaskId, [u8; 32]);
 #[derive(Debug)]
 pub struct Pipeline {
     operator: Address,
-    avs: HashMap<Address, Arc<Avs>>,
+    /// Swapped whole by a reload; a task keeps the `Avs` it started with.
+    avs: RwLock<Arc<HashMap<Address, Arc<Avs>>>>,
     ledger: Ledger,
     flights: Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
     in_flight: AtomicUsize,
@@ -155,7 +218,7 @@ impl Pipeline {
         let avs = avs.into_iter().map(|a| (a.address, Arc::new(a))).collect();
         Arc::new(Pipeline {
             operator,
-            avs,
+            avs: RwLock::new(Arc::new(avs)),
             ledger,
             flights: Mutex::default(),
             in_flight: AtomicUsize::new(0),
@@ -167,8 +230,32 @@ impl Pipeline {
     }
 
     /// The AVSs served.
-    pub fn avs(&self) -> impl Iterator<Item = &Arc<Avs>> {
-        self.avs.values()
+    pub fn avs(&self) -> Vec<Arc<Avs>> {
+        self.avs_map().values().cloned().collect()
+    }
+
+    fn avs_map(&self) -> Arc<HashMap<Address, Arc<Avs>>> {
+        self.avs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A reload: tasks from now on are checked and run against `avs` (each taking over the
+    /// running state of the AVS it replaces, [`Avs::succeed`]); tasks already admitted finish
+    /// under the configuration they started with.
+    pub fn replace_avs(&self, avs: Vec<Avs>) {
+        let mut map = self.avs.write().unwrap_or_else(PoisonError::into_inner);
+        let next = avs
+            .into_iter()
+            .map(|mut a| {
+                if let Some(old) = map.get(&a.address) {
+                    a.succeed(old);
+                }
+                (a.address, Arc::new(a))
+            })
+            .collect();
+        *map = Arc::new(next);
     }
 
     /// The metrics.
@@ -182,8 +269,8 @@ impl Pipeline {
         avs_address
             .parse::<Address>()
             .ok()
-            .and_then(|a| self.avs.get(&a))
-            .map_or_else(|| UNKNOWN_AVS.to_owned(), |a| a.label.clone())
+            .and_then(|a| self.avs_map().get(&a).map(|a| a.label.clone()))
+            .unwrap_or_else(|| UNKNOWN_AVS.to_owned())
     }
 
     fn completed(&self, avs: &Avs, outcome: &str) {
@@ -236,7 +323,7 @@ impl Pipeline {
         sub: TaskSubmission,
         grpc_timeout: Option<Duration>,
         intake: &'static str,
-        peer: Option<IpAddr>,
+        peer: &Peer,
     ) -> Outcome {
         let label = self.avs_label(&sub.avs_address);
         self.metrics
@@ -286,7 +373,7 @@ impl Pipeline {
         self: &Arc<Self>,
         sub: TaskSubmission,
         grpc_timeout: Option<Duration>,
-        peer: Option<IpAddr>,
+        peer: &Peer,
     ) -> Outcome {
         match validate::shape(sub) {
             Ok(task) => {
@@ -312,7 +399,7 @@ impl Pipeline {
         self: Arc<Self>,
         task: Task,
         grpc_timeout: Option<Duration>,
-        peer: Option<IpAddr>,
+        peer: &Peer,
     ) -> Outcome {
         if task.executor != self.operator {
             return Err(Rejection::WrongExecutor {
@@ -321,7 +408,7 @@ impl Pipeline {
             });
         }
         let avs = self
-            .avs
+            .avs_map()
             .get(&task.avs)
             .cloned()
             .ok_or(Rejection::UnknownAvs(task.avs))?;
@@ -346,10 +433,21 @@ impl Pipeline {
             .get(&task.aggregator)
             .cloned()
             .ok_or(Rejection::UnknownAggregator(task.aggregator))?;
+        // Mutual TLS: the aggregator named in the task must be the one holding the connection's
+        // certificate (before rate limiting: an impostor does not spend its victim's budget).
+        if let Some(names) = avs.client_names.get(&task.aggregator)
+            && !names.is_empty()
+            && !peer
+                .certificate
+                .as_ref()
+                .is_some_and(|c| c.is_valid_for(names))
+        {
+            return Err(Rejection::ClientCertificate(task.aggregator));
+        }
         // Before hashing the payload or checking the signature: a flood costs a lookup each.
         if !avs
             .rate_limiter
-            .allow(task.aggregator, peer, std::time::Instant::now())
+            .allow(task.aggregator, peer.ip, std::time::Instant::now())
         {
             return Err(Rejection::RateLimited(task.aggregator));
         }

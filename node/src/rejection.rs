@@ -55,6 +55,12 @@ pub enum Rejection {
     /// The aggregator is not configured for the AVS.
     #[error("aggregator {0} is not allowed to send tasks for this AVS")]
     UnknownAggregator(Address),
+    /// Mutual TLS: the connection's client certificate is not the one configured for the
+    /// aggregator the task names.
+    #[error(
+        "aggregator {0} is not allowed over this connection: its client certificate is valid for none of the names configured for it (tls_client_names)"
+    )]
+    ClientCertificate(Address),
     /// The aggregator's signature does not verify.
     #[error("the aggregator's task signature does not verify")]
     BadSignature,
@@ -121,7 +127,9 @@ impl Rejection {
         use Rejection::*;
         match self {
             Malformed(_) | UnsupportedVersion(_) | PayloadTooLarge { .. } => Code::InvalidArgument,
-            WrongExecutor { .. } | UnknownAggregator(_) | BadSignature => Code::PermissionDenied,
+            WrongExecutor { .. } | UnknownAggregator(_) | ClientCertificate(_) | BadSignature => {
+                Code::PermissionDenied
+            }
             UnknownAvs(_) | UnknownOperatorSet { .. } => Code::NotFound,
             Deadline(_) | PerformerTimeout | LateResult => Code::DeadlineExceeded,
             Stale { .. } | Conflict { .. } => Code::FailedPrecondition,
@@ -145,6 +153,7 @@ impl Rejection {
             Deadline(_) => "deadline",
             Stale { .. } => "stale",
             UnknownAggregator(_) => "unknown_aggregator",
+            ClientCertificate(_) => "client_certificate",
             BadSignature => "bad_signature",
             QueueFull(_) => "queue_full",
             RateLimited(_) => "rate_limited",

@@ -53,7 +53,8 @@ impl Pki {
 }
 
 /// Generates a CA, a server certificate (SANs `127.0.0.1` and `localhost`, server auth) and one
-/// client certificate per name in `clients` (client auth, common name = the name), all issued by
+/// client certificate per name in `clients` (client auth, common name and DNS subjectAltName =
+/// the name), all issued by
 /// the CA, and writes them to `dir` (which must exist; existing files are not overwritten, the
 /// call panics instead). Fresh keys on every call: two calls make two unrelated PKIs.
 pub fn write(dir: &Path, clients: &[&str]) -> Pki {
@@ -95,7 +96,11 @@ pub fn write(dir: &Path, clients: &[&str]) -> Pki {
             !["ca", "server"].contains(client),
             "client name {client:?} collides with the CA's or the server's files"
         );
-        leaf(client, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+        leaf(
+            client,
+            vec![(*client).to_owned()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
     }
     Pki {
         dir: dir.to_owned(),
