@@ -1328,18 +1328,25 @@ impl Config {
 
     /// A few lines for `check-config`: listeners, signers, AVSs and operator sets.
     pub fn summary(&self) -> String {
+        let tls = |t: &Option<TlsConfig>| match t {
+            None => "plaintext",
+            Some(t) if t.client_ca.is_some() => "mutual TLS",
+            Some(_) => "TLS",
+        };
         let mut s = format!(
-            "operator {}\ndata dir {}\nintake listens on {}\nmetrics listen on {}\n",
+            "operator {}\ndata dir {}\nintake listens on {} ({})\nmetrics listen on {}\n",
             self.operator(),
             self.node.data_dir.display(),
             self.intake.listen,
+            tls(&self.intake.tls),
             self.metrics.listen
         );
         match &self.management {
             Some(m) => {
                 s += &format!(
-                    "management listens on {} ({})\n",
+                    "management listens on {} ({}, {})\n",
                     m.listen,
+                    tls(&m.tls),
                     if m.require_auth {
                         format!("{} admin key(s)", m.admins.len())
                     } else {

@@ -526,7 +526,25 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             });
         }
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(config) => print!("ok\n{}", config.summary()),
+            Ok(config) => {
+                // The TLS files too: a reload would refuse them.
+                let tls = [
+                    ("intake.tls", config.intake.tls.as_ref()),
+                    (
+                        "management.tls",
+                        config.management.as_ref().and_then(|m| m.tls.as_ref()),
+                    ),
+                ];
+                for (key, tls) in tls {
+                    if let Some(tls) = tls
+                        && let Err(e) = avsnode::tls::ServerTls::load(key, tls)
+                    {
+                        println!("{}: {e}", file.display());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+                print!("ok\n{}", config.summary())
+            }
             Err(e) => {
                 println!("{e}");
                 return Ok(ExitCode::FAILURE);
