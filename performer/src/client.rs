@@ -178,3 +178,40 @@ impl Supervisor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use avsnode_example_performer::{Garbage, Options, serve};
+
+    use super::*;
+
+    /// Garbage from a performer is INTERNAL (a performer fault), not UNAVAILABLE (a lost
+    /// connection), and does not make the performer unhealthy.
+    #[tokio::test]
+    async fn an_answer_that_is_not_a_task_response_is_internal() {
+        for kind in [Garbage::Protobuf, Garbage::Unframed] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let endpoint = format!("http://{}", listener.local_addr().unwrap());
+            let options = Options {
+                garbage: Some(kind),
+                ..Options::default()
+            };
+            tokio::spawn(serve(listener, options, std::future::pending()));
+            let core = Core::new(endpoint, &HealthPolicy::default()).unwrap();
+            core.set_state(PerformerState::Healthy, None);
+            let task = TaskRequest {
+                task_id: b"0x01".to_vec(),
+                payload: vec![3],
+            };
+            match core.execute(task, Duration::from_secs(5)).await {
+                Err(ExecuteError::Status(status)) => {
+                    assert_eq!(status.code(), Code::Internal, "{kind:?}: {status:?}");
+                }
+                other => panic!("{kind:?}: expected INTERNAL, got {other:?}"),
+            }
+            assert_eq!(core.state(), PerformerState::Healthy, "{kind:?}");
+        }
+    }
+}

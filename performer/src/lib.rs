@@ -72,7 +72,9 @@ pub enum ExecuteError {
     /// No answer within the time the task had left (DEADLINE_EXCEEDED).
     #[error("performer did not answer before the deadline")]
     DeadlineExceeded,
-    /// The performer's own error, to pass through unchanged (INTERNAL stays INTERNAL).
+    /// The performer's own error, to pass through unchanged (INTERNAL stays INTERNAL). Also an
+    /// answer that is not a `TaskResponse` (a message that does not decode, a body that is not
+    /// gRPC-framed): tonic makes that INTERNAL on this side, but it is the performer's fault.
     #[error("performer failed the task ({:?}): {}", .0.code(), describe(.0))]
     Status(tonic::Status),
 }

@@ -26,6 +26,10 @@ const FAILING_AVS: &str = "0x000000000000000000000000000000000000fa11";
 const WRONG_ECHO_AVS: &str = "0x000000000000000000000000000000000000ec40";
 /// Its performer pads outputs to 2048 bytes; the AVS caps them at 1024.
 const BIG_OUTPUT_AVS: &str = "0x000000000000000000000000000000000000b160";
+/// Its performer answers with a gRPC message that is not a `TaskResponse` (`--garbage`).
+const GARBAGE_AVS: &str = "0x000000000000000000000000000000000000ba6a";
+/// Its performer answers with a body that is not gRPC-framed (`--garbage unframed`).
+const UNFRAMED_AVS: &str = "0x000000000000000000000000000000000000ba6f";
 /// Its performer exits in the middle of every task.
 const CRASHING_AVS: &str = "0x000000000000000000000000000000000000c4a5";
 /// Its performer takes 2 s per task.
@@ -48,6 +52,8 @@ fn node() -> &'static TestNode {
                     .max_output_size(1024),
             )
             .avs(AvsSpec::new(SLOW_AVS).performer(&["--delay-ms", "2000"]))
+            .avs(AvsSpec::new(GARBAGE_AVS).performer(&["--garbage"]))
+            .avs(AvsSpec::new(UNFRAMED_AVS).performer(&["--garbage", "unframed"]))
             .avs(AvsSpec::new(CRASHING_AVS).performer(&["--crash-mid-task", "--delay-ms", "100"]))
             .avs(
                 AvsSpec::new(NARROW_AVS)
@@ -360,6 +366,61 @@ async fn performer_crashing_mid_task_is_unavailable_and_nothing_is_signed() {
             "{:?}",
             start.elapsed()
         );
+    }
+    assert_still_serves().await;
+}
+
+/// A performer that answers with bytes that are not a `TaskResponse` (a gRPC message that does not
+/// decode, or a body that is not gRPC at all) while its health checks say SERVING: the task is
+/// INTERNAL `performer_error`, nothing is signed (the retry is refused the same way, not answered
+/// from the ledger), and the performer is neither restarted nor reported unready.
+#[tokio::test(flavor = "multi_thread")]
+async fn performer_returning_garbage_is_internal_and_nothing_is_signed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let node = node();
+    let _log = node.log_on_panic();
+    let cases = [
+        (GARBAGE_AVS, "failed to decode Protobuf message"),
+        (UNFRAMED_AVS, "invalid compression flag"),
+    ];
+    for (avs, says) in cases {
+        let task = node.fixture().task(avs, Scheme::Bls12381, &[5]);
+        for _ in 0..2 {
+            assert_refused(sign(&task), Code::Internal, says).await;
+        }
+        let metrics = node.scrape_metrics().await;
+        for wanted in [
+            format!("avsnode_task_rejections_total{{avs=\"{avs}\",reason=\"performer_error\"}} 2"),
+            format!("avsnode_performer_up{{avs=\"{avs}\",performer=\"process\"}} 1"),
+            format!("avsnode_performer_restarts_total{{avs=\"{avs}\"}} 0"),
+        ] {
+            assert!(
+                metrics.lines().any(|line| line == wanted),
+                "{avs}: no {wanted:?} in /metrics"
+            );
+        }
+    }
+
+    // Other AVSs' performers may be restarting (the crashing one), so /readyz may say 503; it
+    // must not name these.
+    let mut readyz = tokio::net::TcpStream::connect(node.metrics_address())
+        .await
+        .unwrap();
+    readyz
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: avsnode\r\n\r\n")
+        .await
+        .unwrap();
+    let mut ready = String::new();
+    readyz.read_to_string(&mut ready).await.unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.0 200")
+            || ready.starts_with("HTTP/1.1 200")
+            || ready.contains("not ready"),
+        "{ready}"
+    );
+    for (avs, _) in cases {
+        assert!(!ready.contains(avs), "/readyz names {avs}: {ready}");
     }
     assert_still_serves().await;
 }

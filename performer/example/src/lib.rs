@@ -6,7 +6,10 @@
 //! tests, and — built as a static binary in a `FROM scratch` image — by the Docker runtime tests.
 //!
 //! The [`Options`] beyond `--port`/`--host` are fault-injection knobs for those tests (slow, failing,
-//! nondeterministic, lying or crashing performers); a real performer has none of them.
+//! nondeterministic, lying, crashing or garbage-answering performers); a real performer has none
+//! of them.
+
+mod garbage;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +25,8 @@ use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
+
+pub use garbage::{Garbage, NOT_A_TASK_RESPONSE, UNFRAMED_BODY};
 
 /// The longest payload [`square`] accepts: a `u64`.
 pub const MAX_PAYLOAD_LEN: usize = 8;
@@ -71,6 +76,17 @@ pub struct Options {
     /// Pad each result with zero bytes up to this many bytes.
     #[arg(long)]
     pub output_size: Option<usize>,
+    /// Answer `ExecuteTask` with bytes that are not a `TaskResponse`, while health checks say
+    /// SERVING: `protobuf` (the default) a gRPC message with status OK that fails to decode,
+    /// `unframed` an HTTP/2 body that is not gRPC-framed.
+    #[arg(
+        long,
+        env = "AVSNODE_EXAMPLE_GARBAGE",
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "protobuf"
+    )]
+    pub garbage: Option<Garbage>,
     /// Report NOT_SERVING on the health service.
     #[arg(long)]
     pub not_serving: bool,
@@ -99,6 +115,7 @@ impl Default for Options {
             random_output: false,
             wrong_task_id: false,
             output_size: None,
+            garbage: None,
             not_serving: false,
             crash_mid_task: false,
             exit_after: None,
@@ -216,6 +233,7 @@ pub async fn serve(
         reporter.set_service_status(service, status).await;
     }
 
+    let garbage = options.garbage;
     let performer = std::sync::Arc::new(ExamplePerformer::new(options));
     let stop = async {
         tokio::select! {
@@ -223,9 +241,16 @@ pub async fn serve(
             () = performer.limit_reached.notified() => {}
         }
     };
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(PerformerServiceServer::from_arc(performer.clone()))
+    let service = PerformerServiceServer::from_arc(performer.clone());
+    let router = tonic::transport::Server::builder().add_service(health);
+    let router = match garbage {
+        None => router.add_service(service),
+        Some(kind) => router.add_service(garbage::Garbled {
+            kind,
+            inner: service,
+        }),
+    };
+    router
         // Small request/response pairs: Nagle would add latency to every task.
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), stop)
         .await?;
@@ -354,6 +379,82 @@ mod tests {
         });
         let status = failing.execute_task(request()).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Internal);
+    }
+
+    /// Serves `options` on an ephemeral port until the test's runtime ends; returns a channel to it.
+    async fn connect(options: Options) -> tonic::transport::Channel {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(listener, options, std::future::pending()));
+        tonic::transport::Endpoint::from_shared(url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn garbage_answers_do_not_decode_while_health_says_serving() {
+        use avsnode_proto::performer::performer_service_client::PerformerServiceClient;
+        use tonic_health::pb::health_check_response::ServingStatus as Health;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+        let performer = <PerformerServiceServer<ExamplePerformer> as NamedService>::NAME;
+        let cases = [
+            (Garbage::Protobuf, "failed to decode Protobuf message"),
+            (Garbage::Unframed, "invalid compression flag"),
+        ];
+        for (kind, says) in cases {
+            let channel = connect(Options {
+                garbage: Some(kind),
+                ..Options::default()
+            })
+            .await;
+            let mut tasks = PerformerServiceClient::new(channel.clone());
+            for _ in 0..2 {
+                let task = TaskRequest {
+                    task_id: b"0x01".to_vec(),
+                    payload: vec![3],
+                };
+                let status = tasks.execute_task(task).await.unwrap_err();
+                assert_eq!(status.code(), tonic::Code::Internal, "{kind:?}: {status:?}");
+                assert!(status.message().contains(says), "{kind:?}: {status:?}");
+            }
+            // The other method and the health service are unaffected.
+            tasks.start_sync(StartSyncRequest::default()).await.unwrap();
+            let health = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: performer.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(health.status(), Health::Serving, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_not_a_task_response() {
+        use prost::Message;
+        assert!(TaskResponse::decode(NOT_A_TASK_RESPONSE).is_err());
+        assert!(!matches!(UNFRAMED_BODY.as_bytes()[0], 0 | 1));
+    }
+
+    #[test]
+    fn garbage_kind_defaults_to_protobuf() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            Options::try_parse_from(["performer"].iter().chain(args))
+                .unwrap()
+                .garbage
+        };
+        assert_eq!(parse(&[]), None);
+        assert_eq!(parse(&["--garbage"]), Some(Garbage::Protobuf));
+        assert_eq!(
+            parse(&["--garbage", "--delay-ms", "1"]),
+            Some(Garbage::Protobuf)
+        );
+        assert_eq!(parse(&["--garbage", "unframed"]), Some(Garbage::Unframed));
     }
 
     #[test]
