@@ -221,6 +221,10 @@ pub struct LedgerConfig {
     /// `"5ms"`; `"0s"` commits each batch at once). Adds at most this much latency per task.
     #[serde(default = "defaults::commit_delay", deserialize_with = "duration")]
     pub commit_delay: Duration,
+    /// The ledger's page cache in MiB (default 16): the node's memory grows with the ledger up
+    /// to this much; lookups past it read the file (usually from the OS page cache).
+    #[serde(default = "defaults::ledger_cache_mib")]
+    pub cache_mib: usize,
 }
 
 impl Default for LedgerConfig {
@@ -228,6 +232,7 @@ impl Default for LedgerConfig {
         LedgerConfig {
             retention: defaults::retention(),
             commit_delay: defaults::commit_delay(),
+            cache_mib: defaults::ledger_cache_mib(),
         }
     }
 }
@@ -715,6 +720,10 @@ impl Default for ResourcesConfig {
 
 mod defaults {
     use super::*;
+
+    pub(super) fn ledger_cache_mib() -> usize {
+        16
+    }
 
     pub(super) fn remote_timeout() -> Duration {
         Duration::from_secs(2)

@@ -151,6 +151,7 @@ impl RunningNode {
             LedgerOptions {
                 commit_delay: config.ledger.commit_delay,
                 commit_seconds: Some(metrics.ledger_commit_seconds.clone()),
+                cache_size: config.ledger.cache_mib << 20,
             },
         )?;
 

@@ -310,6 +310,10 @@ pub struct LedgerOptions {
     pub commit_delay: Duration,
     /// Observes each durable commit's duration (`avsnode_ledger_commit_seconds`).
     pub commit_seconds: Option<avsnode_metrics::PromHistogram>,
+    /// redb's page cache in bytes. Written pages stay in it, so the node's memory grows with
+    /// the ledger up to this size (redb's own default of 1 GiB made a long-running node's RSS
+    /// follow the ledger file).
+    pub cache_size: usize,
 }
 
 impl Default for LedgerOptions {
@@ -317,6 +321,7 @@ impl Default for LedgerOptions {
         LedgerOptions {
             commit_delay: Duration::from_millis(5),
             commit_seconds: None,
+            cache_size: 16 << 20,
         }
     }
 }
@@ -364,10 +369,13 @@ impl Ledger {
                 .open(&db_path)
                 .map_err(io_error(&db_path))?,
         );
-        let db = Database::create(&db_path).map_err(|source| LedgerError::Open {
-            path: db_path.clone(),
-            source,
-        })?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_size)
+            .create(&db_path)
+            .map_err(|source| LedgerError::Open {
+                path: db_path.clone(),
+                source,
+            })?;
         // Read transactions cannot open a table that was never created.
         let txn = db
             .begin_write()

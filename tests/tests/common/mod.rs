@@ -448,9 +448,17 @@ pub struct NodeBuilder {
     shutdown_grace: Option<String>,
     env: Vec<(String, String)>,
     log_level: Option<String>,
+    aggregator_toml: String,
 }
 
 impl NodeBuilder {
+    /// Keys added to every aggregator's inline table in every `[[avs]]`, e.g.
+    /// `tls_client_names = ["agg-a.example"]` (required once the intake runs mutual TLS).
+    pub fn aggregator_toml(mut self, keys: &str) -> NodeBuilder {
+        self.aggregator_toml = keys.to_owned();
+        self
+    }
+
     /// Replaces the `keystore`/`password_file` lines of `scheme`'s `[[signer]]` with `lines`,
     /// e.g. `pkcs11 = { … }` or `remote = { … }`. Results then verify under that backend's key,
     /// not under the fixture's [`OperatorSetKey::public`] (unless the backend holds the same key).
@@ -571,10 +579,14 @@ impl NodeBuilder {
                 }
             }
             toml.push_str(&avs.toml);
+            let mut aggregators = fixture.aggregator_configs();
+            if !self.aggregator_toml.is_empty() {
+                // Every entry is an inline table ending in " }".
+                aggregators = aggregators.replace(" }", &format!(", {} }}", self.aggregator_toml));
+            }
             writeln!(
                 toml,
-                "aggregators = [\n  {}\n]\noperator_sets = [",
-                fixture.aggregator_configs()
+                "aggregators = [\n  {aggregators}\n]\noperator_sets = ["
             )
             .unwrap();
             for set in &fixture.sets {
@@ -997,4 +1009,50 @@ fn logged_address(line: &str, message: &str) -> Option<SocketAddr> {
         return None;
     }
     fields.get("listen")?.as_str()?.parse().ok()
+}
+
+/// How long a SIGHUP reload may take to be logged (it starts changed performers and waits for
+/// them to be healthy).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(90);
+
+impl TestNode {
+    /// Sends SIGHUP (reload the configuration file) and waits, at most 90 s, for the node to log
+    /// the outcome: `Ok` on "configuration reloaded", `Err` with the logged message on
+    /// "reload refused…".
+    ///
+    /// SIGHUP before the node installs its handler ends it: send this only once the node has
+    /// served something.
+    pub fn reload(&self) -> Result<(), String> {
+        let before = reload_outcomes(&self.log()).len();
+        signal(self.pid().expect("the node is running"), "-HUP");
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        loop {
+            if let Some(outcome) = reload_outcomes(&self.log()).into_iter().nth(before) {
+                return outcome;
+            }
+            if Instant::now() > deadline {
+                self.print_log();
+                panic!("no reload outcome logged within {RELOAD_TIMEOUT:?} of SIGHUP");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Every reload outcome in `log`, in order: `Ok` for "configuration reloaded", `Err(message)`
+/// for a message starting "reload refused".
+fn reload_outcomes(log: &str) -> Vec<Result<(), String>> {
+    log.lines()
+        .filter_map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            let message = value.get("fields")?.get("message")?.as_str()?;
+            if message == "configuration reloaded" {
+                Some(Ok(()))
+            } else if message.starts_with("reload refused") {
+                Some(Err(message.to_owned()))
+            } else {
+                None
+            }
+        })
+        .collect()
 }

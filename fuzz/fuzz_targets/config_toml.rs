@@ -1,0 +1,70 @@
+//! The node's TOML configuration: `Config::from_toml` (parse, environment overrides, path
+//! resolution, validation) and everything `check-config` prints about an accepted file.
+//!
+//! Input: the TOML text, optionally followed by a NUL byte and `NAME=VALUE` lines that act as
+//! the environment (so the `AVSNODE_*` overrides are fuzzed too).
+//!
+//! Invariants: nothing panics; a config is accepted exactly when it has no problems, and an
+//! accepted config still has none when checked again; every accepted aggregator key decodes;
+//! a rejected one names at least one problem.
+#![no_main]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use avsnode::config::{Config, ConfigError};
+use avsnode::validate::AggregatorKey;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (toml, env_text) = text.split_once('\0').unwrap_or((text, ""));
+    let env: HashMap<&str, &str> = env_text
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    let lookup = |name: &str| env.get(name).map(|v| (*v).to_owned());
+
+    match Config::from_toml(toml, Path::new("/etc/avsnode/avsnode.toml"), lookup) {
+        Ok(config) => {
+            let problems = config.problems();
+            assert!(
+                problems.is_empty(),
+                "accepted config has problems: {problems:?}"
+            );
+            assert!(!config.avs.is_empty());
+            for avs in &config.avs {
+                assert!(!avs.aggregators.is_empty());
+                for agg in &avs.aggregators {
+                    assert!(
+                        AggregatorKey::from_config(agg).is_ok(),
+                        "accepted config with an undecodable aggregator key"
+                    );
+                }
+            }
+            for signer in &config.signers {
+                assert!(
+                    signer.backend().is_ok(),
+                    "accepted signer without a backend"
+                );
+                let _ = signer.backend_label();
+                let _ = signer.location();
+            }
+            let _ = config.operator();
+            let _ = config.node_id();
+            let _ = config.docker_network();
+            let _ = config.summary();
+        }
+        Err(ConfigError::Invalid { problems, .. }) => {
+            assert!(!problems.is_empty(), "rejected config without a problem");
+            for p in &problems {
+                let _ = p.to_string();
+            }
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+});
