@@ -245,24 +245,17 @@ impl RunningNode {
         &self.pipeline
     }
 
-    /// Runs until `signal` resolves (or the server fails), then shuts down. With `config_file`,
-    /// SIGHUP reloads it ([`RunningNode::reload`]); a file that does not load or a change that
-    /// cannot be applied is logged and the running configuration kept.
+    /// Runs until `signal` resolves (or the server fails), then shuts down. With `reload`, each
+    /// SIGHUP on its stream reloads its config file ([`RunningNode::reload`]); a file that does
+    /// not load or a change that cannot be applied is logged and the running configuration kept.
     pub async fn run_until(
         mut self,
         signal: impl Future<Output = ()>,
-        config_file: Option<&std::path::Path>,
+        reload: Option<(&std::path::Path, tokio::signal::unix::Signal)>,
     ) -> Result<(), NodeError> {
-        use tokio::signal::unix::{SignalKind, signal as unix_signal};
-        let mut hangups = match config_file {
-            Some(_) => match unix_signal(SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(error = %e, "cannot install the SIGHUP handler: reloading is off");
-                    None
-                }
-            },
-            None => None,
+        let (config_file, mut hangups) = match reload {
+            Some((file, hangups)) => (Some(file), Some(hangups)),
+            None => (None, None),
         };
         let hangup = async |h: &mut Option<tokio::signal::unix::Signal>| match h {
             Some(h) => h.recv().await,

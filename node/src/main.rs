@@ -509,11 +509,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run { config: file } => {
             let config = Config::load(&file)?;
             runtime()?.block_on(async {
+                // Before anything slow: SIGTERM, SIGINT and SIGHUP during start-up are handled
+                // once the node serves (a reload right after start), never fatal.
+                let stop = shutdown_signal();
+                let hangups =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                        .context("installing the SIGHUP handler")?;
                 let listener = tokio::net::TcpListener::bind(config.intake.listen)
                     .await
                     .with_context(|| format!("binding the intake to {}", config.intake.listen))?;
                 let node = RunningNode::start(config, listener).await?;
-                node.run_until(shutdown_signal(), Some(&file)).await?;
+                node.run_until(stop, Some((&file, hangups))).await?;
                 anyhow::Ok(())
             })?;
         }
@@ -773,17 +779,23 @@ fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when it is
+/// first polled: a signal during start-up is then seen once the node serves, instead of killing
+/// the process (and orphaning the performers it started).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }

@@ -1059,7 +1059,9 @@ struct Shape {
 impl Shape {
     /// The always-on test: 150 honest tasks on the stream and 60 unary, 2,790 bad; offered
     /// over 3 s, but with at most 16 unanswered per connection, so that a debug build on a
-    /// loaded machine is kept busy, not drowned (open-loop overload is for the measurement).
+    /// loaded machine is kept busy, not drowned. (Drowned for 15 s, its health checks of the
+    /// performer time out and it restarts a healthy performer: docs/PERFORMANCE.md, "Under
+    /// attack".)
     const TEST: Shape = Shape {
         ticks: 150,
         period: Duration::from_millis(20),

@@ -170,6 +170,20 @@ fn wait_for_log(
     }
 }
 
+#[tokio::test]
+async fn a_sighup_while_starting_is_a_reload_once_serving_not_the_end() {
+    let node = TestNode::builder().hangup_while_starting().start();
+    let _log = node.log_on_panic();
+    wait_for_log(&node, "configuration reloaded", 0, Duration::from_secs(60));
+    let fixture = node.fixture();
+    let task = fixture.task(AVS, Scheme::Ecdsa, &[3]);
+    let result = node
+        .submit(fixture.sign(Scheme::Ecdsa, &task))
+        .await
+        .unwrap();
+    fixture.assert_verifies(&result, &task);
+}
+
 /// How many times `message` has been logged.
 fn logged(node: &TestNode, message: &str) -> usize {
     node.log()

@@ -449,11 +449,21 @@ pub struct NodeBuilder {
     env: Vec<(String, String)>,
     log_level: Option<String>,
     aggregator_toml: String,
+    /// A signal sent while the node starts (`hangup_while_starting`).
+    signal_while_starting: Option<&'static str>,
 }
 
 impl NodeBuilder {
     /// Keys added to every aggregator's inline table in every `[[avs]]`, e.g.
     /// `tls_client_names = ["agg-a.example"]` (required once the intake runs mutual TLS).
+    /// Sends SIGHUP while the node starts: once it logs that its metrics listener serves (the
+    /// first thing `RunningNode::start` does), before it opens the ledger, signers, performers
+    /// and the intake.
+    pub fn hangup_while_starting(mut self) -> NodeBuilder {
+        self.signal_while_starting = Some("-HUP");
+        self
+    }
+
     pub fn aggregator_toml(mut self, keys: &str) -> NodeBuilder {
         self.aggregator_toml = keys.to_owned();
         self
@@ -640,6 +650,17 @@ impl NodeBuilder {
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().unwrap();
         let watchdog = spawn_watchdog(child.id(), fixture.dir());
+        if let Some(sig) = self.signal_while_starting {
+            let deadline = Instant::now() + START_TIMEOUT;
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("metrics serving")
+            {
+                assert!(Instant::now() < deadline, "the node never started");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            signal(child.id(), sig);
+        }
         let mut node = TestNode {
             fixture,
             child: Some(child),
@@ -1020,8 +1041,6 @@ impl TestNode {
     /// the outcome: `Ok` on "configuration reloaded", `Err` with the logged message on
     /// "reload refused…".
     ///
-    /// SIGHUP before the node installs its handler ends it: send this only once the node has
-    /// served something.
     pub fn reload(&self) -> Result<(), String> {
         let before = reload_outcomes(&self.log()).len();
         signal(self.pid().expect("the node is running"), "-HUP");
