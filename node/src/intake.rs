@@ -152,7 +152,13 @@ impl TaskStream for Intake {
                     Some(Ok(Some(request))) => request,
                     Some(Ok(None)) => break,
                     Some(Err(status)) => {
-                        tracing::debug!("task stream closed by the client: {status}");
+                        // A frame that does not decode (or the client going away): the tasks
+                        // already read are answered first, then the stream ends with the read
+                        // error, so the client learns why.
+                        tracing::debug!("task stream ended by a read error: {status}");
+                        drop(slot);
+                        let _ = slots.acquire_many(cap as u32).await;
+                        let _ = events.send(Err(status)).await;
                         break;
                     }
                     None => {

@@ -17,7 +17,7 @@ use avsnode::signing::LocalKey;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
-use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode};
+use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, sample};
 use tonic::Code;
 
 /// A second AVS, served with the example performer's defaults.
@@ -118,28 +118,6 @@ fn marker_of<'m>(
         }
     }
     panic!("the result verifies with none of the markers {markers:?}: {failures:?}")
-}
-
-/// The sum of the samples of `name` whose labels include every pair of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
-            continue;
-        };
-        let Some((label_text, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let found: HashMap<&str, &str> = label_text
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        if labels.iter().all(|(k, v)| found.get(k) == Some(v)) {
-            sum += value.trim().parse::<f64>().unwrap();
-        }
-    }
-    sum
 }
 
 /// Waits (at most `within`) until a JSON log line with `message` is logged after the first

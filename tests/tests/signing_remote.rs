@@ -36,7 +36,7 @@ use avsnode_signer::Scheme;
 use avsnode_signer::messages::EcdsaVerifier;
 use avsnode_tests::pki::{self, Pki};
 use avsnode_tests::softhsm::{self, Token, softhsm_available};
-use common::{AVS, Fixture, SCHEMES, TestNode, VERIFIER, address};
+use common::{AVS, Fixture, SCHEMES, TestNode, VERIFIER, address, sample};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -400,31 +400,6 @@ fn assert_all_verify(
         failures.len(),
         answers.len()
     );
-}
-
-/// The sum of the samples of `name` whose labels include every pair of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let Some(rest) = rest.strip_prefix('{') else {
-            continue;
-        };
-        let Some((label_text, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let found: HashMap<&str, &str> = label_text
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        if labels.iter().all(|(k, v)| found.get(k) == Some(v)) {
-            sum += value.trim().parse::<f64>().unwrap();
-        }
-    }
-    sum
 }
 
 /// One answer on a [`Session`], with when its task was sent and when it was answered.

@@ -21,7 +21,7 @@ use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
 use avsnode_tests::pki::{self, Pki};
-use common::{AVS, Fixture, SCHEMES, TestNode};
+use common::{AVS, Fixture, SCHEMES, TestNode, sample};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -330,28 +330,6 @@ fn edit_config(node: &TestNode, edit: impl FnOnce(&str) -> String) {
     let edited = edit(&text);
     assert_ne!(edited, text, "the edit changed nothing");
     std::fs::write(node.config(), edited).unwrap();
-}
-
-/// The sum of the samples of `name` whose labels include every pair of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut sum = 0.0;
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
-            continue;
-        };
-        let Some((label_text, value)) = rest.split_once("} ") else {
-            continue;
-        };
-        let found: HashMap<&str, &str> = label_text
-            .split(',')
-            .filter_map(|pair| pair.split_once('='))
-            .map(|(k, v)| (k, v.trim_matches('"')))
-            .collect();
-        if labels.iter().all(|(k, v)| found.get(k) == Some(v)) {
-            sum += value.trim().parse::<f64>().unwrap();
-        }
-    }
-    sum
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1075,3 +1075,26 @@ fn reload_outcomes(log: &str) -> Vec<Result<(), String>> {
         })
         .collect()
 }
+
+/// The sum of the samples of `name` in a `/metrics` text whose labels include every pair of
+/// `labels`.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut sum = 0.0;
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let Some((label_text, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let found: std::collections::HashMap<&str, &str> = label_text
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        if labels.iter().all(|(k, v)| found.get(k) == Some(v)) {
+            sum += value.trim().parse::<f64>().unwrap();
+        }
+    }
+    sum
+}
