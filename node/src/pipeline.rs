@@ -202,6 +202,10 @@ pub struct Pipeline {
     stopping: watch::Sender<Stopping>,
     tasks_in_memory: AtomicUsize,
     max_tasks_in_memory: usize,
+    /// Aggregator-signature checks running at once: one per core. Unbounded, a flood of forged
+    /// tasks (each passing the cheap checks) ran one blocking thread each and starved honest work.
+    verifying: Semaphore,
+    warnings: WarningBudget,
     metrics: Arc<Metrics>,
 }
 
@@ -225,6 +229,10 @@ impl Pipeline {
             stopping: watch::Sender::new(Stopping::Running),
             tasks_in_memory: AtomicUsize::new(0),
             max_tasks_in_memory,
+            verifying: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
+            warnings: WarningBudget::default(),
             metrics,
         })
     }
@@ -338,7 +346,7 @@ impl Pipeline {
             Err(Rejection::ShuttingDown)
         } else if held >= self.max_tasks_in_memory {
             let rejection = Rejection::Overloaded(self.max_tasks_in_memory);
-            log_rejection(&rejection);
+            self.log_rejection(&rejection);
             Err(rejection)
         } else {
             tokio::select! {
@@ -384,12 +392,12 @@ impl Pipeline {
                     .instrument(span.clone())
                     .await;
                 if let Err(rejection) = &outcome {
-                    span.in_scope(|| log_rejection(rejection));
+                    span.in_scope(|| self.log_rejection(rejection));
                 }
                 outcome
             }
             Err(rejection) => {
-                log_rejection(&rejection);
+                self.log_rejection(&rejection);
                 Err(rejection)
             }
         }
@@ -454,9 +462,12 @@ impl Pipeline {
 
         let h = validate::task_hash(&task, self.operator);
         let signature = task.signature.clone();
-        let verified = tokio::task::spawn_blocking(move || aggregator.verify(&h, &signature))
-            .await
-            .map_err(|e| Rejection::Internal(format!("signature check panicked: {e}")))?;
+        let verified = {
+            let _permit = self.verifying.acquire().await.map_err(internal)?;
+            tokio::task::spawn_blocking(move || aggregator.verify(&h, &signature))
+                .await
+                .map_err(|e| Rejection::Internal(format!("signature check panicked: {e}")))?
+        };
         if !verified {
             return Err(Rejection::BadSignature);
         }
@@ -765,7 +776,6 @@ fn same_digest(task: &Task, set: &OperatorSet, record: &Record) -> Result<(), Re
     })
 }
 
-/// An internal failure, with its whole `source()` chain (the detail is often in the sources).
 /// Where a shutdown is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stopping {
@@ -783,6 +793,7 @@ impl Drop for TaskCount<'_> {
     }
 }
 
+/// An internal failure, with its whole `source()` chain (the detail is often in the sources).
 fn internal(e: impl Into<Box<dyn std::error::Error>>) -> Rejection {
     let e = e.into();
     let mut message = e.to_string();
@@ -794,16 +805,89 @@ fn internal(e: impl Into<Box<dyn std::error::Error>>) -> Rejection {
     Rejection::Internal(message)
 }
 
-/// Each rejection is logged once, at a level that fits its cause.
-fn log_rejection(rejection: &Rejection) {
-    match rejection {
-        Rejection::BadSignature
-        | Rejection::UnknownAggregator(_)
-        | Rejection::WrongExecutor { .. } => {
-            warn!(reason = rejection.reason(), "rejected: {rejection}");
+/// Warnings about rejected tasks are capped at this many a second; the rest are counted and the
+/// count logged with the next warning let through. A flood of forged tasks is in the metrics
+/// (`avsnode_tasks_rejected_total`) in full; in the log it is a few lines a second, not thousands.
+const REJECTION_WARNINGS_PER_SECOND: u32 = 10;
+
+/// The budget behind [`REJECTION_WARNINGS_PER_SECOND`].
+#[derive(Debug, Default)]
+struct WarningBudget(Mutex<WarningWindow>);
+
+#[derive(Debug, Default)]
+struct WarningWindow {
+    opened: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl WarningBudget {
+    /// Whether one more warning may be logged at `now`, and how many were suppressed in the window
+    /// that `now` closed (to be said with it).
+    fn admit(&self, now: std::time::Instant) -> (bool, u64) {
+        let mut window = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut suppressed = 0;
+        if window
+            .opened
+            .is_none_or(|opened| now.duration_since(opened) >= Duration::from_secs(1))
+        {
+            suppressed = std::mem::take(&mut window.suppressed);
+            window.opened = Some(now);
+            window.logged = 0;
         }
-        // The ledger itself logs a conflict loudly, with its domain.
-        Rejection::Internal(_) => error!(reason = rejection.reason(), "{rejection}"),
-        _ => debug!(reason = rejection.reason(), "rejected: {rejection}"),
+        if window.logged < REJECTION_WARNINGS_PER_SECOND {
+            window.logged += 1;
+            (true, suppressed)
+        } else {
+            window.suppressed += 1;
+            (false, suppressed)
+        }
+    }
+}
+
+impl Pipeline {
+    /// Each rejection is logged once, at a level that fits its cause; warnings within
+    /// [`REJECTION_WARNINGS_PER_SECOND`].
+    fn log_rejection(&self, rejection: &Rejection) {
+        match rejection {
+            Rejection::BadSignature
+            | Rejection::UnknownAggregator(_)
+            | Rejection::WrongExecutor { .. } => {
+                let (log, suppressed) = self.warnings.admit(std::time::Instant::now());
+                if suppressed > 0 {
+                    warn!(
+                        suppressed,
+                        "{suppressed} rejection warnings were not logged (over \
+                         {REJECTION_WARNINGS_PER_SECOND} a second); the metrics count them all"
+                    );
+                }
+                if log {
+                    warn!(reason = rejection.reason(), "rejected: {rejection}");
+                }
+            }
+            // The ledger itself logs a conflict loudly, with its domain.
+            Rejection::Internal(_) => error!(reason = rejection.reason(), "{rejection}"),
+            _ => debug!(reason = rejection.reason(), "rejected: {rejection}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn rejection_warnings_are_capped_per_second_and_the_rest_counted() {
+        let budget = WarningBudget::default();
+        let start = Instant::now();
+        let admitted = (0..25).filter(|_| budget.admit(start).0).count();
+        assert_eq!(admitted, REJECTION_WARNINGS_PER_SECOND as usize);
+        // Still the same window: suppressed, nothing to report yet.
+        assert_eq!(budget.admit(start + Duration::from_millis(999)), (false, 0));
+        // The next window lets one through and reports the 16 held back.
+        assert_eq!(budget.admit(start + Duration::from_secs(1)), (true, 16));
+        assert_eq!(budget.admit(start + Duration::from_secs(1)), (true, 0));
     }
 }

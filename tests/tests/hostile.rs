@@ -712,7 +712,11 @@ fn check_all(node: &TestNode, answered: &[Answered], tally: &mut Tally) {
         let log = node.log();
         let unexpected: Vec<&str> = log
             .lines()
-            .filter(|l| !l.contains("rejected: ") && !l.contains("ledger conflict"))
+            .filter(|l| {
+                !l.contains("rejected: ")
+                    && !l.contains("ledger conflict")
+                    && !l.contains("rejection warnings were not logged")
+            })
             .collect();
         eprintln!(
             "---- the node's log without its rejections (last 100 lines) ----\n{}",
@@ -1402,6 +1406,22 @@ async fn a_flood_of_hostile_tasks_does_not_disturb_honest_ones() {
     let attack = run_phase(&node, &hostile, Shape::TEST, true, &mut tally).await;
     assert_healthy(&node, &mut tally).await;
     print_sent(&tally);
+    // Hundreds of forged tasks a second, a few warnings a second (pipeline.rs,
+    // REJECTION_WARNINGS_PER_SECOND = 10): each second's window lets ten through.
+    let log = node.log();
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("\"WARN\"") && l.contains("rejected: "))
+        .count();
+    let windows = began.elapsed().as_secs() as usize + 1;
+    assert!(
+        warned <= 10 * windows,
+        "{warned} rejection warnings in {windows} s: the log is not throttled"
+    );
+    assert!(
+        log.contains("rejection warnings were not logged"),
+        "the warnings held back are not counted in the log"
+    );
     eprintln!(
         "honest stream latency: quiet p50 {:.1} ms p99 {:.1} ms; under attack p50 {:.1} ms p99 {:.1} ms ({:.1} s in all)",
         ms(percentile(&quiet, 0.5)),
