@@ -807,7 +807,7 @@ fn internal(e: impl Into<Box<dyn std::error::Error>>) -> Rejection {
 
 /// Warnings about rejected tasks are capped at this many a second; the rest are counted and the
 /// count logged with the next warning let through. A flood of forged tasks is in the metrics
-/// (`avsnode_tasks_rejected_total`) in full; in the log it is a few lines a second, not thousands.
+/// (`avsnode_task_rejections_total`) in full; in the log it is a few lines a second, not thousands.
 const REJECTION_WARNINGS_PER_SECOND: u32 = 10;
 
 /// The budget behind [`REJECTION_WARNINGS_PER_SECOND`].
