@@ -5,8 +5,7 @@
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_signer::bn254::{self, HashToG1};
 use avsnode_signer::messages::{
-    Address, AuthMessage, EcdsaVerifier, TaskId, TaskMessage, bls12_381_certificate_digest,
-    bn254_certificate_digest, ecdsa_certificate_digest, message_hash,
+    Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId, TaskMessage, certificate_digest,
 };
 use avsnode_signer::{bls12_381, ecdsa};
 
@@ -107,6 +106,15 @@ pub enum OperatorKey {
 }
 
 impl OperatorKey {
+    /// The scheme of the key.
+    pub fn scheme(&self) -> avsnode_signer::Scheme {
+        match self {
+            OperatorKey::Ecdsa { .. } => avsnode_signer::Scheme::Ecdsa,
+            OperatorKey::Bn254(_) => avsnode_signer::Scheme::Bn254,
+            OperatorKey::Bls12381(_) => avsnode_signer::Scheme::Bls12381,
+        }
+    }
+
     /// The public half of `key` (with the verifier for ECDSA sets).
     pub fn of(key: &LocalKey, verifier: Option<EcdsaVerifier>) -> Option<OperatorKey> {
         Some(match key {
@@ -140,7 +148,17 @@ pub fn verify_result(result: &TaskResult, task: &NewTask, key: &OperatorKey) -> 
     {
         return Err("avs_address or operator_set_id do not echo the task".into());
     }
-    let mh = message_hash(&task.task_id, &result.output);
+    let verifier = match key {
+        OperatorKey::Ecdsa { verifier, .. } => Some(verifier),
+        OperatorKey::Bn254(_) | OperatorKey::Bls12381(_) => None,
+    };
+    let certificate = ResultCertificate::new(key.scheme(), verifier).map_err(|e| e.to_string())?;
+    let (_, digest) = certificate_digest(
+        &certificate,
+        &task.task_id,
+        task.reference_timestamp,
+        &result.output,
+    );
     let auth = AuthMessage {
         task_id: task.task_id,
         avs: task.avs,
@@ -149,10 +167,8 @@ pub fn verify_result(result: &TaskResult, task: &NewTask, key: &OperatorKey) -> 
         result_signature: &result.result_signature,
     }
     .digest();
-    let ts = task.reference_timestamp;
     let (result_ok, auth_ok) = match key {
-        OperatorKey::Ecdsa { address, verifier } => {
-            let digest = ecdsa_certificate_digest(verifier, ts, &mh);
+        OperatorKey::Ecdsa { address, .. } => {
             let check = |sig: &[u8], d: &[u8; 32]| {
                 ecdsa::Signature::from_bytes(sig)
                     .is_ok_and(|s| s.is_low_s() && ecdsa::verify(address, d, &s))
@@ -163,7 +179,6 @@ pub fn verify_result(result: &TaskResult, task: &NewTask, key: &OperatorKey) -> 
             )
         }
         OperatorKey::Bn254(pk) => {
-            let digest = bn254_certificate_digest(ts, &mh);
             let check = |sig: &[u8], d: &[u8; 32], map| {
                 bn254::Signature::from_wire(sig).is_ok_and(|s| bn254::verify(pk, d, &s, map))
             };
@@ -177,7 +192,6 @@ pub fn verify_result(result: &TaskResult, task: &NewTask, key: &OperatorKey) -> 
             )
         }
         OperatorKey::Bls12381(pk) => {
-            let digest = bls12_381_certificate_digest(ts, &mh);
             let check = |sig: &[u8], d: &[u8; 32]| {
                 bls12_381::Signature::from_bytes(sig).is_ok_and(|s| bls12_381::verify(pk, d, &s))
             };

@@ -907,6 +907,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Every configured ECDSA verifier version string: what a migration of an older ledger tries
+    /// first (`ledger::MigrationOptions`).
+    pub fn verifier_versions(&self) -> Vec<String> {
+        self.avs
+            .iter()
+            .flat_map(|a| &a.operator_sets)
+            .filter_map(|set| set.verifier_version.clone())
+            .collect()
+    }
+
     /// Reads, applies environment overrides, resolves relative paths against the file's folder,
     /// and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -13,7 +13,7 @@ use avsnode_performer::{
 
 use crate::management::Management;
 use crate::performers::Performers;
-use avsnode_signer::messages::{Address, EcdsaVerifier};
+use avsnode_signer::messages::{Address, EcdsaVerifier, ResultCertificate};
 use std::sync::OnceLock;
 
 use avsnode_metrics::{Metrics, Readiness};
@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, PerformerConfig, Problem};
 use crate::intake::{self, IntakeError};
-use crate::ledger::{Ledger, LedgerError, LedgerOptions};
+use crate::ledger::{Collisions, Ledger, LedgerError, LedgerOptions, MigrationOptions};
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
 use crate::signing::{SignerError, SigningKey};
 use crate::tls::ServerTls;
@@ -152,6 +152,10 @@ impl RunningNode {
                 commit_delay: config.ledger.commit_delay,
                 commit_seconds: Some(metrics.ledger_commit_seconds.clone()),
                 cache_size: config.ledger.cache_mib << 20,
+                migration: MigrationOptions {
+                    verifier_versions: config.verifier_versions(),
+                    collisions: Collisions::Refuse,
+                },
             },
         )?;
 
@@ -531,28 +535,40 @@ fn build_avs(
             .iter()
             .filter_map(|a| Some((a.address.parse().ok()?, AggregatorKey::from_config(a).ok()?)))
             .collect();
-        let operator_sets = avs
-            .operator_sets
-            .iter()
-            .filter_map(|set| {
-                let key = keys.get(&set.signer)?.clone();
-                let verifier = match (&set.verifier, &set.verifier_version) {
-                    (Some(a), Some(v)) => Some(EcdsaVerifier {
-                        address: a.parse().ok()?,
-                        version: v.clone(),
-                    }),
-                    _ => None,
-                };
-                Some((
-                    set.id,
-                    OperatorSet {
-                        id: set.id,
-                        key,
-                        verifier,
-                    },
-                ))
-            })
-            .collect();
+        let mut operator_sets = HashMap::new();
+        for (j, set) in avs.operator_sets.iter().enumerate() {
+            let Some(key) = keys.get(&set.signer).cloned() else {
+                continue;
+            };
+            let verifier = match (&set.verifier, &set.verifier_version) {
+                (Some(a), Some(v)) => a.parse().ok().map(|address| EcdsaVerifier {
+                    address,
+                    version: v.clone(),
+                }),
+                _ => None,
+            };
+            // Config validation checked this; a key whose scheme the set does not fit still stops
+            // the node rather than signing under the wrong certificate.
+            let certificate =
+                ResultCertificate::new(key.scheme(), verifier.as_ref()).map_err(|e| {
+                    NodeError::from(ConfigError::Invalid {
+                        path: "(configuration)".into(),
+                        problems: vec![Problem {
+                            path: format!("avs[{i}].operator_sets[{j}]"),
+                            message: e.to_string(),
+                        }],
+                    })
+                })?;
+            operator_sets.insert(
+                set.id,
+                OperatorSet {
+                    id: set.id,
+                    key,
+                    certificate,
+                    verifier,
+                },
+            );
+        }
         avs_list.push(Avs::new(
             address,
             avs.clone(),

@@ -9,12 +9,12 @@
 //!
 //! # Invariant
 //!
-//! For one (signing key, domain, task id) the node releases signatures over at most one digest,
-//! and the record holding them is durably committed before any signature leaves the process: the
-//! pipeline signs, hands its signatures to [`ledger::Ledger::commit_signed`], and answers only
-//! from the durably committed record that call returns (whose signatures may be an earlier
-//! attempt's). Signatures that lose the check (a different digest already recorded) are dropped
-//! in memory, never stored or released.
+//! For one (signing key, what the digest binds, task id) the node releases signatures over at most
+//! one digest, for one AVS and operator set, and the record holding them is durably committed
+//! before any signature leaves the process: the pipeline signs through
+//! [`ledger::Ledger::sign_once`] and answers only from the durably committed record it returns
+//! (whose signatures may be an earlier attempt's). Signatures that lose the check (another digest
+//! or origin already recorded) are dropped in memory, never stored or released.
 
 pub mod aggregator;
 pub mod config;

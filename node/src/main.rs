@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use avsnode::config::Config;
 use avsnode::daemon::RunningNode;
 use avsnode::keys;
-use avsnode::ledger::Ledger;
+use avsnode::ledger::{Collisions, Ledger, LedgerOptions, MigrationOptions};
 use avsnode::signing::LocalKey;
 use avsnode_keystore::Kdf;
 use avsnode_signer::Scheme;
@@ -413,16 +413,43 @@ struct DataDirArgs {
     /// …or the data directory itself.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A ledger written by an avsnode before 0.2 (or a version-1 export) keys ECDSA records by
+    /// verifier address only: the verifier version that node was configured with, so its records
+    /// can be migrated. Repeatable; the configuration's versions and 0–9 are tried anyway.
+    #[arg(long = "verifier-version", value_name = "VERSION")]
+    verifier_versions: Vec<String>,
 }
 
 impl DataDirArgs {
-    fn open(&self) -> anyhow::Result<Ledger> {
+    /// The data directory and the verifier versions to try (given, then configured).
+    fn resolve(&self) -> anyhow::Result<(PathBuf, Vec<String>)> {
+        let mut verifier_versions = self.verifier_versions.clone();
         let dir = match (&self.config, &self.data_dir) {
             (_, Some(dir)) => dir.clone(),
-            (Some(config), None) => Config::load(config)?.node.data_dir,
+            (Some(config), None) => {
+                let config = Config::load(config)?;
+                verifier_versions.extend(config.verifier_versions());
+                config.node.data_dir
+            }
             (None, None) => bail!("give --config or --data-dir"),
         };
-        Ledger::open(&dir).with_context(|| {
+        Ok((dir, verifier_versions))
+    }
+
+    fn open(&self) -> anyhow::Result<Ledger> {
+        self.open_with(Collisions::Refuse)
+    }
+
+    fn open_with(&self, collisions: Collisions) -> anyhow::Result<Ledger> {
+        let (dir, verifier_versions) = self.resolve()?;
+        let options = LedgerOptions {
+            migration: MigrationOptions {
+                verifier_versions,
+                collisions,
+            },
+            ..LedgerOptions::default()
+        };
+        Ledger::open_with(&dir, options).with_context(|| {
             format!(
                 "opening the ledger in {} (is the node stopped?)",
                 dir.display()
@@ -441,12 +468,28 @@ enum LedgerCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Merge records from an export; refuses (writing nothing) if any conflicts with a record here.
+    /// Merge records from an export (version 2, or version 1 from an older avsnode); refuses
+    /// (writing nothing) if any conflicts with a record here.
     Import {
         #[command(flatten)]
         data_dir: DataDirArgs,
         /// The export file.
         file: PathBuf,
+    },
+    /// Migrate a ledger written by an older avsnode to the current layout (the node does it at
+    /// start-up, and refuses to start if the same task was signed for two AVSs or operator sets
+    /// with one key: decide here).
+    Migrate {
+        #[command(flatten)]
+        data_dir: DataDirArgs,
+        /// Keep the earliest record of each task signed for several AVSs or operator sets with
+        /// one key; later requests for the others are refused. Needs --dropped-to.
+        #[arg(long, requires = "dropped_to")]
+        keep_earliest: bool,
+        /// Where the records that --keep-earliest drops are written (JSON, the export format; a
+        /// new file, written and synced before anything changes).
+        #[arg(long, requires = "keep_earliest")]
+        dropped_to: Option<PathBuf>,
     },
     /// Delete records older than a duration.
     Prune {
@@ -763,8 +806,27 @@ fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
             let ledger = data_dir.open()?;
             let mut input = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
-            let summary = ledger.import_json(&mut input)?;
+            let (_, verifier_versions) = data_dir.resolve()?;
+            let summary = ledger.import_json(&mut input, &verifier_versions)?;
             println!("{summary:?}");
+        }
+        LedgerCommand::Migrate {
+            data_dir,
+            keep_earliest,
+            dropped_to,
+        } => {
+            let collisions = match (keep_earliest, dropped_to) {
+                (true, Some(dropped_to)) => Collisions::KeepEarliest { dropped_to },
+                _ => Collisions::Refuse,
+            };
+            let ledger = data_dir.open_with(collisions)?;
+            match ledger.migrated() {
+                Some(report) => println!(
+                    "migrated {} records to the current layout; dropped {}",
+                    report.migrated, report.dropped
+                ),
+                None => println!("the ledger is already in the current layout"),
+            }
         }
         LedgerCommand::Prune {
             data_dir,

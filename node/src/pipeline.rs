@@ -16,18 +16,16 @@ use avsnode_metrics::{Metrics, UNKNOWN_AVS};
 use avsnode_performer::ExecuteError;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::performer::TaskRequest;
-use avsnode_signer::Scheme;
-use avsnode_signer::messages::{
-    Address, EcdsaVerifier, SigningDigest, TaskId, bls12_381_certificate_digest,
-    bn254_certificate_digest, ecdsa_certificate_digest, message_hash,
-};
+use avsnode_signer::messages::{Address, EcdsaVerifier, ResultCertificate, TaskId};
 use rustls_pki_types::DnsName;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::config::AvsConfig;
-use crate::ledger::{Domain, Ledger, LedgerError, Proposal, Record, RecordKey, Signatures};
+use crate::ledger::{
+    Claim, Ledger, LedgerError, Origin, Record, RecordKey, SignOnceError, Signatures, Signed,
+};
 use crate::limits::RateLimiter;
 use crate::performers::PerformerSlot;
 use crate::rejection::Rejection;
@@ -53,28 +51,10 @@ pub struct OperatorSet {
     pub id: u32,
     /// The key that signs its results.
     pub key: Arc<SigningKey>,
-    /// ECDSA sets: the certificate verifier (EIP-712 domain).
+    /// What its results are signed under (the scheme's digest, the ECDSA verifier's domain).
+    pub certificate: ResultCertificate,
+    /// ECDSA sets: the certificate verifier, as a remote signer is told it.
     pub verifier: Option<EcdsaVerifier>,
-}
-
-impl OperatorSet {
-    fn digest(
-        &self,
-        reference_timestamp: u32,
-        task_id: &TaskId,
-        output: &[u8],
-    ) -> ([u8; 32], SigningDigest) {
-        let mh = message_hash(task_id, output);
-        let digest = match (self.key.scheme(), &self.verifier) {
-            (Scheme::Ecdsa, Some(v)) => ecdsa_certificate_digest(v, reference_timestamp, &mh),
-            (Scheme::Bls12381, _) => bls12_381_certificate_digest(reference_timestamp, &mh),
-            // Config validation guarantees ECDSA sets have a verifier.
-            (Scheme::Bn254, _) | (Scheme::Ecdsa, None) => {
-                bn254_certificate_digest(reference_timestamp, &mh)
-            }
-        };
-        (mh.0, digest)
-    }
 }
 
 /// One AVS as the pipeline serves it.
@@ -473,15 +453,7 @@ impl Pipeline {
         }
         drop(validate_timer);
 
-        let key = RecordKey {
-            key_id: set.key.key_id(),
-            domain: Domain {
-                avs: task.avs,
-                operator_set_id: set.id,
-                verifier: set.verifier.as_ref().map(|v| v.address),
-            },
-            task_id: task.task_id,
-        };
+        let key = RecordKey::new(set.key.key_id(), &set.certificate, task.task_id);
         // Fast path: a retry of a signed task is answered from the ledger, without execution.
         if let Some(record) = self.ledger.lookup(&key).map_err(internal)?
             && record.signatures.is_some()
@@ -568,7 +540,7 @@ impl Pipeline {
 
         // A record without signatures (left by an older avsnode that crashed between commit and
         // signing, or imported) is finished from its stored output: the performer is not asked
-        // again. `commit_signed` below refuses it if this request's digest differs.
+        // again. `sign_once` refuses it if this request's origin or digest differs.
         let set = &avs.operator_sets[&task.operator_set_id];
         let output = match self.ledger.lookup(&key).map_err(internal)? {
             Some(record) if record.signatures.is_some() => {
@@ -578,92 +550,89 @@ impl Pipeline {
                 }
                 return outcome;
             }
-            Some(record) => {
-                // Refused before signing: no signature is ever computed for a digest the ledger
-                // would refuse.
-                same_digest(task, set, &record)?;
-                record.output
-            }
+            Some(record) => record.output,
             None => {
                 let _execute = m.stage_timer(&avs.label, "execute");
                 self.execute(avs, task, deadline).await?
             }
         };
 
-        let (message_hash, digest) = set.digest(task.reference_timestamp, &task.task_id, &output);
         let sign_timer = m.stage_timer(&avs.label, "sign");
         let signing_started = std::time::Instant::now();
         let scheme = set.key.scheme().as_str();
         let backend = set.key.backend();
-        let fields = SignFields {
+        let claim = Claim {
             task_id: task.task_id,
-            avs: task.avs,
-            operator_set_id: task.operator_set_id,
+            origin: origin(task),
             reference_timestamp: task.reference_timestamp,
-            output: &output,
-            operator: self.operator,
-            verifier: set.verifier.as_ref(),
+            output: output.clone(),
         };
-        let signed = tokio::time::timeout_at(deadline, set.key.sign_result(digest, fields))
-            .await
-            .unwrap_or_else(|_| {
-                Err(SignError::Unavailable(
-                    "no answer before the task's deadline".into(),
-                ))
-            });
-        let signatures = match signed {
-            Ok(signed) => Signatures {
+        let sign = |digest| async move {
+            let fields = SignFields {
+                task_id: task.task_id,
+                avs: task.avs,
+                operator_set_id: task.operator_set_id,
+                reference_timestamp: task.reference_timestamp,
+                output: &output,
+                operator: self.operator,
+                verifier: set.verifier.as_ref(),
+            };
+            let signed = tokio::time::timeout_at(deadline, set.key.sign_result(digest, fields))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SignError::Unavailable(
+                        "no answer before the task's deadline".into(),
+                    ))
+                })?;
+            // Two signatures per task: the result's and the auth's.
+            m.sign_seconds
+                .with_label_values(&[scheme, backend])
+                .observe(signing_started.elapsed().as_secs_f64());
+            m.signatures
+                .with_label_values(&[scheme, backend, "ok"])
+                .inc_by(2);
+            Ok(Signatures {
                 result: signed.result,
                 auth: signed.auth,
-            },
-            Err(e) => {
+            })
+        };
+        // Our signatures move into the ledger and only the committed record comes back: the
+        // answer is built from that record alone, never from what we signed. Its signatures are
+        // durably committed, and are an earlier attempt's if one won for this digest; on a
+        // refusal ours are dropped unreleased (DESIGN §5).
+        let signed = self
+            .ledger
+            .sign_once(set.key.key_id(), &set.certificate, claim, sign)
+            .await;
+        let Signed { record, fresh } = match signed {
+            Ok(signed) => signed,
+            Err(SignOnceError::Ledger(LedgerError::Conflict { refusal, .. })) => {
+                return Err(Rejection::Conflict {
+                    task_id: task.task_id,
+                    why: format!("already {refusal}"),
+                });
+            }
+            Err(SignOnceError::Ledger(e)) => return Err(internal(e)),
+            Err(SignOnceError::Sign(e)) => {
                 m.signatures
                     .with_label_values(&[scheme, backend, "error"])
                     .inc();
                 return Err(match e {
                     SignError::Unavailable(why) => Rejection::SignerUnavailable(why),
-                    SignError::Refused(_) => Rejection::Conflict {
+                    SignError::Refused(why) => Rejection::Conflict {
                         task_id: task.task_id,
+                        why,
                     },
                     SignError::Failed(why) => Rejection::SignerFailed(why),
                 });
             }
         };
-        // Two signatures per task: the result's and the auth's.
-        m.sign_seconds
-            .with_label_values(&[scheme, backend])
-            .observe(signing_started.elapsed().as_secs_f64());
-        m.signatures
-            .with_label_values(&[scheme, backend, "ok"])
-            .inc_by(2);
-        let proposal = Proposal {
-            reference_timestamp: task.reference_timestamp,
-            message_hash,
-            digest,
-            output,
-        };
-        // Our signatures move into the ledger and only the committed record comes back: the
-        // answer is built from that record alone, never from what we signed. Its signatures are
-        // durably committed, and are an earlier attempt's if one won for this digest; on a
-        // conflict ours are dropped unreleased (DESIGN §5).
-        let record = match self.ledger.commit_signed(key, proposal, signatures).await {
-            Ok(record) => record,
-            Err(LedgerError::Conflict { .. }) => {
-                return Err(Rejection::Conflict {
-                    task_id: task.task_id,
-                });
-            }
-            Err(e) => return Err(internal(e)),
-        };
-        if record.digest != *digest.as_bytes() {
-            return Err(internal("the ledger answered for another digest"));
-        }
         let signatures = record
             .signatures
             .as_ref()
             .ok_or_else(|| internal("committed record without signatures"))?;
         drop(sign_timer);
-        self.completed(avs, "signed");
+        self.completed(avs, if fresh { "signed" } else { "cached" });
         Ok(self.result(task, &record.output, signatures))
     }
 
@@ -715,16 +684,27 @@ impl Pipeline {
         Ok(response.result)
     }
 
-    /// Answers from a signed record — only if this request asks for the very digest that was
-    /// signed. The same task id with another reference timestamp (or another ECDSA verifier
-    /// version) is a different digest: refused, never answered with signatures that do not match
-    /// it, and never signed.
+    /// Answers from a signed record — only a request from the record's own AVS and operator set
+    /// that asks for the very digest that was signed. Anything else (another origin sharing the
+    /// key, another reference timestamp) is refused, never answered with signatures that do not
+    /// match it, and never signed.
     fn answer_from_record(&self, task: &Task, set: &OperatorSet, record: &Record) -> Outcome {
         let signatures = record
             .signatures
             .as_ref()
             .ok_or_else(|| internal("answering from an unsigned record"))?;
-        same_digest(task, set, record)?;
+        record
+            .answers(&set.certificate, origin(task), task.reference_timestamp)
+            .map_err(|refusal| {
+                error!(
+                    "ledger conflict: refusing task {}: already {refusal}",
+                    task.task_id
+                );
+                Rejection::Conflict {
+                    task_id: task.task_id,
+                    why: format!("already {refusal}"),
+                }
+            })?;
         debug!("answered from the ledger");
         Ok(self.result(task, &record.output, signatures))
     }
@@ -759,21 +739,12 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// A recorded task may only be answered or signed again for the very digest recorded. The same
-/// task id with another reference timestamp (or another ECDSA verifier version) is a conflict.
-fn same_digest(task: &Task, set: &OperatorSet, record: &Record) -> Result<(), Rejection> {
-    let (_, digest) = set.digest(task.reference_timestamp, &task.task_id, &record.output);
-    if digest.as_bytes() == &record.digest {
-        return Ok(());
+/// The AVS and operator set a task is for.
+fn origin(task: &Task) -> Origin {
+    Origin {
+        avs: task.avs,
+        operator_set_id: task.operator_set_id,
     }
-    error!(
-        reference_timestamp = task.reference_timestamp,
-        recorded_reference_timestamp = record.reference_timestamp,
-        "ledger conflict: this task id is recorded with another digest; refusing"
-    );
-    Err(Rejection::Conflict {
-        task_id: task.task_id,
-    })
 }
 
 /// Where a shutdown is.

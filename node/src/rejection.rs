@@ -101,11 +101,15 @@ pub enum Rejection {
     /// The result arrived after the deadline; it is not signed.
     #[error("the performer's result arrived after the task's deadline; not signed")]
     LateResult,
-    /// The ledger holds a different output for this task: never signed twice.
-    #[error("task {task_id} was already signed with a different output; refusing to sign another")]
+    /// The ledger (or the remote signer's) holds this task signed for another origin, reference
+    /// timestamp or output: never signed twice.
+    #[error("task {task_id}: {why}; not signed again")]
     Conflict {
         /// The task.
         task_id: TaskId,
+        /// What was signed before (`already signed with … for …, not …`), or the remote signer's
+        /// refusal.
+        why: String,
     },
     /// The key's token or remote signer cannot be reached (retryable).
     #[error("{0}")]

@@ -4,13 +4,17 @@
 use std::hint::black_box;
 
 use avsnode_signer::bn254::{self, HashToG1};
-use avsnode_signer::messages::{TaskId, bn254_certificate_digest, message_hash};
+use avsnode_signer::messages::{ResultCertificate, TaskId, certificate_digest};
 use avsnode_signer::{bls12_381, ecdsa};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn schemes(c: &mut Criterion) {
-    let digest =
-        bn254_certificate_digest(1_700_000_000, &message_hash(&TaskId([7; 32]), b"output"));
+    let (_, digest) = certificate_digest(
+        &ResultCertificate::Bn254,
+        &TaskId([7; 32]),
+        1_700_000_000,
+        b"output",
+    );
     let prehash = *digest.as_bytes();
 
     let ecdsa_key = ecdsa::SecretKey::from_bytes(&[0x11; 32]).expect("valid key");

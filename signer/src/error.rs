@@ -61,6 +61,13 @@ pub enum Error {
     /// Public-key recovery from an ECDSA signature failed.
     #[error("ECDSA public key recovery failed")]
     RecoveryFailed,
+    /// A certificate verifier that does not fit the scheme, or a verifier version the domain
+    /// cannot be derived from.
+    #[error("certificate verifier: {reason}")]
+    Verifier {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A scheme name other than `ecdsa`, `bn254`, `bls12-381`.
     #[error("unknown signature scheme {0:?} (expected ecdsa, bn254 or bls12-381)")]
     UnknownScheme(String),

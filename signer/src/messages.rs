@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use sha3::{Digest as _, Keccak256};
 
-use crate::Error;
+use crate::{Error, Scheme};
 
 /// Ethereum Keccak-256 (original padding; not SHA3-256).
 pub fn keccak256(data: &[u8]) -> [u8; 32] {
@@ -261,28 +261,106 @@ fn certificate_struct_hash(
     keccak256(&pre)
 }
 
-/// The BN254 certificate digest; the operator signs `H_sol(digest)` (DESIGN §4.2).
-pub fn bn254_certificate_digest(
-    reference_timestamp: u32,
-    message_hash: &MessageHash,
-) -> SigningDigest {
-    SigningDigest(certificate_struct_hash(
-        &BN254_CERT_TYPEHASH,
-        reference_timestamp,
-        message_hash,
-    ))
+/// The certificate an operator set's results are signed under (DESIGN §4.2): the scheme's
+/// typehash and, for ECDSA, the verifier's EIP-712 domain. It is also what the sign-once ledger
+/// keys on besides the key and the task (DESIGN §5): exactly what the digest binds, nothing more.
+/// BN254 and BLS12-381 digests bind only the reference timestamp and the message hash, so one
+/// signature is valid for every AVS and operator set that shares the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResultCertificate {
+    /// `keccak256(BN254_CERT_TYPEHASH ‖ word(referenceTimestamp) ‖ messageHash)`; the operator
+    /// signs `H_sol(digest)`.
+    Bn254,
+    /// The same shape with `BLS12381_CERT_TYPEHASH` (avsnode extension).
+    Bls12381,
+    /// EIP-712 without chainId: `keccak256(0x19 ‖ 0x01 ‖ domainSeparator ‖ structHash)`.
+    Ecdsa {
+        /// The verifier's domain separator ([`EcdsaVerifier::domain_separator`]).
+        domain_separator: [u8; 32],
+    },
 }
 
-/// The BLS12-381 certificate digest (avsnode extension, same shape as BN254's).
-pub fn bls12_381_certificate_digest(
+impl ResultCertificate {
+    /// The certificate a key of `scheme` signs: ECDSA needs its verifier, the other schemes
+    /// refuse one. The one place that decides which digest a scheme signs.
+    pub fn new(
+        scheme: Scheme,
+        verifier: Option<&EcdsaVerifier>,
+    ) -> Result<ResultCertificate, Error> {
+        match (scheme, verifier) {
+            (Scheme::Ecdsa, Some(v)) => Ok(ResultCertificate::Ecdsa {
+                domain_separator: v.domain_separator()?,
+            }),
+            (Scheme::Ecdsa, None) => Err(Error::Verifier {
+                reason: "an ecdsa operator set needs its certificate verifier and version",
+            }),
+            (Scheme::Bn254, None) => Ok(ResultCertificate::Bn254),
+            (Scheme::Bls12381, None) => Ok(ResultCertificate::Bls12381),
+            (Scheme::Bn254 | Scheme::Bls12381, Some(_)) => Err(Error::Verifier {
+                reason: "only ecdsa operator sets have a certificate verifier",
+            }),
+        }
+    }
+
+    /// The scheme whose keys sign this certificate.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            ResultCertificate::Bn254 => Scheme::Bn254,
+            ResultCertificate::Bls12381 => Scheme::Bls12381,
+            ResultCertificate::Ecdsa { .. } => Scheme::Ecdsa,
+        }
+    }
+
+    /// The result digest for a task's reference timestamp and message hash.
+    pub fn digest(&self, reference_timestamp: u32, message_hash: &MessageHash) -> SigningDigest {
+        match self {
+            ResultCertificate::Bn254 => SigningDigest(certificate_struct_hash(
+                &BN254_CERT_TYPEHASH,
+                reference_timestamp,
+                message_hash,
+            )),
+            ResultCertificate::Bls12381 => SigningDigest(certificate_struct_hash(
+                &BLS12381_CERT_TYPEHASH,
+                reference_timestamp,
+                message_hash,
+            )),
+            ResultCertificate::Ecdsa { domain_separator } => {
+                let struct_hash = certificate_struct_hash(
+                    &ECDSA_CERT_TYPEHASH,
+                    reference_timestamp,
+                    message_hash,
+                );
+                let mut pre = [0u8; 66];
+                pre[0] = 0x19;
+                pre[1] = 0x01;
+                pre[2..34].copy_from_slice(domain_separator);
+                pre[34..].copy_from_slice(&struct_hash);
+                SigningDigest(keccak256(&pre))
+            }
+        }
+    }
+
+    /// What the digest binds besides the task, reference timestamp and output: the ECDSA
+    /// verifier's domain separator, nothing for BN254 and BLS12-381. The sign-once domain.
+    pub fn bound_domain(&self) -> Option<[u8; 32]> {
+        match self {
+            ResultCertificate::Ecdsa { domain_separator } => Some(*domain_separator),
+            ResultCertificate::Bn254 | ResultCertificate::Bls12381 => None,
+        }
+    }
+}
+
+/// `messageHash` and the result digest of one task's output: the one certificate-digest function
+/// the pipeline, the remote signer and the test aggregator all use.
+pub fn certificate_digest(
+    certificate: &ResultCertificate,
+    task_id: &TaskId,
     reference_timestamp: u32,
-    message_hash: &MessageHash,
-) -> SigningDigest {
-    SigningDigest(certificate_struct_hash(
-        &BLS12381_CERT_TYPEHASH,
-        reference_timestamp,
-        message_hash,
-    ))
+    output: &[u8],
+) -> (MessageHash, SigningDigest) {
+    let mh = message_hash(task_id, output);
+    let digest = certificate.digest(reference_timestamp, &mh);
+    (mh, digest)
 }
 
 /// The on-chain ECDSA certificate verifier an ECDSA operator set's signatures are bound to:
@@ -291,37 +369,38 @@ pub fn bls12_381_certificate_digest(
 pub struct EcdsaVerifier {
     /// The verifier contract (`verifyingContract`).
     pub address: Address,
-    /// The verifier's major version string (`version`), e.g. `"1"`.
+    /// The contract's `version()` string, e.g. `"1.2.3"` (a bare major version such as `"1"` is
+    /// the same to the domain). The EIP-712 `version` is derived from it by the contract's rule,
+    /// [`EcdsaVerifier::eip712_version`].
     pub version: String,
 }
 
 impl EcdsaVerifier {
-    /// `keccak256(DOMAIN_TYPEHASH ‖ keccak256("EigenLayer") ‖ keccak256(version) ‖ word(address))`.
-    pub fn domain_separator(&self) -> [u8; 32] {
+    /// The EIP-712 `version` of the domain, derived from the contract's `version()` string as
+    /// `SemVerMixin._majorVersion()` does in eigenlayer-contracts v1.7.0–v1.9.0 (the releases with
+    /// `ECDSACertificateVerifier`): its first character. `"1.2.3"` → `"1"`.
+    pub fn eip712_version(&self) -> Result<&str, Error> {
+        match self.version.as_bytes().first() {
+            Some(b) if b.is_ascii_graphic() => Ok(&self.version[..1]),
+            Some(_) => Err(Error::Verifier {
+                reason: "the verifier version must start with a printable ASCII character",
+            }),
+            None => Err(Error::Verifier {
+                reason: "the verifier version is empty",
+            }),
+        }
+    }
+
+    /// `keccak256(DOMAIN_TYPEHASH ‖ keccak256("EigenLayer") ‖ keccak256(major version) ‖
+    /// word(address))`: what the contract's `domainSeparator()` returns.
+    pub fn domain_separator(&self) -> Result<[u8; 32], Error> {
         let mut pre = [0u8; 128];
         pre[..32].copy_from_slice(&EIP712_DOMAIN_TYPEHASH_NO_CHAIN_ID);
         pre[32..64].copy_from_slice(&keccak256(b"EigenLayer"));
-        pre[64..96].copy_from_slice(&keccak256(self.version.as_bytes()));
+        pre[64..96].copy_from_slice(&keccak256(self.eip712_version()?.as_bytes()));
         pre[96..].copy_from_slice(&self.address.word());
-        keccak256(&pre)
+        Ok(keccak256(&pre))
     }
-}
-
-/// The ECDSA certificate digest: EIP-712 without chainId,
-/// `keccak256(0x19 ‖ 0x01 ‖ domainSeparator ‖ structHash)`.
-pub fn ecdsa_certificate_digest(
-    verifier: &EcdsaVerifier,
-    reference_timestamp: u32,
-    message_hash: &MessageHash,
-) -> SigningDigest {
-    let struct_hash =
-        certificate_struct_hash(&ECDSA_CERT_TYPEHASH, reference_timestamp, message_hash);
-    let mut pre = [0u8; 66];
-    pre[0] = 0x19;
-    pre[1] = 0x01;
-    pre[2..34].copy_from_slice(&verifier.domain_separator());
-    pre[34..].copy_from_slice(&struct_hash);
-    SigningDigest(keccak256(&pre))
 }
 
 /// The fields the auth signature binds a result to (DESIGN §4.3).
@@ -470,30 +549,90 @@ mod tests {
     #[test]
     fn certificate_digests() {
         let mh = message_hash(&task_id(), b"hello");
+        let digest =
+            |certificate: ResultCertificate| hex::encode(certificate.digest(TS, &mh).as_bytes());
         assert_eq!(
-            hex::encode(bn254_certificate_digest(TS, &mh).as_bytes()),
+            digest(ResultCertificate::Bn254),
             "3b2063c0ca44f1dd877c2fd76f1094a505b7f9e2dfe03ce7f56ffe0eadd41f1b"
         );
         assert_eq!(
-            hex::encode(bls12_381_certificate_digest(TS, &mh).as_bytes()),
+            digest(ResultCertificate::Bls12381),
             "01fac34fe585c95d1076529ff225dd9ef2784cf165047acfd567cdf9b1f028ca"
         );
         let verifier = EcdsaVerifier {
             address: Address([0x33; 20]),
             version: "1".into(),
         };
+        let ecdsa = ResultCertificate::new(Scheme::Ecdsa, Some(&verifier)).unwrap();
         assert_eq!(
-            hex::encode(ecdsa_certificate_digest(&verifier, TS, &mh).as_bytes()),
+            digest(ecdsa),
             "e867822e3d607e6e998872a5818f0222a70806da309e74639ad6e869d4420e86"
         );
-        // The domain binds the digest to one verifier and version.
+        // The domain binds the digest to one verifier and major version.
         let other = EcdsaVerifier {
             version: "2".into(),
             ..verifier.clone()
         };
-        assert_ne!(
-            ecdsa_certificate_digest(&other, TS, &mh),
-            ecdsa_certificate_digest(&verifier, TS, &mh)
+        let other = ResultCertificate::new(Scheme::Ecdsa, Some(&other)).unwrap();
+        assert_ne!(digest(other), digest(ecdsa));
+        assert_eq!(
+            ecdsa.bound_domain(),
+            Some(verifier.domain_separator().unwrap())
+        );
+        assert_eq!(ResultCertificate::Bn254.bound_domain(), None);
+        assert_eq!(ResultCertificate::Bls12381.bound_domain(), None);
+        // The one function every caller uses gives the same digest.
+        assert_eq!(
+            hex::encode(
+                certificate_digest(&ecdsa, &task_id(), TS, b"hello")
+                    .1
+                    .as_bytes()
+            ),
+            digest(ecdsa)
+        );
+    }
+
+    const DOMAIN_SEPARATOR_0X33_V1: &str =
+        "19059c4120408d6ef3dd8ee92bb36ff7b8bc2e58700dc08cac7b82d4fc6b1e33";
+
+    #[test]
+    fn the_eip712_version_is_the_first_character_of_the_contract_version() {
+        // eigenlayer-contracts v1.7.0–v1.9.0, SemVerMixin._majorVersion(): the first byte of
+        // version(). A node that hashed "1.2.3" whole signed under a domain the chain rejects.
+        let verifier = |version: &str| EcdsaVerifier {
+            address: Address([0x33; 20]),
+            version: version.into(),
+        };
+        assert_eq!(verifier("1.2.3").eip712_version(), Ok("1"));
+        assert_eq!(
+            verifier("1.2.3").domain_separator(),
+            verifier("1").domain_separator()
+        );
+        // Cross-checked with Python (pycryptodome keccak) from the contract's formula.
+        assert_eq!(
+            hex::encode(verifier("1.2.3").domain_separator().unwrap()),
+            DOMAIN_SEPARATOR_0X33_V1
+        );
+        assert!(verifier("").domain_separator().is_err());
+        assert!(verifier("\u{e9}1").domain_separator().is_err());
+    }
+
+    #[test]
+    fn each_scheme_takes_a_verifier_only_if_it_is_ecdsa() {
+        let verifier = EcdsaVerifier {
+            address: Address([0x33; 20]),
+            version: "1".into(),
+        };
+        assert!(ResultCertificate::new(Scheme::Ecdsa, None).is_err());
+        assert!(ResultCertificate::new(Scheme::Bn254, Some(&verifier)).is_err());
+        assert!(ResultCertificate::new(Scheme::Bls12381, Some(&verifier)).is_err());
+        assert_eq!(
+            ResultCertificate::new(Scheme::Bn254, None),
+            Ok(ResultCertificate::Bn254)
+        );
+        assert_eq!(
+            ResultCertificate::new(Scheme::Bls12381, None),
+            Ok(ResultCertificate::Bls12381)
         );
     }
 

@@ -11,10 +11,11 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::{Aggregator, NewTask};
+use avsnode::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use avsnode::signing::LocalKey;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_signer::Scheme;
+use avsnode_signer::messages::EcdsaVerifier;
 use common::{AVS, AvsSpec, SCHEMES, TestNode, address, now_ms, now_secs};
 use tonic::Code;
 
@@ -36,6 +37,15 @@ const CRASHING_AVS: &str = "0x000000000000000000000000000000000000c4a5";
 const SLOW_AVS: &str = "0x000000000000000000000000000000000000510e";
 /// One task at a time, one waiting, 1 s each.
 const NARROW_AVS: &str = "0x000000000000000000000000000000000000a770";
+/// A second AVS served with the same keys (every default operator set), plus its own sets.
+const AVS_B: &str = "0x000000000000000000000000000000000000b0b0";
+/// Operator sets of `AVS` beyond the default three that share a key with them: BN254, BLS12-381,
+/// ECDSA with the same verifier, ECDSA with another verifier.
+const TWIN_BN254: u32 = 5;
+const TWIN_BLS: u32 = 6;
+const TWIN_ECDSA: u32 = 7;
+const OTHER_VERIFIER_ECDSA: u32 = 8;
+const OTHER_VERIFIER: &str = "0x00000000000000000000000000000000000c0de2";
 /// Served by nobody.
 const UNKNOWN_AVS: &str = "0x000000000000000000000000000000000000dead";
 
@@ -43,7 +53,15 @@ fn node() -> &'static TestNode {
     static NODE: OnceLock<TestNode> = OnceLock::new();
     NODE.get_or_init(|| {
         TestNode::builder()
-            .avs(AvsSpec::new(AVS).max_payload_size(MAX_PAYLOAD))
+            .avs(
+                AvsSpec::new(AVS)
+                    .max_payload_size(MAX_PAYLOAD)
+                    .operator_set(TWIN_BN254, Scheme::Bn254, None)
+                    .operator_set(TWIN_BLS, Scheme::Bls12381, None)
+                    .operator_set(TWIN_ECDSA, Scheme::Ecdsa, None)
+                    .operator_set(OTHER_VERIFIER_ECDSA, Scheme::Ecdsa, Some(OTHER_VERIFIER)),
+            )
+            .avs(AvsSpec::new(AVS_B))
             .avs(AvsSpec::new(FAILING_AVS).performer(&["--fail-rate", "1"]))
             .avs(AvsSpec::new(WRONG_ECHO_AVS).performer(&["--wrong-task-id"]))
             .avs(
@@ -335,6 +353,134 @@ async fn same_task_id_with_another_digest_is_failed_precondition() {
                 );
             }
         }
+    }
+    assert_still_serves().await;
+}
+
+/// The public key an aggregator checks a result of `operator_set_id` against (the twins share
+/// their scheme's key; the other-verifier ECDSA set binds another EIP-712 domain).
+fn operator_key(scheme: Scheme, operator_set_id: u32) -> OperatorKey {
+    let public = node().fixture().set(scheme).public.clone();
+    match (public, operator_set_id) {
+        (
+            OperatorKey::Ecdsa {
+                address: signer, ..
+            },
+            OTHER_VERIFIER_ECDSA,
+        ) => OperatorKey::Ecdsa {
+            address: signer,
+            verifier: EcdsaVerifier {
+                address: address(OTHER_VERIFIER),
+                version: "1".into(),
+            },
+        },
+        (public, _) => public,
+    }
+}
+
+/// Every answer of the test below, with the key it must verify under.
+type Answered = Vec<(TaskResult, NewTask, OperatorKey)>;
+
+/// Submits `task`; keeps an answer for the final check.
+async fn submit_keeping(
+    answered: &mut Answered,
+    task: &NewTask,
+    scheme: Scheme,
+) -> Result<TaskResult, tonic::Status> {
+    let outcome = node().submit(sign(task)).await;
+    if let Ok(result) = &outcome {
+        answered.push((
+            result.clone(),
+            task.clone(),
+            operator_key(scheme, task.operator_set_id),
+        ));
+    }
+    outcome
+}
+
+/// DESIGN §5: a result signature binds the task id, reference timestamp and output (and for ECDSA
+/// the verifier), never the AVS or the operator set. So a task signed for one AVS and operator set
+/// is refused — FAILED_PRECONDITION, no signature — for every other AVS or operator set that
+/// shares the key, whatever its payload: two operator sets of one AVS (the attack: two different
+/// outputs for one task, both valid), and another AVS replaying a public task id and reference
+/// timestamp (a vote on the first AVS's task). An ECDSA set with another verifier is another
+/// domain and is signed. Every signature returned verifies under the operator's key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_signed_for_one_avs_or_operator_set_is_refused_for_every_other() {
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    let mut answered = Answered::new();
+    let a = &mut answered;
+    for (scheme, twin) in [
+        (Scheme::Bn254, TWIN_BN254),
+        (Scheme::Bls12381, TWIN_BLS),
+        (Scheme::Ecdsa, TWIN_ECDSA),
+    ] {
+        let first = fixture.task(AVS, scheme, &[1]);
+        submit_keeping(a, &first, scheme).await.unwrap();
+        let mut other_set = first.clone();
+        other_set.operator_set_id = twin;
+        for payload in [vec![2], first.payload.clone()] {
+            other_set.payload = payload;
+            assert_refused_with(
+                submit_keeping(a, &other_set, scheme).await,
+                Code::FailedPrecondition,
+                &format!("operator set {}, not AVS", fixture.set(scheme).id),
+            );
+        }
+        // The other direction: first signed for the twin set, refused for the default one.
+        let first = NewTask {
+            operator_set_id: twin,
+            ..fixture.task(AVS, scheme, &[3])
+        };
+        submit_keeping(a, &first, scheme).await.unwrap();
+        let mut other_set = first.clone();
+        other_set.operator_set_id = fixture.set(scheme).id;
+        other_set.payload = vec![4];
+        assert_refused_with(
+            submit_keeping(a, &other_set, scheme).await,
+            Code::FailedPrecondition,
+            "already signed with this key",
+        );
+
+        // Another AVS replays the task id and reference timestamp.
+        let first = fixture.task(AVS, scheme, &[5]);
+        submit_keeping(a, &first, scheme).await.unwrap();
+        let mut replay = first.clone();
+        replay.avs = address(AVS_B);
+        for payload in [vec![6], first.payload.clone()] {
+            replay.payload = payload;
+            assert_refused_with(
+                submit_keeping(a, &replay, scheme).await,
+                Code::FailedPrecondition,
+                &format!("not AVS {AVS_B}"),
+            );
+        }
+        // The first AVS's retry is still answered, with the same bytes.
+        let again = submit_keeping(a, &first, scheme).await.unwrap();
+        let earlier = a
+            .iter()
+            .find(|(_, t, _)| t.task_id == first.task_id)
+            .unwrap();
+        assert_eq!(again, earlier.0);
+    }
+    // ECDSA under another verifier: another EIP-712 domain, so another record.
+    let first = fixture.task(AVS, Scheme::Ecdsa, &[7]);
+    submit_keeping(a, &first, Scheme::Ecdsa).await.unwrap();
+    let other_domain = NewTask {
+        operator_set_id: OTHER_VERIFIER_ECDSA,
+        payload: vec![8],
+        ..first.clone()
+    };
+    submit_keeping(a, &other_domain, Scheme::Ecdsa)
+        .await
+        .unwrap();
+
+    // Per scheme: three firsts and the retry; then the two ECDSA domains.
+    assert_eq!(a.len(), 3 * 4 + 2);
+    for (result, task, key) in a.iter() {
+        verify_result(result, task, key).unwrap_or_else(|e| panic!("{e}"));
     }
     assert_still_serves().await;
 }

@@ -22,7 +22,9 @@ use avsnode_proto::executor::TaskResult;
 use avsnode_proto::signer::signer_client::SignerClient;
 use avsnode_proto::signer::{ListKeysRequest, SignResultRequest};
 use avsnode_signer::Scheme;
-use avsnode_signer::messages::{Address, AuthMessage, EcdsaVerifier, TaskId, keccak256};
+use avsnode_signer::messages::{
+    Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId, certificate_digest, keccak256,
+};
 use avsnode_tests::pki;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -279,7 +281,9 @@ impl Task {
     /// What the node would sign locally with `key`.
     fn sign_locally(&self, key: &LocalKey) -> ResultSignatures {
         let f = self.fields();
-        let (_, digest) = f.certificate_digest(key.scheme()).unwrap();
+        let certificate = ResultCertificate::new(key.scheme(), f.verifier).unwrap();
+        let (_, digest) =
+            certificate_digest(&certificate, &f.task_id, f.reference_timestamp, f.output);
         key.sign_result(
             &digest,
             AuthMessage {

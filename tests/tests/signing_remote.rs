@@ -803,6 +803,77 @@ async fn only_the_configured_certificate_uses_the_keys_and_a_signed_task_is_neve
 /// it signs new tasks again within 15 s; the tasks answered before the kill are answered
 /// byte-identically, and the signer's ledger (kept through SIGKILL) still refuses another output
 /// for them.
+/// A compromised node (or anyone holding a client certificate) asks the signer process directly,
+/// for all three schemes: a task signed for one AVS and operator set, then the same task id with
+/// `avs` changed, then `operator_set_id` changed, with another output and with the same one. The
+/// digest binds neither, so each of those would be a second valid signature (or a vote on another
+/// AVS's task): every one is FAILED_PRECONDITION with no signature, and every signature the
+/// signer did return verifies under the operator's key.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_signer_refuses_a_signed_task_for_another_avs_or_operator_set() {
+    let fixture = Fixture::new();
+    let mut signer = SignerHost::new(&fixture, "signer");
+    signer.start("info").await;
+    let mut client = signer.raw_client(Some(NODE)).await.unwrap();
+    for scheme in SCHEMES {
+        let task = fixture.task(AVS, scheme, &[3]);
+        let output = avsnode_example_performer::square(&task.payload).unwrap();
+        let signed = client
+            .sign_result(sign_request(&fixture, scheme, &task, &output))
+            .await
+            .unwrap_or_else(|s| panic!("{scheme}: {s:?}"))
+            .into_inner();
+        let result = TaskResult {
+            task_id: task.task_id.to_wire_string(),
+            operator_address: fixture.operator.to_string(),
+            output: output.clone(),
+            result_signature: signed.result_signature.clone(),
+            avs_address: task.avs.to_string(),
+            operator_set_id: task.operator_set_id,
+            auth_signature: signed.auth_signature.clone(),
+            version: 1,
+        };
+        fixture.assert_verifies(&result, &task);
+
+        let other_avs = NewTask {
+            avs: address("0x000000000000000000000000000000000000b0b0"),
+            ..task.clone()
+        };
+        let other_set = NewTask {
+            operator_set_id: task.operator_set_id + 10,
+            ..task.clone()
+        };
+        for attack in [&other_avs, &other_set] {
+            for attack_output in [b"another output".to_vec(), output.clone()] {
+                let status = client
+                    .sign_result(sign_request(&fixture, scheme, attack, &attack_output))
+                    .await
+                    .expect_err("the same task signed for another AVS or operator set");
+                assert_eq!(
+                    status.code(),
+                    Code::FailedPrecondition,
+                    "{scheme}: {status:?}"
+                );
+                assert!(
+                    status
+                        .message()
+                        .contains("already signed with this key for AVS"),
+                    "{scheme}: {}",
+                    status.message()
+                );
+            }
+        }
+        // The first origin's retry is answered with the same bytes.
+        let again = client
+            .sign_result(sign_request(&fixture, scheme, &task, &output))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again, signed, "{scheme}");
+    }
+    signer.stop();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_signer_makes_tasks_unavailable_and_a_restarted_one_signs_again() {
     const PACE: Duration = Duration::from_millis(50);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use avsnode_signer::messages::TaskId;
 
-use super::{Domain, LOCK_FILE};
+use super::{LOCK_FILE, RecordKey, Refusal};
 
 /// Everything a ledger operation can fail with.
 ///
@@ -60,20 +60,15 @@ pub enum LedgerError {
         source: Arc<redb::Error>,
     },
 
-    /// The ledger already holds a record with a different digest for this (key, domain, task):
-    /// releasing the caller's signatures would break the sign-once invariant. They are dropped;
-    /// never release any for this task.
-    #[error(
-        "refusing to sign task {task_id} in {domain}: the ledger already holds a different \
-         digest for it"
-    )]
+    /// The ledger already holds a record for this (key, domain, task) that refuses the request:
+    /// another origin, reference timestamp or output ([`Refusal`]). Releasing signatures would
+    /// break the sign-once invariant; none are released for this request.
+    #[error("refusing to sign task {}: already {refusal}", key.task_id)]
     Conflict {
-        /// The task.
-        task_id: TaskId,
-        /// Its domain.
-        domain: Domain,
-        /// keccak256 of the signing public key.
-        key_id: [u8; 32],
+        /// The record's key (boxed: it is most of the error's size).
+        key: Box<RecordKey>,
+        /// Why.
+        refusal: Refusal,
     },
 
     /// The proposal or signatures handed to
@@ -98,6 +93,47 @@ pub enum LedgerError {
         source: DecodeError,
     },
 
+    /// An older ledger holds the same task signed for more than one AVS or operator set with one
+    /// key (the double signing DESIGN §5 forbids). Nothing was changed; the node does not start
+    /// until the operator decides.
+    #[error(
+        "the ledger holds {} task(s) signed with one key for more than one AVS or operator set; \
+         each of those signatures is valid for all of them, so only one record per task may \
+         answer from now on. Nothing was changed. Decide with `avsnode ledger migrate --data-dir \
+         DIR --keep-earliest --dropped-to FILE` (keeps the earliest record of each task and \
+         writes the others to FILE), see docs/OPERATING.md \"Migrating the ledger\":\n{}",
+        collisions.len(),
+        CollisionList(collisions)
+    )]
+    MigrationCollisions {
+        /// Every collision.
+        collisions: Vec<super::Collision>,
+    },
+
+    /// An older ledger's ECDSA record whose verifier version is none of those tried.
+    #[error(
+        "migrating the ledger: the record of task {task_id} (verifier {verifier}) was signed \
+         under a verifier version other than those tried ({}); pass the one that node ran with: \
+         `avsnode ledger migrate --data-dir DIR --verifier-version VERSION`",
+        tried.join(", ")
+    )]
+    UnknownVerifierVersion {
+        /// The task.
+        task_id: TaskId,
+        /// The verifier address the record was keyed by.
+        verifier: avsnode_signer::messages::Address,
+        /// The version strings tried.
+        tried: Vec<String>,
+    },
+
+    /// The database holds both an older and a current records table.
+    #[error(
+        "the ledger holds records in both the old and the current layout; avsnode never writes \
+         that. Export what you need with an avsnode of the old version and import it into a \
+         fresh data directory"
+    )]
+    MigrationConflict,
+
     /// `import_json` refused its input; nothing was written.
     #[error(transparent)]
     Import(#[from] ImportError),
@@ -113,6 +149,21 @@ pub enum LedgerError {
     /// The writer thread is gone (it panicked, or the ledger is shutting down).
     #[error("the ledger writer has stopped; nothing was recorded")]
     Closed,
+}
+
+struct CollisionList<'a>(&'a [super::Collision]);
+
+impl fmt::Display for CollisionList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 20;
+        for collision in self.0.iter().take(SHOWN) {
+            writeln!(f, "  {collision}")?;
+        }
+        if self.0.len() > SHOWN {
+            writeln!(f, "  and {} more", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
 }
 
 struct CorruptTask<'a>(&'a Option<TaskId>);
@@ -139,12 +190,12 @@ pub enum DecodeError {
         /// Actual length.
         got: usize,
     },
-    /// The key's verifier flag is neither 0 nor 1.
-    #[error("verifier flag is {0}, expected 0 or 1")]
-    VerifierFlag(u8),
-    /// The key says "no verifier" but the verifier bytes are not zero.
-    #[error("verifier bytes are set although the flag says there is no verifier")]
-    VerifierPadding,
+    /// The key's domain (or, in layout 1, verifier) flag is neither 0 nor 1.
+    #[error("domain flag is {0}, expected 0 or 1")]
+    DomainFlag(u8),
+    /// The key says "no domain" but the domain bytes are not zero.
+    #[error("domain bytes are set although the flag says there is none")]
+    DomainPadding,
     /// The value's leading version byte is not one this build understands.
     #[error("record format version {0} is unknown to this avsnode")]
     UnknownVersion(u8),
@@ -181,10 +232,19 @@ pub enum ImportError {
         found: String,
     },
     /// `version` is not one this build reads.
-    #[error("ledger import refused: version is {found:?}, expected \"1\"")]
+    #[error("ledger import refused: version is {found:?}, expected \"2\" (or \"1\")")]
     Version {
         /// What the file says.
         found: String,
+    },
+    /// One record is not JSON of the expected shape.
+    #[error("ledger import refused: records[{index}]")]
+    Record {
+        /// The record's position in `records`.
+        index: usize,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
     },
     /// One field of one record is malformed.
     #[error("ledger import refused: records[{index}].{field}: {problem}")]
@@ -196,11 +256,11 @@ pub enum ImportError {
         /// What is wrong.
         problem: FieldProblem,
     },
-    /// Records whose task the ledger (or an earlier record of the same file) already holds with
-    /// a different digest.
+    /// Records whose task the ledger (or an earlier record of the same file) already holds for
+    /// another origin or with a different digest.
     #[error(
-        "ledger import refused: {} record(s) conflict with different digests already held for \
-         the same key, domain and task: {}",
+        "ledger import refused: {} record(s) conflict with records already held for the same \
+         key, domain and task (another AVS or operator set, or a different digest): {}",
         task_ids.len(),
         TaskList(task_ids)
     )]

@@ -2,18 +2,26 @@
 //! protection interchange): every integer is a decimal string, every byte string `0x`-hex.
 //!
 //! ```json
-//! {"format":"avsnode-ledger","version":"1","records":[
-//! {"key_id":"0x…","avs":"0x…","operator_set_id":"7","verifier":null,"task_id":"0x…",
+//! {"format":"avsnode-ledger","version":"2","records":[
+//! {"key_id":"0x…","domain":null,"task_id":"0x…","avs":"0x…","operator_set_id":"7",
 //!  "reference_timestamp":"…","message_hash":"0x…","digest":"0x…","output":"0x…",
 //!  "result_signature":"0x…","auth_signature":"0x…","created_at_unix_ms":"…"}
 //! ]}
 //! ```
 //!
-//! Import merges in one transaction: a record not held is inserted; one held with the same digest
-//! is skipped (or gains the imported signatures if it had none); one held with a different digest
-//! refuses the whole import, and nothing is written.
+//! `domain` is the ECDSA verifier's domain separator (`null` for BN254 and BLS12-381): with
+//! `key_id` and `task_id` it is the sign-once key. `avs` and `operator_set_id` are the record's
+//! origin. Version 1 files (written before the key was narrowed, with `verifier` instead of
+//! `domain`) are read too: their ECDSA records get their domain the way the migration finds it
+//! (`migrate.rs`).
+//!
+//! Import merges in one transaction, in file order: a record not held is inserted; one held (or
+//! earlier in the file) with the same origin and digest is skipped (or gains the imported
+//! signatures if it had none); one held with another origin or digest refuses the whole import,
+//! and nothing is written.
 
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
 
 use avsnode_signer::messages::{Address, TaskId, message_hash};
 use redb::{Database, ReadableTable};
@@ -21,10 +29,12 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{self, decode_entry, decode_value, encode_key, encode_value, task_id_of_key};
 use super::error::{FieldProblem, ImportError};
-use super::{Domain, LedgerError, RECORDS, Record, RecordKey, Signatures, storage};
+use super::{LedgerError, Origin, RECORDS, Record, RecordKey, Signatures, migrate, storage};
 
 const FORMAT: &str = "avsnode-ledger";
-const VERSION: &str = "1";
+const VERSION: &str = "2";
+/// Written before the sign-once key was narrowed to what the digest binds.
+const LEGACY_VERSION: &str = "1";
 
 /// What [`Ledger::import_json`](super::Ledger::import_json) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,12 +52,30 @@ pub struct ImportSummary {
 struct ImportFile {
     format: String,
     version: String,
-    records: Vec<JsonRecord>,
+    records: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonRecord {
+    key_id: String,
+    domain: Option<String>,
+    task_id: String,
+    avs: String,
+    operator_set_id: String,
+    reference_timestamp: String,
+    message_hash: String,
+    digest: String,
+    output: String,
+    result_signature: Option<String>,
+    auth_signature: Option<String>,
+    created_at_unix_ms: String,
+}
+
+/// A version-1 record: the verifier address where version 2 has the domain.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyJsonRecord {
     key_id: String,
     avs: String,
     operator_set_id: String,
@@ -70,10 +98,10 @@ impl From<&Record> for JsonRecord {
     fn from(r: &Record) -> Self {
         JsonRecord {
             key_id: hex0x(&r.key.key_id),
-            avs: r.key.domain.avs.to_string(),
-            operator_set_id: r.key.domain.operator_set_id.to_string(),
-            verifier: r.key.domain.verifier.map(|v| v.to_string()),
+            domain: r.key.domain.map(|d| hex0x(&d)),
             task_id: r.key.task_id.to_string(),
+            avs: r.origin.avs.to_string(),
+            operator_set_id: r.origin.operator_set_id.to_string(),
             reference_timestamp: r.reference_timestamp.to_string(),
             message_hash: hex0x(&r.message_hash),
             digest: hex0x(&r.digest),
@@ -85,9 +113,11 @@ impl From<&Record> for JsonRecord {
     }
 }
 
-/// Writes every record, in key order, from one read snapshot.
-pub(super) fn export(db: &Database, out: &mut dyn Write) -> Result<u64, LedgerError> {
-    let table = super::read_records(db)?;
+/// Writes `records` in the export format.
+fn write_records(
+    out: &mut dyn Write,
+    records: impl IntoIterator<Item = Result<Record, LedgerError>>,
+) -> Result<u64, LedgerError> {
     let mut out = BufWriter::new(out);
     let io = |source| LedgerError::Export { source };
     write!(
@@ -96,13 +126,8 @@ pub(super) fn export(db: &Database, out: &mut dyn Write) -> Result<u64, LedgerEr
     )
     .map_err(io)?;
     let mut count = 0u64;
-    for entry in table.iter().map_err(storage("reading the records"))? {
-        let (key, value) = entry.map_err(storage("reading the records"))?;
-        let record =
-            decode_entry(key.value(), value.value()).map_err(|source| LedgerError::Corrupt {
-                task_id: task_id_of_key(key.value()),
-                source,
-            })?;
+    for record in records {
+        let record = record?;
         out.write_all(if count == 0 { b"\n" } else { b",\n" })
             .map_err(io)?;
         serde_json::to_writer(&mut out, &JsonRecord::from(&record)).map_err(|e| io(e.into()))?;
@@ -113,8 +138,43 @@ pub(super) fn export(db: &Database, out: &mut dyn Write) -> Result<u64, LedgerEr
     Ok(count)
 }
 
+/// Writes every record, in key order, from one read snapshot.
+pub(super) fn export(db: &Database, out: &mut dyn Write) -> Result<u64, LedgerError> {
+    let table = super::read_records(db)?;
+    let records = table
+        .iter()
+        .map_err(storage("reading the records"))?
+        .map(|entry| {
+            let (key, value) = entry.map_err(storage("reading the records"))?;
+            decode_entry(key.value(), value.value()).map_err(|source| LedgerError::Corrupt {
+                task_id: task_id_of_key(key.value()),
+                source,
+            })
+        });
+    write_records(out, records)
+}
+
+/// Writes `records` to a new file at `path` (never over an existing one) and syncs it to disk.
+pub(super) fn write_file(path: &Path, records: &[Record]) -> Result<(), LedgerError> {
+    let io = |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io)?;
+    write_records(&mut file, records.iter().cloned().map(Ok))?;
+    file.sync_all().map_err(io)
+}
+
 /// Parses the whole input, then merges it in one write transaction (see the module doc).
-pub(super) fn import(db: &Database, input: &mut dyn Read) -> Result<ImportSummary, LedgerError> {
+pub(super) fn import(
+    db: &Database,
+    input: &mut dyn Read,
+    verifier_versions: &[String],
+) -> Result<ImportSummary, LedgerError> {
     let file: ImportFile = serde_json::from_reader(BufReader::new(input)).map_err(|e| {
         if e.is_io() {
             ImportError::Read(e.into())
@@ -125,18 +185,26 @@ pub(super) fn import(db: &Database, input: &mut dyn Read) -> Result<ImportSummar
     if file.format != FORMAT {
         return Err(ImportError::Format { found: file.format }.into());
     }
-    if file.version != VERSION {
-        return Err(ImportError::Version {
-            found: file.version,
+    let legacy = match file.version.as_str() {
+        VERSION => false,
+        LEGACY_VERSION => true,
+        _ => {
+            return Err(ImportError::Version {
+                found: file.version,
+            }
+            .into());
         }
-        .into());
+    };
+    let mut records = Vec::with_capacity(file.records.len());
+    for (index, value) in file.records.into_iter().enumerate() {
+        let json = |e| ImportError::Record { index, source: e };
+        records.push(if legacy {
+            let r: LegacyJsonRecord = serde_json::from_value(value).map_err(json)?;
+            parse_legacy(index, r, verifier_versions)?
+        } else {
+            parse(index, serde_json::from_value(value).map_err(json)?)?
+        });
     }
-    let records = file
-        .records
-        .into_iter()
-        .enumerate()
-        .map(|(index, r)| parse(index, r))
-        .collect::<Result<Vec<_>, _>>()?;
 
     let mut txn = db
         .begin_write()
@@ -181,7 +249,11 @@ fn merge(txn: &redb::WriteTransaction, records: Vec<Record>) -> Result<ImportSum
                     source,
                 });
             }
-            Some(Ok(held)) if held.digest != record.digest => {
+            Some(Ok(held))
+                if held
+                    .permits(record.origin, record.reference_timestamp, &record.digest)
+                    .is_err() =>
+            {
                 conflicts.push(record.key.task_id);
                 continue;
             }
@@ -228,17 +300,12 @@ fn parse(index: usize, r: JsonRecord) -> Result<Record, ImportError> {
     };
     let key = RecordKey {
         key_id: fixed_hex(&r.key_id).map_err(field("key_id"))?,
-        domain: Domain {
-            avs: Address(fixed_hex(&r.avs).map_err(field("avs"))?),
-            operator_set_id: decimal(&r.operator_set_id).map_err(field("operator_set_id"))?,
-            verifier: r
-                .verifier
-                .as_deref()
-                .map(fixed_hex)
-                .transpose()
-                .map_err(field("verifier"))?
-                .map(Address),
-        },
+        domain: r
+            .domain
+            .as_deref()
+            .map(fixed_hex)
+            .transpose()
+            .map_err(field("domain"))?,
         task_id: TaskId(fixed_hex(&r.task_id).map_err(field("task_id"))?),
     };
     let output = var_hex(&r.output).map_err(field("output"))?;
@@ -257,6 +324,10 @@ fn parse(index: usize, r: JsonRecord) -> Result<Record, ImportError> {
     };
     Ok(Record {
         key,
+        origin: Origin {
+            avs: Address(fixed_hex(&r.avs).map_err(field("avs"))?),
+            operator_set_id: decimal(&r.operator_set_id).map_err(field("operator_set_id"))?,
+        },
         reference_timestamp: decimal(&r.reference_timestamp)
             .map_err(field("reference_timestamp"))?,
         message_hash: message_hash_bytes,
@@ -265,6 +336,47 @@ fn parse(index: usize, r: JsonRecord) -> Result<Record, ImportError> {
         signatures,
         created_at_unix_ms: decimal(&r.created_at_unix_ms).map_err(field("created_at_unix_ms"))?,
     })
+}
+
+/// A version-1 record: parsed as version 2 without a domain, then its ECDSA domain is found as
+/// the migration finds it.
+fn parse_legacy(
+    index: usize,
+    r: LegacyJsonRecord,
+    verifier_versions: &[String],
+) -> Result<Record, LedgerError> {
+    let verifier = r
+        .verifier
+        .as_deref()
+        .map(fixed_hex)
+        .transpose()
+        .map_err(|problem| ImportError::Field {
+            index,
+            field: "verifier",
+            problem,
+        })?
+        .map(Address);
+    let mut record = parse(
+        index,
+        JsonRecord {
+            key_id: r.key_id,
+            domain: None,
+            task_id: r.task_id,
+            avs: r.avs,
+            operator_set_id: r.operator_set_id,
+            reference_timestamp: r.reference_timestamp,
+            message_hash: r.message_hash,
+            digest: r.digest,
+            output: r.output,
+            result_signature: r.result_signature,
+            auth_signature: r.auth_signature,
+            created_at_unix_ms: r.created_at_unix_ms,
+        },
+    )?;
+    if let Some(verifier) = verifier {
+        record.key.domain = Some(migrate::domain_of(&record, verifier, verifier_versions)?);
+    }
+    Ok(record)
 }
 
 fn var_hex(s: &str) -> Result<Vec<u8>, FieldProblem> {

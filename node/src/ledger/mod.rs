@@ -4,30 +4,39 @@
 //! # Invariant
 //!
 //! For one (signing key, domain, task id) the node releases signatures over at most one digest,
-//! and the record holding those signatures is durably committed (fsynced) before any of them
-//! leaves the process. The domain is (AVS, operator set id, and for ECDSA sets the verifier
-//! address), so the same task id in another domain, or under another key, is another record.
+//! for one origin (AVS and operator set), and the record holding those signatures is durably
+//! committed (fsynced) before any of them leaves the process. The domain is exactly what the
+//! signed digest binds besides the task ([`ResultCertificate::bound_domain`]): the ECDSA
+//! verifier's domain separator, nothing for BN254 and BLS12-381. The AVS and the operator set are
+//! not in the key — the digest does not bind them, so a signature made for one is valid for every
+//! other that shares the key — but each record keeps its [`Origin`], and answers no other.
 //!
 //! # Procedure
 //!
-//! The caller computes the digest and signs it, then hands digest and signatures to
-//! [`Ledger::commit_signed`], which decides in one exclusive write transaction and replies only
-//! after that transaction is durably committed:
+//! [`Ledger::sign_once`] is the one way to get signatures released. It computes the certificate
+//! digest itself from the claim (task id, reference timestamp, output) and then:
 //!
-//! - no record → insert it with the signatures, commit → the new record;
-//! - a record with the same digest and signatures → the stored record, unchanged: its signatures
-//!   win and the caller's are discarded, so a retry gets byte-identical answers even from a
-//!   randomised signer (HSM);
-//! - a record with the same digest and no signatures (left by a crash of an older avsnode, which
-//!   committed before signing, or imported that way) → store the caller's signatures in it,
-//!   commit → that record;
-//! - a record with a different digest → [`LedgerError::Conflict`], logged at error level with
-//!   the task id and domain (never payloads or signatures). The caller's signatures are dropped.
+//! - a record that refuses the claim ([`Record::permits`]: another origin, reference timestamp or
+//!   output) → [`LedgerError::Conflict`] before anything is signed;
+//! - a signed record for the same origin and digest → that record, nothing signed;
+//! - otherwise the caller's `sign` is called with the digest, and the signatures go to the writer,
+//!   which decides again in one exclusive write transaction and replies only after that
+//!   transaction is durably committed:
+//!   - no record → insert it with the signatures, commit → the new record;
+//!   - a signed record with the same origin and digest (a racing call won) → the stored record,
+//!     unchanged: its signatures win and the caller's are discarded, so a retry gets
+//!     byte-identical answers even from a randomised signer (HSM);
+//!   - an unsigned record with the same origin and digest (left by a crash of an older avsnode,
+//!     which committed before signing, or imported that way) → store the caller's signatures in
+//!     it, commit → that record;
+//!   - a record that refuses the claim → [`LedgerError::Conflict`], logged at error level with the
+//!     task id and key (never payloads or signatures). The caller's signatures are dropped.
 //!
 //! The only signatures the API ever hands back are those inside a returned [`Record`], and a
 //! record is returned only once it is durably committed: a caller that answers from the returned
-//! record (never from the signatures it passed in) cannot release a signature that is not the
-//! committed one.
+//! record (never from the signatures it made) cannot release a signature that is not the
+//! committed one. The pipeline's fast path ([`Ledger::lookup`] and [`Record::answers`], before
+//! executing a task) answers retries with the same decision.
 //!
 //! # Group commit
 //!
@@ -45,6 +54,13 @@
 //! its signatures; its retry gets that stored record. The pipeline runs sign-and-commit as a unit
 //! anyway (DESIGN §3.2).
 //!
+//! # Migration
+//!
+//! Ledgers written before the key was narrowed (layout 1, keyed by AVS and operator set) are
+//! migrated when opened, in one transaction; records that are one key now (the same task signed
+//! for two origins with one key) stop the migration until the operator decides with `avsnode
+//! ledger migrate`. See `migrate.rs`.
+//!
 //! # Lock
 //!
 //! [`Ledger::open`] takes an OS lock (`flock`) on `<data_dir>/LOCK` for the ledger's lifetime: a
@@ -55,13 +71,13 @@
 //!
 //! # Caveat
 //!
-//! Signatures are computed before the ledger check, not after it. On a conflict (a different
-//! digest already recorded), or when two same-digest calls race, a signature — possibly over a
-//! digest the ledger then refuses — has been COMPUTED and held in this process's memory. It is
-//! never stored and never returned, so it never leaves the process through this API; it is
-//! dropped with the refused request (its bytes may linger in freed memory, a core dump or swap
-//! until overwritten). The pipeline's single flight (one flight per task at a time) and its
-//! ledger fast path (a signed task is answered without signing) make such wasted signatures rare.
+//! The writer's check comes after signing: two calls for one task that race past the check
+//! before signing (two origins, or two outputs, at the same moment) both sign, and the writer
+//! refuses the second. That signature — over a digest or for an origin the ledger refuses — has
+//! been COMPUTED and held in this process's memory. It is never stored and never returned, so it
+//! never leaves the process through this API; it is dropped with the refused request (its bytes
+//! may linger in freed memory, a core dump or swap until overwritten). The pre-check in
+//! `sign_once` and the pipeline's single flight make such wasted signatures rare.
 //!
 //! The ledger protects one data directory on one machine. It does not protect against:
 //!
@@ -74,14 +90,14 @@
 //!   disks), or a shared/network file system where `flock` is not enforced;
 //! - signatures made outside this API (a key used by another program), or a caller that releases
 //!   the signatures it computed instead of those in the returned record;
-//! - a digest that does not belong to its output, or signatures that are not over the digest:
-//!   `commit_signed` checks `message_hash` against the output, but computing the digest from
-//!   (reference timestamp, messageHash, scheme, verifier) and signing exactly that digest is the
-//!   caller's job (DESIGN §4.2).
+//! - a `sign` callback that signs something else than the digest it is handed, or a
+//!   [`ResultCertificate`] that is not the one the key signs under (the operator set's scheme and
+//!   verifier, DESIGN §4.2).
 
 mod codec;
 mod error;
 mod export;
+mod migrate;
 mod writer;
 
 #[cfg(test)]
@@ -89,21 +105,26 @@ mod tests;
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use avsnode_signer::messages::{Address, SigningDigest, TaskId, message_hash};
+use avsnode_signer::messages::{
+    Address, MessageHash, ResultCertificate, SigningDigest, TaskId, certificate_digest,
+    message_hash,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{DecodeError, FieldProblem, ImportError, LedgerError};
 pub use export::ImportSummary;
+pub use migrate::{Collisions, MigrationOptions, MigrationReport};
 
 use codec::{decode_entry, decode_value, encode_key, task_id_of_key};
-use writer::{Counters, Request};
+use writer::{Counters, Request, conflict};
 
 /// The data directory's lock file.
 pub const LOCK_FILE: &str = "LOCK";
@@ -111,46 +132,123 @@ pub const LOCK_FILE: &str = "LOCK";
 /// The ledger database file in the data directory.
 pub const DB_FILE: &str = "ledger.redb";
 
-/// The one table: encoded [`RecordKey`] → encoded record (layouts in `codec.rs`).
+/// The one table: encoded [`RecordKey`] → encoded record (layout 2, in `codec.rs`). Layout 1's
+/// table had another name; `migrate.rs` moves its records here.
 const RECORDS: TableDefinition<'static, &'static [u8], &'static [u8]> =
-    TableDefinition::new("sign_once_records");
+    TableDefinition::new("sign_once");
 
-/// Where a signature is valid: the AVS, the operator set and, for ECDSA sets, the verifier
-/// contract of the EIP-712 domain.
+/// What one record is about: the signing key, what the signed digest binds besides the task
+/// (DESIGN §5), and the task. Nothing else: the AVS and the operator set are not in the digest,
+/// so they are not in the key either (see [`Origin`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Domain {
-    /// The AVS.
-    pub avs: Address,
-    /// The operator set.
-    pub operator_set_id: u32,
-    /// The certificate verifier (ECDSA operator sets only).
-    pub verifier: Option<Address>,
+pub struct RecordKey {
+    /// keccak256 of the signing public key.
+    pub key_id: [u8; 32],
+    /// [`ResultCertificate::bound_domain`]: the ECDSA verifier's domain separator, `None` for BN254 and
+    /// BLS12-381.
+    pub domain: Option<[u8; 32]>,
+    /// The task.
+    pub task_id: TaskId,
 }
 
-impl fmt::Display for Domain {
+impl RecordKey {
+    /// The key of `task_id` signed by the key `key_id` under `certificate`.
+    pub fn new(key_id: [u8; 32], certificate: &ResultCertificate, task_id: TaskId) -> RecordKey {
+        RecordKey {
+            key_id,
+            domain: certificate.bound_domain(),
+            task_id,
+        }
+    }
+}
+
+impl fmt::Display for RecordKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AVS {} operator set {}", self.avs, self.operator_set_id)?;
-        if let Some(verifier) = self.verifier {
-            write!(f, " verifier {verifier}")?;
+        write!(
+            f,
+            "task {} key 0x{}",
+            self.task_id,
+            hex::encode(&self.key_id[..8])
+        )?;
+        if let Some(domain) = self.domain {
+            write!(f, " verifier domain 0x{}", hex::encode(domain))?;
         }
         Ok(())
     }
 }
 
-/// What one record is about: the signing key, the domain and the task.
+/// The AVS and operator set a record was signed for. Not part of the sign-once key, but stored:
+/// a record answers only requests from its own origin, and a request for the same task from
+/// another AVS or operator set that shares the key is refused (its signature would be valid for
+/// both, DESIGN §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RecordKey {
-    /// keccak256 of the signing public key.
-    pub key_id: [u8; 32],
-    /// Where the signature is valid.
-    pub domain: Domain,
-    /// The task.
-    pub task_id: TaskId,
+pub struct Origin {
+    /// The AVS.
+    pub avs: Address,
+    /// The operator set.
+    pub operator_set_id: u32,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AVS {} operator set {}", self.avs, self.operator_set_id)
+    }
+}
+
+/// Why a record refuses a request for its task: the one decision behind every sign-once refusal
+/// (the pipeline's fast path, [`Ledger::sign_once`], the writer's check, import).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The task was signed for another AVS or operator set that uses the same key.
+    #[error("signed with this key for {recorded}, not {asked}")]
+    OtherOrigin {
+        /// The record's origin.
+        recorded: Origin,
+        /// The request's.
+        asked: Origin,
+    },
+    /// The task was signed with another reference timestamp.
+    #[error("signed with reference timestamp {recorded}, not {asked}")]
+    OtherReferenceTimestamp {
+        /// The record's.
+        recorded: u32,
+        /// The request's.
+        asked: u32,
+    },
+    /// The task was signed with another output.
+    #[error("signed with a different output")]
+    OtherOutput,
+}
+
+/// One sign-once key that several records of an older ledger (or of an import) share: each
+/// origin with its reference timestamp and creation time, earliest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    /// The shared key.
+    pub key: RecordKey,
+    /// (origin, reference timestamp, created at Unix ms) of each record.
+    pub origins: Vec<(Origin, u32, u64)>,
+}
+
+impl fmt::Display for Collision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} signed for", self.key)?;
+        for (i, (origin, reference_timestamp, created)) in self.origins.iter().enumerate() {
+            let sep = if i == 0 { " " } else { "; " };
+            write!(
+                f,
+                "{sep}{origin} (reference timestamp {reference_timestamp}, recorded at {created} ms)"
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// What the pipeline signed for a task.
 #[derive(Clone)]
 pub struct Proposal {
+    /// Who asks.
+    pub origin: Origin,
     /// The task's reference timestamp (part of the certificate digest).
     pub reference_timestamp: u32,
     /// keccak256(abi.encode(task id, output)); checked against `output` by `commit_signed`.
@@ -165,12 +263,58 @@ impl fmt::Debug for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // No payloads in logs: the output is shown by length only.
         f.debug_struct("Proposal")
+            .field("origin", &self.origin)
             .field("reference_timestamp", &self.reference_timestamp)
             .field("message_hash", &Hex(&self.message_hash))
             .field("digest", &self.digest)
             .field("output_len", &self.output.len())
             .finish()
     }
+}
+
+/// One task to sign once: who asks, and the fields the certificate digest is computed from.
+#[derive(Clone)]
+pub struct Claim {
+    /// The task.
+    pub task_id: TaskId,
+    /// Who asks.
+    pub origin: Origin,
+    /// The task's reference timestamp.
+    pub reference_timestamp: u32,
+    /// The performer's output.
+    pub output: Vec<u8>,
+}
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claim")
+            .field("task_id", &self.task_id)
+            .field("origin", &self.origin)
+            .field("reference_timestamp", &self.reference_timestamp)
+            .field("output_len", &self.output.len())
+            .finish()
+    }
+}
+
+/// What [`Ledger::sign_once`] answers with: the durably committed record, whose signatures are
+/// the only ones that may be released.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The record.
+    pub record: Record,
+    /// Whether this call signed it (false: an earlier call had, and its signatures answer).
+    pub fresh: bool,
+}
+
+/// Why [`Ledger::sign_once`] released no signature.
+#[derive(Debug, thiserror::Error)]
+pub enum SignOnceError<E> {
+    /// The ledger refused ([`LedgerError::Conflict`]) or failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The signing backend failed; nothing was recorded.
+    #[error(transparent)]
+    Sign(E),
 }
 
 /// The two signatures released for a task (DESIGN §4.2, §4.3).
@@ -196,6 +340,8 @@ impl fmt::Debug for Signatures {
 pub struct Record {
     /// Key, domain and task.
     pub key: RecordKey,
+    /// The AVS and operator set it was signed for.
+    pub origin: Origin,
     /// The task's reference timestamp.
     pub reference_timestamp: u32,
     /// keccak256(abi.encode(task id, output)).
@@ -215,6 +361,7 @@ impl fmt::Debug for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Record")
             .field("key", &self.key)
+            .field("origin", &self.origin)
             .field("reference_timestamp", &self.reference_timestamp)
             .field("message_hash", &Hex(&self.message_hash))
             .field("digest", &Hex(&self.digest))
@@ -222,6 +369,47 @@ impl fmt::Debug for Record {
             .field("signatures", &self.signatures)
             .field("created_at_unix_ms", &self.created_at_unix_ms)
             .finish()
+    }
+}
+
+impl Record {
+    /// Whether this record may answer a request from `origin` with `reference_timestamp`: only
+    /// its own origin, and only for the very digest it holds (recomputed under `certificate` from
+    /// the request's reference timestamp and the recorded output). The same output under another
+    /// reference timestamp is another digest.
+    pub fn answers(
+        &self,
+        certificate: &ResultCertificate,
+        origin: Origin,
+        reference_timestamp: u32,
+    ) -> Result<(), Refusal> {
+        let digest = certificate.digest(reference_timestamp, &MessageHash(self.message_hash));
+        self.permits(origin, reference_timestamp, digest.as_bytes())
+    }
+
+    /// Whether signatures over `digest` for `origin` may be released under this record: the one
+    /// sign-once decision (DESIGN §5).
+    pub fn permits(
+        &self,
+        origin: Origin,
+        reference_timestamp: u32,
+        digest: &[u8; 32],
+    ) -> Result<(), Refusal> {
+        if self.origin != origin {
+            Err(Refusal::OtherOrigin {
+                recorded: self.origin,
+                asked: origin,
+            })
+        } else if self.digest == *digest {
+            Ok(())
+        } else if self.reference_timestamp != reference_timestamp {
+            Err(Refusal::OtherReferenceTimestamp {
+                recorded: self.reference_timestamp,
+                asked: reference_timestamp,
+            })
+        } else {
+            Err(Refusal::OtherOutput)
+        }
     }
 }
 
@@ -262,6 +450,7 @@ struct Inner {
     sender: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    migrated: Option<MigrationReport>,
     // Field order matters: the database closes before the lock file is released.
     db: Arc<Database>,
     _lock: File,
@@ -314,6 +503,8 @@ pub struct LedgerOptions {
     /// the ledger up to this size (redb's own default of 1 GiB made a long-running node's RSS
     /// follow the ledger file).
     pub cache_size: usize,
+    /// How to migrate a ledger written by an older avsnode (`migrate.rs`).
+    pub migration: MigrationOptions,
 }
 
 impl Default for LedgerOptions {
@@ -322,6 +513,7 @@ impl Default for LedgerOptions {
             commit_delay: Duration::from_millis(5),
             commit_seconds: None,
             cache_size: 16 << 20,
+            migration: MigrationOptions::default(),
         }
     }
 }
@@ -376,6 +568,7 @@ impl Ledger {
                 path: db_path.clone(),
                 source,
             })?;
+        let migrated = migrate::run(&db, &options.migration)?;
         // Read transactions cannot open a table that was never created.
         let txn = db
             .begin_write()
@@ -405,10 +598,16 @@ impl Ledger {
                 sender: Some(sender),
                 writer: Some(writer),
                 counters,
+                migrated,
                 db,
                 _lock: lock,
             }),
         })
+    }
+
+    /// What opening this ledger migrated from an older layout, if anything.
+    pub fn migrated(&self) -> Option<&MigrationReport> {
+        self.inner.migrated.as_ref()
     }
 
     /// The data directory this ledger locks.
@@ -418,10 +617,8 @@ impl Ledger {
 
     /// The fast path (DESIGN §3.1 step 7): the record for `key`, from a read snapshot, without
     /// the writer. A signed record answers a retry at once; a record with another digest than the
-    /// one the pipeline would produce means the task must not be answered. Only
-    /// [`commit_signed`] decides which signatures may be released.
-    ///
-    /// [`commit_signed`]: Ledger::commit_signed
+    /// one the pipeline would produce means the task must not be answered ([`Record::answers`]).
+    /// Only [`Ledger::sign_once`] releases new signatures.
     pub fn lookup(&self, key: &RecordKey) -> Result<Option<Record>, LedgerError> {
         let table = read_records(&self.inner.db)?;
         let Some(value) = table
@@ -438,6 +635,76 @@ impl Ledger {
             })
     }
 
+    /// DESIGN §5's procedure, and the only way avsnode gets signatures to release: computes the
+    /// certificate digest of `claim` itself (one [`certificate_digest`]), refuses before signing
+    /// if a record for the task holds another origin or digest, answers from a signed record for
+    /// the same digest, and otherwise calls `sign` with the digest, durably commits the
+    /// signatures and returns the committed record. Answer from the returned record only.
+    ///
+    /// `key_id` is the signing key's id ([`keccak256`] of its public key) and `certificate` what
+    /// it signs under; together with the task id they are the record's key.
+    ///
+    /// [`keccak256`]: avsnode_signer::messages::keccak256
+    pub async fn sign_once<F, Fut, E>(
+        &self,
+        key_id: [u8; 32],
+        certificate: &ResultCertificate,
+        claim: Claim,
+        sign: F,
+    ) -> Result<Signed, SignOnceError<E>>
+    where
+        F: FnOnce(SigningDigest) -> Fut,
+        Fut: Future<Output = Result<Signatures, E>>,
+    {
+        let key = RecordKey::new(key_id, certificate, claim.task_id);
+        let (message_hash, digest) = certificate_digest(
+            certificate,
+            &claim.task_id,
+            claim.reference_timestamp,
+            &claim.output,
+        );
+        if let Some(record) = self.lookup(&key)? {
+            // Refused before anything is signed for a digest the ledger would refuse.
+            if let Err(refusal) =
+                record.permits(claim.origin, claim.reference_timestamp, digest.as_bytes())
+            {
+                return Err(self.refuse(&key, refusal).into());
+            }
+            if record.signatures.is_some() {
+                return Ok(Signed {
+                    record,
+                    fresh: false,
+                });
+            }
+        }
+        let signatures = sign(digest).await.map_err(SignOnceError::Sign)?;
+        let proposal = Proposal {
+            origin: claim.origin,
+            reference_timestamp: claim.reference_timestamp,
+            message_hash: message_hash.0,
+            digest,
+            output: claim.output,
+        };
+        let record = self.commit_signed(key, proposal, signatures).await?;
+        if record.digest != *digest.as_bytes() {
+            return Err(LedgerError::InvalidProposal {
+                task_id: key.task_id,
+                problem: "the ledger answered for another digest",
+            }
+            .into());
+        }
+        Ok(Signed {
+            record,
+            fresh: true,
+        })
+    }
+
+    /// Logs and counts a refusal found outside the writer (the writer logs its own).
+    fn refuse(&self, key: &RecordKey, refusal: Refusal) -> LedgerError {
+        self.inner.counters.conflict();
+        conflict(key, refusal)
+    }
+
     /// Check-and-commit (DESIGN §3.1 step 11, §5): `signatures` are the caller's signatures over
     /// `proposal.digest`; see the module doc for the procedure. Returns only after the decision
     /// is durably committed, and returns the record to answer with: its signatures are the ones
@@ -448,7 +715,7 @@ impl Ledger {
     /// keccak256(abi.encode(task id, output)) or a field does not fit the record layout, and with
     /// [`LedgerError::Conflict`] if the record holds another digest; in every error case the
     /// caller's signatures are dropped.
-    pub async fn commit_signed(
+    async fn commit_signed(
         &self,
         key: RecordKey,
         proposal: Proposal,
@@ -547,10 +814,16 @@ impl Ledger {
     }
 
     /// Merges records from JSON written by [`export_json`](Ledger::export_json), in one
-    /// transaction: nothing is written if any record conflicts with a held one (a different
-    /// digest for the same key, domain and task) or if the input is malformed.
-    pub fn import_json(&self, input: &mut dyn Read) -> Result<ImportSummary, LedgerError> {
-        export::import(&self.inner.db, input)
+    /// transaction: nothing is written if any record conflicts with a held one (another origin
+    /// or digest for the same key, domain and task), two records of the input share a key, or the
+    /// input is malformed. `verifier_versions` are tried for version-1 files' ECDSA records, as
+    /// [`MigrationOptions::verifier_versions`].
+    pub fn import_json(
+        &self,
+        input: &mut dyn Read,
+        verifier_versions: &[String],
+    ) -> Result<ImportSummary, LedgerError> {
+        export::import(&self.inner.db, input, verifier_versions)
     }
 
     /// Group-commit counters.

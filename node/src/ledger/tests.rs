@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avsnode_signer::messages::{Address, TaskId, bn254_certificate_digest, message_hash};
+use avsnode_signer::messages::{
+    Address, EcdsaVerifier, ResultCertificate, TaskId, certificate_digest,
+};
 use proptest::prelude::*;
 use redb::ReadableDatabase;
 
@@ -13,26 +15,44 @@ use super::*;
 
 const TS: u32 = 1_700_000_000;
 
+/// The origin most tests sign for.
+const ORIGIN: Origin = Origin {
+    avs: Address([0xa5; 20]),
+    operator_set_id: 7,
+};
+
 fn key(n: u8) -> RecordKey {
-    RecordKey {
-        key_id: [0x11; 32],
-        domain: Domain {
-            avs: Address([0xa5; 20]),
-            operator_set_id: 7,
-            verifier: None,
-        },
-        task_id: TaskId([n; 32]),
+    RecordKey::new([0x11; 32], &ResultCertificate::Bn254, TaskId([n; 32]))
+}
+
+/// The proposal a BN254 key makes for `output` from `ORIGIN`.
+fn proposal(task_id: &TaskId, output: &[u8]) -> Proposal {
+    proposal_for(ORIGIN, &ResultCertificate::Bn254, task_id, TS, output)
+}
+
+fn proposal_for(
+    origin: Origin,
+    certificate: &ResultCertificate,
+    task_id: &TaskId,
+    reference_timestamp: u32,
+    output: &[u8],
+) -> Proposal {
+    let (mh, digest) = certificate_digest(certificate, task_id, reference_timestamp, output);
+    Proposal {
+        origin,
+        reference_timestamp,
+        message_hash: mh.0,
+        digest,
+        output: output.to_vec(),
     }
 }
 
-fn proposal(task_id: &TaskId, output: &[u8]) -> Proposal {
-    let mh = message_hash(task_id, output);
-    Proposal {
-        reference_timestamp: TS,
-        message_hash: mh.0,
-        digest: bn254_certificate_digest(TS, &mh),
-        output: output.to_vec(),
-    }
+fn ecdsa_certificate(verifier: u8, version: &str) -> ResultCertificate {
+    let verifier = EcdsaVerifier {
+        address: Address([verifier; 20]),
+        version: version.into(),
+    };
+    ResultCertificate::new(avsnode_signer::Scheme::Ecdsa, Some(&verifier)).expect("certificate")
 }
 
 /// Stand-in signatures: distinct tags give distinct bytes, like two runs of a randomised signer.
@@ -61,16 +81,11 @@ async fn commit(
         .await
 }
 
-fn assert_conflict(committed: Result<Record, LedgerError>, expected: &RecordKey) {
+fn assert_conflict(committed: Result<Record, LedgerError>, expected: &RecordKey) -> Refusal {
     match committed {
-        Err(LedgerError::Conflict {
-            task_id,
-            domain,
-            key_id,
-        }) => {
-            assert_eq!(task_id, expected.task_id);
-            assert_eq!(domain, expected.domain);
-            assert_eq!(key_id, expected.key_id);
+        Err(LedgerError::Conflict { key, refusal }) => {
+            assert_eq!(*key, *expected);
+            refusal
         }
         other => panic!("expected Conflict, got {other:?}"),
     }
@@ -90,7 +105,7 @@ async fn import_unsigned(ledger: &Ledger, key: RecordKey, output: &[u8]) -> Reco
         record["auth_signature"] = serde_json::Value::Null;
     }
     let summary = ledger
-        .import_json(&mut value.to_string().as_bytes())
+        .import_json(&mut value.to_string().as_bytes(), &[])
         .expect("import");
     assert_eq!(summary.inserted, 1);
     let record = ledger.lookup(&key).expect("lookup").expect("imported");
@@ -126,10 +141,8 @@ async fn exactly_one_of_sixteen_different_digests_wins() {
             let (i, output, committed) = racer.await.expect("racer panicked");
             match committed {
                 Ok(record) => winners.push((i, output, record)),
-                Err(LedgerError::Conflict {
-                    task_id, domain, ..
-                }) => {
-                    assert_eq!((task_id, domain), (key.task_id, key.domain));
+                Err(LedgerError::Conflict { key: refused, .. }) => {
+                    assert_eq!(*refused, key);
                     losers.push(output);
                 }
                 other => panic!("round {round}: unexpected {other:?}"),
@@ -327,46 +340,165 @@ async fn records_survive_reopen_and_an_unsigned_record_stays_binding() {
     assert_eq!(ledger.lookup(&signed_key).expect("lookup"), Some(stored));
 }
 
+/// The key is what the digest binds: another signing key or another ECDSA verifier domain is
+/// another record; the same task id under one key is one record, whichever AVS or operator set
+/// asks.
 #[tokio::test]
-async fn domains_and_keys_are_separate_records() {
+async fn only_keys_and_verifier_domains_separate_records() {
     let (_dir, ledger) = open_temp();
-    let base = key(5);
-    let mut other_avs = base;
-    other_avs.domain.avs = Address([0xa6; 20]);
-    let mut other_set = base;
-    other_set.domain.operator_set_id = 8;
-    let mut with_verifier = base;
-    with_verifier.domain.verifier = Some(Address([0x01; 20]));
-    let mut other_verifier = base;
-    other_verifier.domain.verifier = Some(Address([0x02; 20]));
-    let mut other_key_id = base;
-    other_key_id.key_id = [0x22; 32];
-    let mut zero_verifier = base;
-    // A verifier at the zero address is still a verifier: not the same record as none.
-    zero_verifier.domain.verifier = Some(Address([0; 20]));
-
-    let keys = [
-        base,
-        other_avs,
-        other_set,
-        with_verifier,
-        other_verifier,
-        other_key_id,
-        zero_verifier,
+    let task_id = TaskId([5; 32]);
+    let certificates = [
+        ecdsa_certificate(0x01, "1"),
+        ecdsa_certificate(0x02, "1"),
+        ecdsa_certificate(0x01, "2"),
+        // A verifier at the zero address is still a verifier: not the same record as none.
+        ecdsa_certificate(0x00, "1"),
     ];
-    for (i, key) in keys.iter().enumerate() {
-        // Same task id everywhere, a different output in each domain: each one may be signed.
+    let mut keys: Vec<(RecordKey, ResultCertificate)> = certificates
+        .iter()
+        .map(|c| (RecordKey::new([0x11; 32], c, task_id), *c))
+        .collect();
+    keys.push((
+        RecordKey::new([0x11; 32], &ResultCertificate::Bn254, task_id),
+        ResultCertificate::Bn254,
+    ));
+    keys.push((
+        RecordKey::new([0x22; 32], &ResultCertificate::Bn254, task_id),
+        ResultCertificate::Bn254,
+    ));
+    for (i, (key, certificate)) in keys.iter().enumerate() {
+        // Same task id everywhere, a different output under each key: each one may be signed.
         let tag = u8::try_from(i).expect("small");
-        let record = commit(&ledger, *key, &[tag], tag).await.expect("commit");
+        let p = proposal_for(ORIGIN, certificate, &task_id, TS, &[tag]);
+        let record = ledger
+            .commit_signed(*key, p, sigs(tag))
+            .await
+            .expect("commit");
         assert_eq!(record.signatures, Some(sigs(tag)));
     }
     assert_eq!(ledger.len().expect("len"), keys.len() as u64);
-    for (i, key) in keys.iter().enumerate() {
+    for (i, (key, certificate)) in keys.iter().enumerate() {
         let record = ledger.lookup(key).expect("lookup").expect("held");
         assert_eq!(record.key, *key);
         assert_eq!(record.output, [u8::try_from(i).expect("small")]);
-        assert_conflict(commit(&ledger, *key, &[0xee], 0xee).await, key);
+        let other = proposal_for(ORIGIN, certificate, &task_id, TS, &[0xee]);
+        assert_eq!(
+            assert_conflict(ledger.commit_signed(*key, other, sigs(0xee)).await, key),
+            Refusal::OtherOutput
+        );
     }
+}
+
+/// A BN254 signature binds neither the AVS nor the operator set: once a task is signed for one
+/// origin, no other origin sharing the key gets a record — not with another output, not even with
+/// the very same digest (its auth signature would bind the other origin).
+#[tokio::test]
+async fn another_avs_or_operator_set_never_gets_the_task() {
+    let (_dir, ledger) = open_temp();
+    let key = key(6);
+    let signed = commit(&ledger, key, b"for A", 6).await.expect("commit");
+    assert_eq!(signed.origin, ORIGIN);
+    let other_avs = Origin {
+        avs: Address([0xb6; 20]),
+        ..ORIGIN
+    };
+    let other_set = Origin {
+        operator_set_id: 5,
+        ..ORIGIN
+    };
+    for origin in [other_avs, other_set] {
+        for output in [&b"for B"[..], b"for A"] {
+            let p = proposal_for(origin, &ResultCertificate::Bn254, &key.task_id, TS, output);
+            let refusal = assert_conflict(ledger.commit_signed(key, p, sigs(7)).await, &key);
+            assert_eq!(
+                refusal,
+                Refusal::OtherOrigin {
+                    recorded: ORIGIN,
+                    asked: origin
+                }
+            );
+        }
+    }
+    // Another reference timestamp with the same output is another digest, and said so.
+    let p = proposal_for(
+        ORIGIN,
+        &ResultCertificate::Bn254,
+        &key.task_id,
+        TS + 1,
+        b"for A",
+    );
+    assert_eq!(
+        assert_conflict(ledger.commit_signed(key, p, sigs(8)).await, &key),
+        Refusal::OtherReferenceTimestamp {
+            recorded: TS,
+            asked: TS + 1
+        }
+    );
+    assert_eq!(ledger.lookup(&key).expect("lookup"), Some(signed));
+    assert_eq!(ledger.stats().conflicts, 5);
+}
+
+/// `sign_once` refuses before signing, answers a retry from the record without signing, and
+/// signs (once) what is new.
+#[tokio::test]
+async fn sign_once_signs_only_what_the_ledger_allows() {
+    let (_dir, ledger) = open_temp();
+    let signs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let claim = |origin: Origin, output: &[u8]| Claim {
+        task_id: TaskId([7; 32]),
+        origin,
+        reference_timestamp: TS,
+        output: output.to_vec(),
+    };
+    let sign = |tag: u8| {
+        let signs = Arc::clone(&signs);
+        move |_digest| async move {
+            signs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(sigs(tag))
+        }
+    };
+    let certificate = ResultCertificate::Bn254;
+    let first = ledger
+        .sign_once([0x11; 32], &certificate, claim(ORIGIN, b"out"), sign(1))
+        .await
+        .expect("signed");
+    assert!(first.fresh);
+    assert_eq!(first.record.signatures, Some(sigs(1)));
+    let again = ledger
+        .sign_once([0x11; 32], &certificate, claim(ORIGIN, b"out"), sign(2))
+        .await
+        .expect("answered");
+    assert!(!again.fresh);
+    assert_eq!(again.record, first.record);
+    let other = Origin {
+        operator_set_id: 8,
+        ..ORIGIN
+    };
+    for (origin, output) in [(ORIGIN, &b"other"[..]), (other, b"out"), (other, b"x")] {
+        match ledger
+            .sign_once([0x11; 32], &certificate, claim(origin, output), sign(3))
+            .await
+        {
+            Err(SignOnceError::Ledger(LedgerError::Conflict { .. })) => {}
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    // One signing call in all: the retry and the refusals never reached the signer.
+    assert_eq!(signs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A signer failure records nothing.
+    let failed = ledger
+        .sign_once(
+            [0x11; 32],
+            &certificate,
+            Claim {
+                task_id: TaskId([8; 32]),
+                ..claim(ORIGIN, b"out")
+            },
+            |_digest| async { Err::<Signatures, _>("token gone") },
+        )
+        .await;
+    assert!(matches!(failed, Err(SignOnceError::Sign("token gone"))));
+    assert_eq!(ledger.len().expect("len"), 1);
 }
 
 #[tokio::test]
@@ -520,17 +652,24 @@ async fn prune_removes_only_older_records() {
 async fn sample_records(ledger: &Ledger) -> Vec<RecordKey> {
     let mut keys = Vec::new();
     for n in 0..4u8 {
-        let mut key = key(n);
-        if n % 2 == 1 {
-            key.domain.verifier = Some(Address([n; 20]));
-            key.domain.operator_set_id = u32::MAX - u32::from(n);
-        }
         let output: Vec<u8> = (0..n * 20).collect();
-        if n == 2 {
-            import_unsigned(ledger, key, &output).await;
+        let key = if n % 2 == 1 {
+            let certificate = ecdsa_certificate(n, "1");
+            let key = RecordKey::new([0x11; 32], &certificate, TaskId([n; 32]));
+            let origin = Origin {
+                avs: ORIGIN.avs,
+                operator_set_id: u32::MAX - u32::from(n),
+            };
+            let p = proposal_for(origin, &certificate, &key.task_id, TS, &output);
+            ledger.commit_signed(key, p, sigs(n)).await.expect("commit");
+            key
+        } else if n == 2 {
+            import_unsigned(ledger, key(n), &output).await;
+            key(n)
         } else {
-            commit(ledger, key, &output, n).await.expect("commit");
-        }
+            commit(ledger, key(n), &output, n).await.expect("commit");
+            key(n)
+        };
         keys.push(key);
     }
     keys
@@ -548,7 +687,7 @@ async fn export_then_import_reproduces_every_record() {
 
     let value: serde_json::Value = serde_json::from_slice(&json).expect("export is JSON");
     assert_eq!(value["format"], "avsnode-ledger");
-    assert_eq!(value["version"], "1");
+    assert_eq!(value["version"], "2");
     let records = value["records"].as_array().expect("records");
     assert_eq!(records.len(), keys.len());
     for record in records {
@@ -564,13 +703,14 @@ async fn export_then_import_reproduces_every_record() {
         }
         assert!(record["task_id"].as_str().expect("hex").starts_with("0x"));
     }
-    assert!(records.iter().any(|r| r["verifier"].is_null()));
+    assert!(records.iter().any(|r| r["domain"].is_null()));
+    assert!(records.iter().any(|r| r["domain"].is_string()));
     assert!(records.iter().any(|r| r["result_signature"].is_null()));
     assert!(records.iter().any(|r| r["operator_set_id"] == "4294967294"));
 
     let unsigned_json = json.clone();
     let (_dst_dir, dst) = open_temp();
-    let summary = dst.import_json(&mut json.as_slice()).expect("import");
+    let summary = dst.import_json(&mut json.as_slice(), &[]).expect("import");
     assert_eq!(
         summary,
         ImportSummary {
@@ -587,7 +727,9 @@ async fn export_then_import_reproduces_every_record() {
         );
     }
     // Importing again changes nothing.
-    let again = dst.import_json(&mut json.as_slice()).expect("re-import");
+    let again = dst
+        .import_json(&mut json.as_slice(), &[])
+        .expect("re-import");
     assert_eq!((again.inserted, again.skipped), (0, 4));
 
     // The unsigned record is signed at the source later: importing that fills in the signatures.
@@ -597,7 +739,7 @@ async fn export_then_import_reproduces_every_record() {
     assert_eq!(signed.signatures, Some(sigs(9)));
     let mut json = Vec::new();
     src.export_json(&mut json).expect("export");
-    let third = dst.import_json(&mut json.as_slice()).expect("import");
+    let third = dst.import_json(&mut json.as_slice(), &[]).expect("import");
     assert_eq!(
         third,
         ImportSummary {
@@ -615,7 +757,7 @@ async fn export_then_import_reproduces_every_record() {
     // And an imported unsigned record binds and is completed like one left by a crash.
     let (_dir, fresh) = open_temp();
     fresh
-        .import_json(&mut unsigned_json.as_slice())
+        .import_json(&mut unsigned_json.as_slice(), &[])
         .expect("import");
     assert_eq!(
         fresh
@@ -650,7 +792,7 @@ async fn a_conflicting_import_is_refused_whole() {
     let held_before = other.lookup(&keys[1]).expect("lookup");
 
     let err = other
-        .import_json(&mut json.as_slice())
+        .import_json(&mut json.as_slice(), &[])
         .expect_err("conflict refused");
     match &err {
         LedgerError::Import(ImportError::Conflicts { task_ids }) => {
@@ -686,7 +828,10 @@ async fn a_conflicting_import_is_refused_whole() {
         .push(twin);
     let (_dir3, fresh) = open_temp();
     let err = fresh
-        .import_json(&mut serde_json::to_vec(&doubled).expect("json").as_slice())
+        .import_json(
+            &mut serde_json::to_vec(&doubled).expect("json").as_slice(),
+            &[],
+        )
         .expect_err("self-conflicting file refused");
     assert!(
         matches!(&err, LedgerError::Import(ImportError::Conflicts { task_ids }) if task_ids == &vec![task_id]),
@@ -717,11 +862,11 @@ async fn malformed_imports_are_refused_with_a_clear_reason() {
     let (_dir2, target) = open_temp();
     let import = |text: &str| {
         target
-            .import_json(&mut text.as_bytes())
+            .import_json(&mut text.as_bytes(), &[])
             .expect_err("refused")
     };
 
-    let err = import("{\"format\":\"avsnode-ledger\",\n\"version\":\"1\",\n\"records\":[{]}");
+    let err = import("{\"format\":\"avsnode-ledger\",\n\"version\":\"2\",\n\"records\":[{]}");
     assert!(
         matches!(err, LedgerError::Import(ImportError::Json(_))),
         "{err:?}"
@@ -816,7 +961,7 @@ async fn malformed_imports_are_refused_with_a_clear_reason() {
         LedgerError::Import(ImportError::Format { .. })
     ));
     let mut version = good.clone();
-    version["version"] = "2".into();
+    version["version"] = "3".into();
     assert!(matches!(
         import(&version.to_string()),
         LedgerError::Import(ImportError::Version { .. })
@@ -840,11 +985,12 @@ async fn corrupt_entries_fail_closed_without_panicking() {
     let (_dir, ledger) = open_temp();
     let key = key(8);
     let encoded = encode_key(&key);
-    let garbage: [&[u8]; 5] = [
+    let garbage: [&[u8]; 6] = [
         b"",
         b"\x01garbage",
-        b"\x02 a future layout",
-        &[1, 0x80, 0, 0, 0, 0],
+        b"\x03 a future layout",
+        b"\x01 the old layout",
+        &[2, 0x80, 0, 0, 0, 0],
         &[0xff; 200],
     ];
     for value in garbage {
@@ -878,7 +1024,7 @@ async fn corrupt_entries_fail_closed_without_panicking() {
 
     // A key of the wrong shape.
     let (_dir2, ledger) = open_temp();
-    write_raw(&ledger, b"short key", b"\x01");
+    write_raw(&ledger, b"short key", b"\x02");
     let err = ledger
         .export_json(&mut Vec::new())
         .expect_err("corrupt key refused");
@@ -953,7 +1099,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
         any::<[u8; 32]>(),
         any::<[u8; 20]>(),
         any::<u32>(),
-        proptest::option::of(any::<[u8; 20]>()),
+        proptest::option::of(any::<[u8; 32]>()),
         any::<[u8; 32]>(),
         any::<u32>(),
         any::<[u8; 32]>(),
@@ -966,15 +1112,15 @@ fn arb_record() -> impl Strategy<Value = Record> {
         any::<u64>(),
     )
         .prop_map(
-            |(key_id, avs, set, verifier, task, ts, mh, digest, output, sigs, created)| Record {
+            |(key_id, avs, set, domain, task, ts, mh, digest, output, sigs, created)| Record {
                 key: RecordKey {
                     key_id,
-                    domain: Domain {
-                        avs: Address(avs),
-                        operator_set_id: set,
-                        verifier: verifier.map(Address),
-                    },
+                    domain,
                     task_id: TaskId(task),
+                },
+                origin: Origin {
+                    avs: Address(avs),
+                    operator_set_id: set,
                 },
                 reference_timestamp: ts,
                 message_hash: mh,
@@ -1037,4 +1183,308 @@ fn records_read_from_a_snapshot_match_the_api() {
         decode_entry(&encode_key(&key(12)), value.value()).ok(),
         ledger.lookup(&key(12)).expect("lookup")
     );
+}
+
+/// Layout 1 as avsnode before the narrowed key wrote it (codec.rs documents both layouts).
+mod legacy {
+    use super::*;
+
+    pub(super) const TABLE: redb::TableDefinition<'static, &'static [u8], &'static [u8]> =
+        redb::TableDefinition::new("sign_once_records");
+
+    pub(super) fn key(record: &Record, verifier: Option<Address>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(109);
+        out.extend_from_slice(&record.key.key_id);
+        out.extend_from_slice(&record.origin.avs.0);
+        out.extend_from_slice(&record.origin.operator_set_id.to_be_bytes());
+        match verifier {
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&v.0);
+            }
+            None => {
+                out.push(0);
+                out.extend_from_slice(&[0; 20]);
+            }
+        }
+        out.extend_from_slice(&record.key.task_id.0);
+        out
+    }
+
+    pub(super) fn value(record: &Record) -> Vec<u8> {
+        // Layout 2 without the origin, under version byte 1.
+        let mut current = encode_value(record).expect("fits");
+        current.drain(2..26);
+        current[0] = 1;
+        current
+    }
+
+    /// A ledger directory holding `records` in layout 1 only.
+    pub(super) fn ledger(records: &[(Record, Option<Address>)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = redb::Database::create(dir.path().join(DB_FILE)).expect("create");
+        let txn = db.begin_write().expect("begin");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for (record, verifier) in records {
+                table
+                    .insert(key(record, *verifier).as_slice(), value(record).as_slice())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        dir
+    }
+
+    /// A signed record as layout 1 held it (its key's domain is filled in by the migration).
+    pub(super) fn record(
+        origin: Origin,
+        certificate: &ResultCertificate,
+        task: u8,
+        output: &[u8],
+        created: u64,
+    ) -> Record {
+        let task_id = TaskId([task; 32]);
+        let p = proposal_for(origin, certificate, &task_id, TS, output);
+        Record {
+            key: RecordKey {
+                key_id: [0x11; 32],
+                domain: None,
+                task_id,
+            },
+            origin,
+            reference_timestamp: TS,
+            message_hash: p.message_hash,
+            digest: *p.digest.as_bytes(),
+            output: output.to_vec(),
+            signatures: Some(sigs(task)),
+            created_at_unix_ms: created,
+        }
+    }
+}
+
+/// An older ledger is migrated on open: BN254 records keep their origin under the narrowed key,
+/// ECDSA records get the domain their digest was made under (found among the candidate versions,
+/// the configured "1.2.3" hashed whole as the older avsnode did), and the migration is durable.
+#[tokio::test]
+async fn an_older_ledger_is_migrated_on_open() {
+    let verifier = Address([0x44; 20]);
+    let old_domain = |version: &str| ResultCertificate::Ecdsa {
+        domain_separator: migrate::legacy_domain_separator(verifier, version),
+    };
+    let bn254 = legacy::record(ORIGIN, &ResultCertificate::Bn254, 1, b"one", 10);
+    let ecdsa_v1 = legacy::record(ORIGIN, &old_domain("1"), 2, b"two", 11);
+    let ecdsa_whole = legacy::record(ORIGIN, &old_domain("1.2.3"), 3, b"three", 12);
+    let dir = legacy::ledger(&[
+        (bn254.clone(), None),
+        (ecdsa_v1.clone(), Some(verifier)),
+        (ecdsa_whole.clone(), Some(verifier)),
+    ]);
+
+    // Without the configured version, the "1.2.3" record cannot be placed: nothing changes.
+    let err = Ledger::open(dir.path()).expect_err("unknown version");
+    assert!(
+        matches!(&err, LedgerError::UnknownVerifierVersion { task_id, .. } if *task_id == ecdsa_whole.key.task_id),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("--verifier-version"), "{err}");
+
+    let options = || LedgerOptions {
+        migration: MigrationOptions {
+            verifier_versions: vec!["1.2.3".into()],
+            collisions: Collisions::Refuse,
+        },
+        ..LedgerOptions::default()
+    };
+    let ledger = Ledger::open_with(dir.path(), options()).expect("migrated");
+    assert_eq!(
+        ledger.migrated(),
+        Some(&MigrationReport {
+            migrated: 3,
+            dropped: 0
+        })
+    );
+    let expect = |mut record: Record, certificate: &ResultCertificate| {
+        record.key = RecordKey::new([0x11; 32], certificate, record.key.task_id);
+        record
+    };
+    let expected = [
+        expect(bn254, &ResultCertificate::Bn254),
+        expect(ecdsa_v1, &old_domain("1")),
+        expect(ecdsa_whole, &old_domain("1.2.3")),
+    ];
+    for record in &expected {
+        assert_eq!(
+            ledger.lookup(&record.key).expect("lookup").as_ref(),
+            Some(record)
+        );
+    }
+    // The "1" record's domain is the current rule's for version "1.2.3" (its first character):
+    // a task signed before is still held for the verifier the node signs under now.
+    assert_eq!(
+        expected[1].key,
+        RecordKey::new(
+            [0x11; 32],
+            &ecdsa_certificate(0x44, "1.2.3"),
+            expected[1].key.task_id
+        )
+    );
+    drop(ledger);
+    let reopened = Ledger::open(dir.path()).expect("nothing left to migrate");
+    assert_eq!(reopened.migrated(), None);
+    assert_eq!(reopened.len().expect("len"), 3);
+}
+
+/// The same task signed for two origins with one key is reported and never merged: the node's
+/// open refuses and changes nothing; `--keep-earliest` keeps the first and writes the other to a
+/// file before committing.
+#[tokio::test]
+async fn colliding_records_stop_the_migration_until_the_operator_decides() {
+    let other = Origin {
+        avs: Address([0xb6; 20]),
+        operator_set_id: 5,
+    };
+    let first = legacy::record(ORIGIN, &ResultCertificate::Bn254, 1, b"for A", 100);
+    let second = legacy::record(other, &ResultCertificate::Bn254, 1, b"for B", 200);
+    let alone = legacy::record(ORIGIN, &ResultCertificate::Bn254, 2, b"x", 150);
+    let dir = legacy::ledger(&[
+        (second.clone(), None),
+        (first.clone(), None),
+        (alone.clone(), None),
+    ]);
+
+    for _ in 0..2 {
+        let err = Ledger::open(dir.path()).expect_err("collision refused");
+        match &err {
+            LedgerError::MigrationCollisions { collisions } => {
+                assert_eq!(collisions.len(), 1);
+                assert_eq!(collisions[0].key.task_id, TaskId([1; 32]));
+                let origins: Vec<Origin> = collisions[0].origins.iter().map(|o| o.0).collect();
+                assert_eq!(origins, vec![ORIGIN, other]);
+            }
+            other => panic!("expected MigrationCollisions, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("avsnode ledger migrate"), "{text}");
+        assert!(text.contains(&other.to_string()), "{text}");
+    }
+
+    let dropped = dir.path().join("dropped.json");
+    let ledger = Ledger::open_with(
+        dir.path(),
+        LedgerOptions {
+            migration: MigrationOptions {
+                verifier_versions: Vec::new(),
+                collisions: Collisions::KeepEarliest {
+                    dropped_to: dropped.clone(),
+                },
+            },
+            ..LedgerOptions::default()
+        },
+    )
+    .expect("migrated");
+    assert_eq!(
+        ledger.migrated(),
+        Some(&MigrationReport {
+            migrated: 2,
+            dropped: 1
+        })
+    );
+    let kept = ledger.lookup(&key(1)).expect("lookup").expect("kept");
+    assert_eq!(
+        (kept.origin, kept.output.as_slice()),
+        (ORIGIN, &b"for A"[..])
+    );
+    // The dropped record is in the file, in the export format.
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&dropped).expect("dropped file")).expect("json");
+    let records = file["records"].as_array().expect("records");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["avs"], other.avs.to_string());
+    assert_eq!(records[0]["output"], "0x666f722042");
+    // From now on the other origin is refused for that task.
+    let p = proposal_for(
+        other,
+        &ResultCertificate::Bn254,
+        &TaskId([1; 32]),
+        TS,
+        b"for B",
+    );
+    assert!(matches!(
+        ledger.commit_signed(key(1), p, sigs(9)).await,
+        Err(LedgerError::Conflict {
+            refusal: Refusal::OtherOrigin { .. },
+            ..
+        })
+    ));
+}
+
+/// A version-1 export (from an older avsnode) imports under the narrowed key; two of its records
+/// for one task and key from different origins refuse the import.
+#[tokio::test]
+async fn a_version_1_export_imports_and_its_collisions_are_refused() {
+    let verifier = Address([0x44; 20]);
+    let old = ResultCertificate::Ecdsa {
+        domain_separator: migrate::legacy_domain_separator(verifier, "1"),
+    };
+    let ecdsa = legacy::record(ORIGIN, &old, 3, b"e", 1);
+    let bn254 = legacy::record(ORIGIN, &ResultCertificate::Bn254, 4, b"b", 2);
+    let v1 = |record: &Record, verifier: Option<Address>| {
+        serde_json::json!({
+            "key_id": format!("0x{}", hex::encode(record.key.key_id)),
+            "avs": record.origin.avs.to_string(),
+            "operator_set_id": record.origin.operator_set_id.to_string(),
+            "verifier": verifier.map(|v| v.to_string()),
+            "task_id": record.key.task_id.to_string(),
+            "reference_timestamp": record.reference_timestamp.to_string(),
+            "message_hash": format!("0x{}", hex::encode(record.message_hash)),
+            "digest": format!("0x{}", hex::encode(record.digest)),
+            "output": format!("0x{}", hex::encode(&record.output)),
+            "result_signature": "0x01",
+            "auth_signature": "0x02",
+            "created_at_unix_ms": record.created_at_unix_ms.to_string(),
+        })
+    };
+    let file = |records: Vec<serde_json::Value>| {
+        serde_json::json!({"format": "avsnode-ledger", "version": "1", "records": records})
+            .to_string()
+    };
+    let (_dir, ledger) = open_temp();
+    let summary = ledger
+        .import_json(
+            &mut file(vec![v1(&ecdsa, Some(verifier)), v1(&bn254, None)]).as_bytes(),
+            &[],
+        )
+        .expect("import");
+    assert_eq!(summary.inserted, 2);
+    let key = RecordKey::new([0x11; 32], &old, ecdsa.key.task_id);
+    assert_eq!(
+        ledger.lookup(&key).expect("lookup").expect("held").origin,
+        ORIGIN
+    );
+
+    let twin = legacy::record(
+        Origin {
+            operator_set_id: 9,
+            ..ORIGIN
+        },
+        &ResultCertificate::Bn254,
+        5,
+        b"b",
+        3,
+    );
+    let mut first = twin.clone();
+    first.origin = ORIGIN;
+    let (_dir, fresh) = open_temp();
+    let err = fresh
+        .import_json(
+            &mut file(vec![v1(&first, None), v1(&twin, None)]).as_bytes(),
+            &[],
+        )
+        .expect_err("two origins for one task");
+    assert!(
+        matches!(&err, LedgerError::Import(ImportError::Conflicts { task_ids }) if task_ids == &vec![twin.key.task_id]),
+        "{err:?}"
+    );
+    assert!(fresh.is_empty().expect("is_empty"));
 }

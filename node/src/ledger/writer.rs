@@ -15,7 +15,7 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::codec::{decode_value, encode_key, encode_value};
-use super::{LedgerError, LedgerStats, Proposal, RECORDS, Record, RecordKey, Signatures};
+use super::{LedgerError, LedgerStats, Proposal, RECORDS, Record, RecordKey, Refusal, Signatures};
 
 /// The most requests one transaction takes.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -351,6 +351,7 @@ fn commit_signed(
     let record = match get(table, &key)? {
         None => Record {
             key,
+            origin: proposal.origin,
             reference_timestamp: proposal.reference_timestamp,
             message_hash: proposal.message_hash,
             digest,
@@ -360,35 +361,42 @@ fn commit_signed(
         },
         // Fail closed: neither sign off nor overwrite what cannot be read.
         Some(Err(corrupt)) => return Ok(Err(corrupt)),
-        // Our signatures are dropped with `signatures`: never stored, never returned.
-        Some(Ok(stored)) if stored.digest != digest => return Ok(Err(conflict(&key))),
-        // Already signed over this digest (an earlier call, perhaps earlier in this batch): the
-        // stored bytes win, so every answer for this task is identical even from a randomised
-        // signer (HSM). Ours are discarded.
-        Some(Ok(stored)) if stored.signatures.is_some() => return Ok(Ok(stored)),
-        // Committed over this digest but never signed (a crash of an avsnode that committed
-        // before signing, or an import): ours are over the same digest, so they complete it.
-        Some(Ok(mut stored)) => {
-            stored.signatures = Some(signatures);
-            stored
+        Some(Ok(stored)) => {
+            // Another origin or digest: ours are dropped with `signatures`, never stored or
+            // returned.
+            if let Err(refusal) =
+                stored.permits(proposal.origin, proposal.reference_timestamp, &digest)
+            {
+                return Ok(Err(conflict(&key, refusal)));
+            }
+            if stored.signatures.is_some() {
+                // Already signed over this digest (an earlier call, perhaps earlier in this
+                // batch): the stored bytes win, so every answer for this task is identical even
+                // from a randomised signer (HSM). Ours are discarded.
+                return Ok(Ok(stored));
+            }
+            // Committed over this digest but never signed (a crash of an avsnode that committed
+            // before signing, or an import): ours are over the same digest, so they complete it.
+            Record {
+                signatures: Some(signatures),
+                ..stored
+            }
         }
     };
     Ok(put(table, &record)?.map(|()| record))
 }
 
-fn conflict(key: &RecordKey) -> LedgerError {
+/// Logs a refusal loudly and makes its error.
+pub(super) fn conflict(key: &RecordKey, refusal: Refusal) -> LedgerError {
     tracing::error!(
         task_id = %key.task_id,
-        avs = %key.domain.avs,
-        operator_set_id = key.domain.operator_set_id,
-        verifier = ?key.domain.verifier.map(|v| v.to_string()),
         key_id = %format_args!("0x{}", hex::encode(key.key_id)),
-        "LEDGER CONFLICT: refusing to sign a second, different digest for a task already recorded"
+        domain = ?key.domain.map(hex::encode),
+        "LEDGER CONFLICT: refusing to sign task {}: already {refusal}", key.task_id
     );
     LedgerError::Conflict {
-        task_id: key.task_id,
-        domain: key.domain,
-        key_id: key.key_id,
+        key: Box::new(*key),
+        refusal,
     }
 }
 

@@ -9,9 +9,10 @@
 //! The signer signs only digests it computed itself from typed task fields ([`SignFields`]: task
 //! id, output, reference timestamp, and for ECDSA the verifier), never an opaque digest a client
 //! hands it. It keeps its own sign-once ledger (DESIGN §5, the node's [`Ledger`] in its own data
-//! directory, with the node's record keys): for one (key, domain, task id) it releases signatures
-//! over at most one digest, whoever asks. A compromised node can make it sign any output once, but
-//! never two different outputs for one task.
+//! directory, through the same [`Ledger::sign_once`]): for one (key, what the digest binds, task
+//! id) it releases signatures over at most one digest, and only for the AVS and operator set it
+//! first signed the task for, whoever asks. A compromised node can make it sign any output once,
+//! but never two different outputs for one task, nor one task for two AVSs or operator sets.
 //!
 //! # Caveat
 //!
@@ -20,6 +21,7 @@
 //! for a task, exactly as two nodes can: run a key in one signer only.
 //!
 //! [`Ledger`]: crate::ledger::Ledger
+//! [`Ledger::sign_once`]: crate::ledger::Ledger::sign_once
 
 pub mod client;
 pub mod server;
@@ -27,11 +29,7 @@ pub mod server;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use avsnode_signer::Scheme;
-use avsnode_signer::messages::{
-    Address, EcdsaVerifier, MessageHash, SigningDigest, TaskId, bls12_381_certificate_digest,
-    bn254_certificate_digest, ecdsa_certificate_digest, message_hash,
-};
+use avsnode_signer::messages::{Address, EcdsaVerifier, TaskId};
 
 use crate::config::Problem;
 use crate::ledger::LedgerError;
@@ -60,27 +58,6 @@ pub struct SignFields<'a> {
     pub verifier: Option<&'a EcdsaVerifier>,
 }
 
-impl SignFields<'_> {
-    /// `messageHash` and the certificate digest for a key of `scheme`; refuses an ECDSA request
-    /// without a verifier and a BN254/BLS12-381 request with one.
-    pub fn certificate_digest(
-        &self,
-        scheme: Scheme,
-    ) -> Result<(MessageHash, SigningDigest), FieldError> {
-        let mh = message_hash(&self.task_id, self.output);
-        let digest = match (scheme, self.verifier) {
-            (Scheme::Ecdsa, Some(v)) => ecdsa_certificate_digest(v, self.reference_timestamp, &mh),
-            (Scheme::Ecdsa, None) => return Err(FieldError::VerifierRequired),
-            (Scheme::Bn254, None) => bn254_certificate_digest(self.reference_timestamp, &mh),
-            (Scheme::Bls12381, None) => bls12_381_certificate_digest(self.reference_timestamp, &mh),
-            (Scheme::Bn254 | Scheme::Bls12381, Some(_)) => {
-                return Err(FieldError::VerifierNotAllowed { scheme });
-            }
-        };
-        Ok((mh, digest))
-    }
-}
-
 /// A malformed field of a sign request (the signer answers INVALID_ARGUMENT).
 #[derive(Debug, thiserror::Error)]
 pub enum FieldError {
@@ -96,15 +73,13 @@ pub enum FieldError {
         #[source]
         source: avsnode_signer::Error,
     },
-    /// An ECDSA key was asked to sign without the verifier of its EIP-712 domain.
-    #[error("an ecdsa key needs verifier and verifier_version")]
-    VerifierRequired,
-    /// A verifier was sent for a key whose scheme has none.
-    #[error("only ecdsa keys take a verifier; this key is {scheme}")]
-    VerifierNotAllowed {
-        /// The key's scheme.
-        scheme: Scheme,
-    },
+    /// `verifier` and `verifier_version` must be sent together.
+    #[error("verifier and verifier_version must be sent together")]
+    HalfVerifier,
+    /// The verifier does not fit the key's scheme (ECDSA keys need one, the others refuse one),
+    /// or its version is unusable.
+    #[error(transparent)]
+    Certificate(avsnode_signer::Error),
 }
 
 /// Everything the remote signer and its client can fail with. Never carries key material,

@@ -47,7 +47,7 @@ use avsnode_proto::signer::signer_server::{Signer, SignerServer};
 use avsnode_proto::signer::{
     KeyInfo, ListKeysRequest, ListKeysResponse, SignResultRequest, SignResultResponse,
 };
-use avsnode_signer::messages::{Address, AuthMessage, EcdsaVerifier, TaskId};
+use avsnode_signer::messages::{Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
@@ -58,9 +58,9 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, info, warn};
 
-use super::{FieldError, RemoteSignerError, SignFields};
+use super::{FieldError, RemoteSignerError};
 use crate::config::{Problem, SignerBackend, SignerConfig};
-use crate::ledger::{Domain, Ledger, LedgerError, LedgerOptions, Proposal, RecordKey, Signatures};
+use crate::ledger::{Claim, Ledger, LedgerError, LedgerOptions, Origin, SignOnceError, Signatures};
 use crate::signing::LocalKey;
 
 /// The remote signer's configuration file.
@@ -474,7 +474,7 @@ impl Inner {
             })
     }
 
-    /// Lookup, sign, commit: the ledger decides which signatures leave.
+    /// The ledger's `sign_once`, which decides which signatures leave.
     async fn sign(
         &self,
         client: &Client,
@@ -482,92 +482,81 @@ impl Inner {
         request: SignResultRequest,
     ) -> Result<Signatures, Status> {
         let parsed = ParsedRequest::parse(&request).map_err(invalid)?;
-        let fields = parsed.fields(&request.output);
-        let scheme = key.key.scheme();
-        let (message_hash, digest) = fields.certificate_digest(scheme).map_err(invalid)?;
-        let record_key = RecordKey {
-            key_id: key.key_id,
-            domain: Domain {
-                avs: fields.avs,
-                operator_set_id: fields.operator_set_id,
-                verifier: fields.verifier.map(|v| v.address),
+        let certificate = ResultCertificate::new(key.key.scheme(), parsed.verifier.as_ref())
+            .map_err(|e| invalid(FieldError::Certificate(e)))?;
+        let claim = Claim {
+            task_id: parsed.task_id,
+            origin: Origin {
+                avs: parsed.avs,
+                operator_set_id: parsed.operator_set_id,
             },
-            task_id: fields.task_id,
+            reference_timestamp: parsed.reference_timestamp,
+            output: request.output,
         };
-        let refused = |domain: &Domain| {
-            Status::failed_precondition(format!(
-                "refusing to sign task {} in {domain} with key {:?}: a different result was \
-                 already signed for it",
-                fields.task_id, key.name
-            ))
-        };
-        // Fast path, as the node's: a signed record answers a repeat, and a different digest is
-        // refused before anything is signed.
-        if let Some(record) = self.ledger.lookup(&record_key).map_err(ledger_failed)? {
-            if record.digest != *digest.as_bytes() {
-                error!(
-                    client = %client.name, key = %key.name, task_id = %fields.task_id,
-                    domain = %record_key.domain,
-                    "signer refused a second, different result for a signed task"
-                );
-                return Err(refused(&record_key.domain));
-            }
-            if let Some(signatures) = record.signatures {
-                debug!(client = %client.name, key = %key.name, task_id = %fields.task_id, "signer answered from its ledger");
-                return Ok(signatures);
-            }
-        }
-
         let signing_key = Arc::clone(&key.key);
-        let auth = (
-            fields.task_id,
-            fields.avs,
-            fields.operator,
-            fields.operator_set_id,
-        );
-        let signed = tokio::task::spawn_blocking(move || {
-            let (task_id, avs, operator, operator_set_id) = auth;
-            signing_key.sign_result(
-                &digest,
-                AuthMessage {
-                    task_id,
-                    avs,
-                    operator,
-                    operator_set_id,
-                    result_signature: &[],
-                },
-            )
-        })
-        .await
-        .map_err(|_| Status::internal("signing panicked"))?;
-        let proposal = Proposal {
-            reference_timestamp: fields.reference_timestamp,
-            message_hash: message_hash.0,
-            digest,
-            output: request.output.clone(),
+        let auth = AuthFields {
+            task_id: parsed.task_id,
+            avs: parsed.avs,
+            operator: parsed.operator,
+            operator_set_id: parsed.operator_set_id,
         };
-        let signatures = Signatures {
-            result: signed.result,
-            auth: signed.auth,
+        let sign = |digest| async move {
+            tokio::task::spawn_blocking(move || {
+                let signed = signing_key.sign_result(
+                    &digest,
+                    AuthMessage {
+                        task_id: auth.task_id,
+                        avs: auth.avs,
+                        operator: auth.operator,
+                        operator_set_id: auth.operator_set_id,
+                        result_signature: &[],
+                    },
+                );
+                Signatures {
+                    result: signed.result,
+                    auth: signed.auth,
+                }
+            })
+            .await
         };
-        // Answer from the committed record only (it may hold an earlier call's signatures).
-        let record = match self
+        match self
             .ledger
-            .commit_signed(record_key, proposal, signatures)
+            .sign_once(key.key_id, &certificate, claim, sign)
             .await
         {
-            Ok(record) => record,
-            Err(LedgerError::Conflict { .. }) => return Err(refused(&record_key.domain)),
-            Err(e) => return Err(ledger_failed(e)),
-        };
-        if record.digest != *digest.as_bytes() {
-            return Err(Status::internal("the ledger answered for another digest"));
+            Ok(signed) => {
+                debug!(
+                    client = %client.name, key = %key.name, task_id = %parsed.task_id,
+                    fresh = signed.fresh, "signer answered"
+                );
+                signed
+                    .record
+                    .signatures
+                    .ok_or_else(|| Status::internal("committed record without signatures"))
+            }
+            Err(SignOnceError::Ledger(LedgerError::Conflict { refusal, .. })) => {
+                error!(
+                    client = %client.name, key = %key.name, task_id = %parsed.task_id,
+                    "signer refused to sign a task again: already {refusal}"
+                );
+                Err(Status::failed_precondition(format!(
+                    "refusing to sign task {} with key {:?}: already {refusal}",
+                    parsed.task_id, key.name
+                )))
+            }
+            Err(SignOnceError::Ledger(e)) => Err(ledger_failed(e)),
+            Err(SignOnceError::Sign(_)) => Err(Status::internal("signing panicked")),
         }
-        debug!(client = %client.name, key = %key.name, task_id = %fields.task_id, "signer signed");
-        record
-            .signatures
-            .ok_or_else(|| Status::internal("committed record without signatures"))
     }
+}
+
+/// The fields the auth signature binds, moved to the signing thread.
+#[derive(Clone, Copy)]
+struct AuthFields {
+    task_id: TaskId,
+    avs: Address,
+    operator: Address,
+    operator_set_id: u32,
 }
 
 fn invalid(e: FieldError) -> Status {
@@ -611,7 +600,7 @@ impl ParsedRequest {
                 address: address("verifier", &request.verifier)?,
                 version: request.verifier_version.clone(),
             }),
-            _ => return Err(FieldError::VerifierRequired),
+            _ => return Err(FieldError::HalfVerifier),
         };
         Ok(ParsedRequest {
             task_id,
@@ -621,18 +610,6 @@ impl ParsedRequest {
             operator_set_id: request.operator_set_id,
             reference_timestamp: request.reference_timestamp,
         })
-    }
-
-    fn fields<'a>(&'a self, output: &'a [u8]) -> SignFields<'a> {
-        SignFields {
-            task_id: self.task_id,
-            avs: self.avs,
-            operator_set_id: self.operator_set_id,
-            reference_timestamp: self.reference_timestamp,
-            output,
-            operator: self.operator,
-            verifier: self.verifier.as_ref(),
-        }
     }
 }
 

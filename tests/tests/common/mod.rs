@@ -373,6 +373,9 @@ pub struct AvsSpec {
     pub performer_toml: Option<String>,
     /// Further lines of the `[[avs]]` table.
     pub toml: String,
+    /// Operator sets beyond the fixture's three: (id, scheme, ECDSA verifier address), each
+    /// signed by the fixture's key of that scheme.
+    pub extra_sets: Vec<(u32, Scheme, Option<String>)>,
 }
 
 impl AvsSpec {
@@ -387,7 +390,16 @@ impl AvsSpec {
             max_output_size: None,
             performer_toml: None,
             toml: String::new(),
+            extra_sets: Vec::new(),
         }
+    }
+
+    /// One more operator set `id`, signed by the fixture's `scheme` key (so it shares that key
+    /// with the fixture's set of the scheme); ECDSA sets use `verifier` (default [`VERIFIER`]).
+    pub fn operator_set(mut self, id: u32, scheme: Scheme, verifier: Option<&str>) -> AvsSpec {
+        self.extra_sets
+            .push((id, scheme, verifier.map(str::to_owned)));
+        self
     }
 
     /// Lines added to the `[[avs]]` table, e.g. `aggregator_rate_limit = 5`.
@@ -607,6 +619,18 @@ impl NodeBuilder {
                         set.id, set.signer
                     ),
                     _ => writeln!(toml, "  {{ id = {}, signer = \"{}\" }},", set.id, set.signer),
+                }
+                .unwrap();
+            }
+            for (id, scheme, verifier) in &avs.extra_sets {
+                let signer = &fixture.set(*scheme).signer;
+                match scheme {
+                    Scheme::Ecdsa => writeln!(
+                        toml,
+                        "  {{ id = {id}, signer = \"{signer}\", verifier = \"{}\", verifier_version = \"1\" }},",
+                        verifier.as_deref().unwrap_or(VERIFIER)
+                    ),
+                    _ => writeln!(toml, "  {{ id = {id}, signer = \"{signer}\" }},"),
                 }
                 .unwrap();
             }
