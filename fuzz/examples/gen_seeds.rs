@@ -143,8 +143,8 @@ fn task_submission(dir: &Path) {
     let variants: [(&str, fn(&mut TaskSubmission)); 7] = [
         ("upper-case-hex", |_| {}),
         ("version-3", |s| s.version = 3),
-        ("version-2-no-deadline", |s| {
-            s.version = 2;
+        ("version-1001-no-deadline", |s| {
+            s.version = 1001;
             s.deadline_unix_ms = 0;
         }),
         ("empty-signature", |s| s.signature.clear()),

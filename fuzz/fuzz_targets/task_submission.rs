@@ -1,6 +1,8 @@
 //! Task intake: protobuf bytes → `TaskSubmission` (unary `SubmitTask`) and `StreamRequest`
 //! (`TaskStream`), then the node's step-1 shape check, the task hash, the aggregator signature
-//! check against one key of each scheme, and the deadline and freshness checks.
+//! check against one key of each scheme, and the deadline and freshness checks — the signed
+//! `deadline_unix_ms` and a `grpc-timeout` header (taken from the input's payload) through to the
+//! deadline instant, where `u64::MAX` once overflowed.
 //!
 //! Invariants: nothing panics; prost re-encoding is lossless; a rejected shape is
 //! INVALID_ARGUMENT; an accepted task echoes its wire fields, and its canonical re-encoding
@@ -10,7 +12,7 @@
 
 use std::path::Path;
 use std::sync::LazyLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use avsnode::config::{AvsConfig, Config};
 use avsnode::signing::LocalKey;
@@ -112,7 +114,7 @@ fn check(sub: TaskSubmission) {
     assert_ne!(task.reference_timestamp, 0);
     match task.version {
         1 => assert_eq!(task.deadline_unix_ms, None),
-        2 => assert_eq!(task.deadline_unix_ms, Some(wire.deadline_unix_ms)),
+        1001 => assert_eq!(task.deadline_unix_ms, Some(wire.deadline_unix_ms)),
         v => panic!("shape accepted version {v}"),
     }
 
@@ -151,11 +153,25 @@ fn check(sub: TaskSubmission) {
         }
     }
 
-    // The clock-dependent checks must not panic on any value.
+    // The clock-dependent checks must not panic on any value: the signed deadline, a gRPC
+    // timeout from the block number, and one parsed from the payload as a header would be.
     let avs = &*AVS;
-    let _ = validate::time_left(&task, None, avs);
-    let grpc = Duration::from_millis(task.task_block_number % 100_000);
-    let _ = validate::time_left(&task, Some(grpc), avs);
+    let now = Instant::now();
+    for grpc in [
+        None,
+        Some(Duration::from_millis(task.task_block_number)),
+        Some(Duration::from_secs(task.task_block_number)),
+        validate::grpc_timeout(&task.payload).ok(),
+    ] {
+        if let Ok(left) = validate::time_left(&task, grpc, avs) {
+            assert!(left <= validate::MAX_TASK_TIME);
+            let deadline = validate::deadline(&task, grpc, avs, now).expect("in range");
+            assert!(deadline >= now);
+        }
+    }
+    if let Err(rejection) = validate::grpc_timeout(&task.payload) {
+        assert_eq!(format!("{:?}", rejection.code()), "InvalidArgument");
+    }
     let _ = validate::freshness(&task, avs);
 }
 

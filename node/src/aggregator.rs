@@ -28,7 +28,7 @@ pub struct NewTask {
     pub task_block_number: u64,
     /// Payload.
     pub payload: Vec<u8>,
-    /// `Some` → a version-2 task with this signed deadline.
+    /// `Some` → a version-1001 task with this signed deadline.
     pub deadline_unix_ms: Option<u64>,
 }
 
@@ -80,9 +80,9 @@ impl Aggregator {
             executor_address: task.operator.to_string(),
             task_block_number: task.task_block_number,
             version: if task.deadline_unix_ms.is_some() {
-                2
+                avsnode_proto::SIGNED_DEADLINE_TASK_VERSION
             } else {
-                1
+                avsnode_proto::HOURGLASS_TASK_VERSION
             },
             deadline_unix_ms: task.deadline_unix_ms.unwrap_or(0),
         }

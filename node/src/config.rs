@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use avsnode_signer::Scheme;
-use avsnode_signer::messages::Address;
+use avsnode_signer::messages::{Address, EcdsaVerifier};
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration file.
@@ -561,9 +561,34 @@ pub struct OperatorSetConfig {
     /// ecdsa only: the certificate verifier contract (part of the EIP-712 domain).
     #[serde(default)]
     pub verifier: Option<String>,
-    /// ecdsa only: the verifier's major version string (EIP-712 `version`), e.g. `"1"`.
+    /// ecdsa only: the verifier contract's `version()` string, e.g. `"1.2.3"`. The EIP-712
+    /// `version` is derived from it by the contract's rule (its first character, as
+    /// eigenlayer-contracts v1.7.0–v1.9.0 do); a bare `"1"` means the same.
     #[serde(default)]
     pub verifier_version: Option<String>,
+    /// ecdsa only, optional: the verifier's `domainSeparator()` as read from chain (`0x` + 64 hex).
+    /// When set, the node refuses to start unless the domain it derives from `verifier` and
+    /// `verifier_version` is exactly this one.
+    #[serde(default)]
+    pub verifier_domain_separator: Option<String>,
+}
+
+/// `0x` and 64 hex digits.
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.strip_prefix("0x")?, &mut out).ok()?;
+    Some(out)
+}
+
+impl OperatorSetConfig {
+    /// The ECDSA certificate verifier, if both fields are set and the address parses (validation
+    /// reports the rest).
+    pub fn ecdsa_verifier(&self) -> Option<EcdsaVerifier> {
+        Some(EcdsaVerifier {
+            address: self.verifier.as_deref()?.parse().ok()?,
+            version: self.verifier_version.clone()?,
+        })
+    }
 }
 
 /// `[avs.performer]`: the runtime that executes this AVS's tasks.
@@ -1216,18 +1241,56 @@ impl Config {
                     (None, false) => {}
                 }
                 match (&set.verifier_version, is_ecdsa) {
-                    (Some(v), true) if v.is_empty() => {
-                        problem(at("verifier_version"), "must not be empty".into())
+                    (Some(v), true) => {
+                        let verifier = EcdsaVerifier {
+                            address: Address([0; 20]),
+                            version: v.clone(),
+                        };
+                        if let Err(e) = verifier.eip712_version() {
+                            problem(at("verifier_version"), e.to_string());
+                        }
                     }
                     (None, true) => problem(
                         at("verifier_version"),
-                        "required for an ecdsa operator set, e.g. \"1\"".into(),
+                        "required for an ecdsa operator set: the verifier contract's version(), \
+                         e.g. \"1.0.0\""
+                            .into(),
                     ),
                     (Some(_), false) => problem(
                         at("verifier_version"),
                         "only ecdsa operator sets have a verifier version".into(),
                     ),
-                    _ => {}
+                    (None, false) => {}
+                }
+                if let Some(pinned) = &set.verifier_domain_separator {
+                    match (parse_hex32(pinned), set.ecdsa_verifier()) {
+                        (None, _) => problem(
+                            at("verifier_domain_separator"),
+                            "expected 0x and 64 hex digits".into(),
+                        ),
+                        (Some(_), None) => problem(
+                            at("verifier_domain_separator"),
+                            "only ecdsa operator sets with a verifier and verifier_version have one"
+                                .into(),
+                        ),
+                        (Some(pinned), Some(verifier)) => {
+                            if let Ok(derived) = verifier.domain_separator()
+                                && derived != pinned
+                            {
+                                problem(
+                                    at("verifier_domain_separator"),
+                                    format!(
+                                        "the domain separator of verifier {} with version {:?} \
+                                         is 0x{}, not this one: check verifier and \
+                                         verifier_version against the contract's version()",
+                                        verifier.address,
+                                        verifier.version,
+                                        hex::encode(derived)
+                                    ),
+                                );
+                            }
+                        }
+                    }
                 }
             }
             match &avs.performer {
@@ -1389,6 +1452,23 @@ impl Config {
                 .iter()
                 .map(|o| format!("{} ({})", o.id, o.signer))
                 .collect();
+            // What an operator compares with the verifier's domainSeparator() on chain.
+            for set in &avs.operator_sets {
+                if let Some(verifier) = set.ecdsa_verifier()
+                    && let (Ok(version), Ok(domain)) =
+                        (verifier.eip712_version(), verifier.domain_separator())
+                {
+                    s += &format!(
+                        "avs {} operator set {}: ecdsa verifier {} version {:?} (EIP-712 version \
+                         {version:?}), domain separator 0x{}\n",
+                        avs.address.to_lowercase(),
+                        set.id,
+                        verifier.address,
+                        verifier.version,
+                        hex::encode(domain)
+                    );
+                }
+            }
             let runtime = match &avs.performer {
                 PerformerConfig::Process { command, .. } => {
                     format!("process {}", command.display())
@@ -1620,6 +1700,51 @@ command = "./performer"
             found
                 .iter()
                 .any(|p| p.starts_with("avs[0].operator_sets[0].verifier: only ecdsa")),
+            "{found:?}"
+        );
+    }
+
+    /// The EIP-712 version is derived from the contract's version() by the contract's rule, and
+    /// check-config shows the domain separator to compare with the chain's. Expected values from
+    /// Python (pycryptodome keccak) with the contract's formula.
+    #[test]
+    fn the_verifier_domain_follows_the_contract_version_rule() {
+        const DOMAIN_V1: &str = "37aafd5b959ddb0422981a2e32b0c68eb8549960c37da7042756e66128fb4ea5";
+        // What an avsnode that hashed "1.2.3" whole signed under: a domain the chain rejects.
+        const WHOLE_STRING: &str =
+            "4d32332108f315a7210233b3b0dae692dfa7b701b51f5d32bd11f565ded0f2bf";
+        let text = VALID.replace("verifier_version = \"1\"", "verifier_version = \"1.2.3\"");
+        let summary = parse(&text).expect("valid").summary();
+        assert!(
+            summary.contains(&format!(
+                "operator set 1: ecdsa verifier 0x4444444444444444444444444444444444444444 \
+                 version \"1.2.3\" (EIP-712 version \"1\"), domain separator 0x{DOMAIN_V1}"
+            )),
+            "{summary}"
+        );
+        assert!(!summary.contains(WHOLE_STRING), "{summary}");
+
+        let pinned = |domain: &str| {
+            text.replace(
+                "verifier_version = \"1.2.3\"",
+                &format!(
+                    "verifier_version = \"1.2.3\", verifier_domain_separator = \"0x{domain}\""
+                ),
+            )
+        };
+        parse(&pinned(DOMAIN_V1)).expect("the pinned domain matches");
+        let found = problems(&pinned(WHOLE_STRING));
+        assert!(
+            found.iter().any(|p| p.starts_with(
+                "avs[0].operator_sets[1].verifier_domain_separator: the domain separator"
+            ) && p.contains(DOMAIN_V1)),
+            "{found:?}"
+        );
+        let found = problems(&text.replace("\"1.2.3\"", "\"\""));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("avs[0].operator_sets[1].verifier_version: certificate verifier: the verifier version is empty")),
             "{found:?}"
         );
     }

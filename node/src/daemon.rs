@@ -13,7 +13,7 @@ use avsnode_performer::{
 
 use crate::management::Management;
 use crate::performers::Performers;
-use avsnode_signer::messages::{Address, EcdsaVerifier, ResultCertificate};
+use avsnode_signer::messages::{Address, ResultCertificate};
 use std::sync::OnceLock;
 
 use avsnode_metrics::{Metrics, Readiness};
@@ -540,13 +540,7 @@ fn build_avs(
             let Some(key) = keys.get(&set.signer).cloned() else {
                 continue;
             };
-            let verifier = match (&set.verifier, &set.verifier_version) {
-                (Some(a), Some(v)) => a.parse().ok().map(|address| EcdsaVerifier {
-                    address,
-                    version: v.clone(),
-                }),
-                _ => None,
-            };
+            let verifier = set.ecdsa_verifier();
             // Config validation checked this; a key whose scheme the set does not fit still stops
             // the node rather than signing under the wrong certificate.
             let certificate =

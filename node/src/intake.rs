@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IntakeConfig;
 use crate::pipeline::{Peer, Pipeline};
+use crate::rejection::Rejection;
 use crate::tls::{ClientCertificate, ServerTls};
 
 /// Why the intake stopped serving.
@@ -193,7 +194,7 @@ async fn answer(pipeline: &Arc<Pipeline>, request: StreamRequest, peer: Arc<Peer
     let kind = match request.kind {
         Some(stream_request::Kind::Task(task)) => {
             let task_id = task.task_id.clone();
-            match pipeline.submit(task, None, "stream", &peer).await {
+            match pipeline.submit(task, Ok(None), "stream", &peer).await {
                 Ok(result) => stream_event::Kind::Result(result),
                 Err(rejection) => stream_event::Kind::Rejection(TaskRejection {
                     task_id,
@@ -221,40 +222,11 @@ fn peer<T>(request: &Request<T>) -> Peer {
     }
 }
 
-/// The caller's deadline from the `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
-fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_header_units() {
-        let mut m = tonic::metadata::MetadataMap::new();
-        for (value, expected) in [
-            ("10S", Some(Duration::from_secs(10))),
-            ("9999m", Some(Duration::from_millis(9999))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("5u", Some(Duration::from_micros(5))),
-            ("x", None),
-            ("10", None),
-            ("", None),
-        ] {
-            m.insert("grpc-timeout", value.parse().unwrap());
-            assert_eq!(grpc_timeout(&m), expected, "{value}");
-        }
-    }
+/// The caller's deadline from the `grpc-timeout` header, if it sent one; a malformed header is
+/// the task's first problem (INVALID_ARGUMENT).
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Duration>, Rejection> {
+    metadata
+        .get("grpc-timeout")
+        .map(|value| crate::validate::grpc_timeout(value.as_bytes()))
+        .transpose()
 }

@@ -48,7 +48,7 @@ enum Command {
     /// flight finish within node.shutdown_grace); SIGHUP reloads the file: AVS, aggregator,
     /// operator-set and performer settings and the TLS certificates, without dropping tasks.
     Run {
-        /// The TOML configuration (see docs/CONFIG.md).
+        /// The TOML configuration; deploy/avsnode.example.toml documents every field.
         #[arg(long, short)]
         config: PathBuf,
     },

@@ -305,11 +305,12 @@ impl Pipeline {
     }
 
     /// Processes one submission to its answer. `grpc_timeout` is the caller's gRPC deadline
-    /// (version-1 tasks use it); `peer` the address it came from (rate limits are per source).
+    /// (version-1 tasks use it), or why its header is malformed; `peer` the address it came from
+    /// (rate limits are per source).
     pub async fn submit(
         self: &Arc<Self>,
         sub: TaskSubmission,
-        grpc_timeout: Option<Duration>,
+        grpc_timeout: Result<Option<Duration>, Rejection>,
         intake: &'static str,
         peer: &Peer,
     ) -> Outcome {
@@ -360,11 +361,11 @@ impl Pipeline {
     async fn admitted(
         self: &Arc<Self>,
         sub: TaskSubmission,
-        grpc_timeout: Option<Duration>,
+        grpc_timeout: Result<Option<Duration>, Rejection>,
         peer: &Peer,
     ) -> Outcome {
-        match validate::shape(sub) {
-            Ok(task) => {
+        match grpc_timeout.and_then(|timeout| Ok((validate::shape(sub)?, timeout))) {
+            Ok((task, grpc_timeout)) => {
                 let span = info_span!("task", task_id = %task.task_id, avs = %task.avs, operator_set = task.operator_set_id);
                 let outcome = self
                     .clone()
@@ -414,7 +415,12 @@ impl Pipeline {
                     avs: task.avs,
                     id: task.operator_set_id,
                 })?;
-        let deadline = Instant::now() + validate::time_left(&task, grpc_timeout, &avs.config)?;
+        let deadline = Instant::from_std(validate::deadline(
+            &task,
+            grpc_timeout,
+            &avs.config,
+            std::time::Instant::now(),
+        )?);
         validate::freshness(&task, &avs.config)?;
         let aggregator = avs
             .aggregators
@@ -483,24 +489,20 @@ impl Pipeline {
             match flights.get(&flight_key) {
                 Some(receiver) => (receiver.clone(), false),
                 None => {
-                    if avs.waiting.fetch_add(1, Ordering::AcqRel) >= avs.config.queue_depth {
-                        avs.waiting.fetch_sub(1, Ordering::AcqRel);
-                        return Err(Rejection::QueueFull(avs.config.queue_depth));
-                    }
+                    let queued = Queued::take(&avs)?;
                     let (sender, receiver) = watch::channel(None);
                     flights.insert(flight_key, receiver.clone());
-                    self.in_flight.fetch_add(1, Ordering::AcqRel);
-                    let pipeline = self.clone();
+                    let flight = Flight::start(self.clone(), flight_key);
                     let span = tracing::Span::current();
                     tokio::spawn(
                         async move {
-                            let outcome = pipeline.fly(&avs, &task, key, deadline).await;
-                            pipeline
-                                .flights
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&flight_key);
-                            pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
+                            let outcome = flight
+                                .pipeline
+                                .fly(&avs, &task, key, deadline, queued)
+                                .await;
+                            // The flight ends (its entry and count released) before its answer
+                            // goes out; on a panic the guard releases them as it unwinds.
+                            drop(flight);
                             let _ = sender.send(Some(outcome));
                         }
                         .instrument(span),
@@ -524,15 +526,19 @@ impl Pipeline {
     }
 
     /// Steps 8–11 for the flight's leader: queue, execute, check, sign, commit to the ledger.
-    async fn fly(&self, avs: &Avs, task: &Task, key: RecordKey, deadline: Instant) -> Outcome {
+    async fn fly(
+        &self,
+        avs: &Avs,
+        task: &Task,
+        key: RecordKey,
+        deadline: Instant,
+        queued: Queued,
+    ) -> Outcome {
         let m = &self.metrics;
-        let queued = m.queue_depth.with_label_values(&[avs.label.as_str()]);
-        queued.inc();
+        let queue_depth = GaugeGuard::inc(m.queue_depth.with_label_values(&[avs.label.as_str()]));
         let queue_timer = m.stage_timer(&avs.label, "queue");
         let permit = tokio::time::timeout_at(deadline, avs.slots.clone().acquire_owned()).await;
-        avs.waiting.fetch_sub(1, Ordering::AcqRel);
-        queued.dec();
-        drop(queue_timer);
+        drop((queued, queue_depth, queue_timer));
         let _permit = permit
             .map_err(|_| Rejection::Deadline("expired while queued for the performer".into()))?
             .map_err(|_| Rejection::ShuttingDown)?;
@@ -720,6 +726,51 @@ impl Pipeline {
             auth_signature: signatures.auth.clone(),
             version: 1,
         }
+    }
+}
+
+/// A flight counted in [`Pipeline::in_flight`] and listed in its flights until dropped — at its
+/// end, or while unwinding from a panic, so neither ever leaks.
+struct Flight {
+    pipeline: Arc<Pipeline>,
+    key: FlightKey,
+}
+
+impl Flight {
+    fn start(pipeline: Arc<Pipeline>, key: FlightKey) -> Flight {
+        pipeline.in_flight.fetch_add(1, Ordering::AcqRel);
+        Flight { pipeline, key }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.pipeline
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+        self.pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One of an AVS's `queue_depth` waiting places, held until the task gets a performer slot (or
+/// its flight ends, however).
+struct Queued(Arc<AtomicUsize>);
+
+impl Queued {
+    fn take(avs: &Avs) -> Result<Queued, Rejection> {
+        if avs.waiting.fetch_add(1, Ordering::AcqRel) >= avs.config.queue_depth {
+            avs.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Rejection::QueueFull(avs.config.queue_depth));
+        }
+        Ok(Queued(avs.waiting.clone()))
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -11,8 +11,9 @@ pub enum Rejection {
     /// A field is missing or malformed.
     #[error("malformed task: {0}")]
     Malformed(String),
-    /// A `version` other than 1 or 2.
-    #[error("unsupported task version {0} (supported: 1, 2)")]
+    /// A `version` other than 1 (Hourglass) or 1001 (avsnode's signed deadline), a future
+    /// Hourglass version included.
+    #[error("unsupported version {0} (supported: 1, and 1001 for avsnode's signed deadline)")]
     UnsupportedVersion(u32),
     /// The payload is over the AVS's limit.
     #[error("payload of {size} bytes exceeds this AVS's limit of {limit} bytes")]

@@ -1,9 +1,10 @@
 //! The cheap checks of DESIGN §3.1 steps 1–6, in order: shape, addressee, AVS and operator set,
 //! deadline, freshness, aggregator signature. Nothing here calls a performer.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use avsnode_proto::executor::TaskSubmission;
+use avsnode_proto::{HOURGLASS_TASK_VERSION, SIGNED_DEADLINE_TASK_VERSION};
 use avsnode_signer::bn254::{self, HashToG1};
 use avsnode_signer::messages::{Address, TaskId, TaskMessage};
 use avsnode_signer::{Scheme, bls12_381, ecdsa};
@@ -30,9 +31,9 @@ pub struct Task {
     pub reference_timestamp: u32,
     /// The block number.
     pub task_block_number: u64,
-    /// 1 (Hourglass) or 2 (signed deadline).
+    /// 1 (Hourglass) or 1001 (avsnode's signed deadline).
     pub version: u32,
-    /// Version 2: the signed deadline.
+    /// Version 1001: the signed deadline.
     pub deadline_unix_ms: Option<u64>,
     /// The payload.
     pub payload: Vec<u8>,
@@ -40,7 +41,11 @@ pub struct Task {
     pub signature: Vec<u8>,
 }
 
-/// Step 1: every field parses; version is 1 or 2; non-empty signature; non-zero timestamp.
+/// The most time a task may have: a signed deadline further ahead is malformed, and a longer gRPC
+/// timeout is cut to it. (Deadlines this far out only hold slots; none is needed.)
+pub const MAX_TASK_TIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Step 1: every field parses; version is 1 or 1001; non-empty signature; non-zero timestamp.
 pub fn shape(sub: TaskSubmission) -> Result<Task, Rejection> {
     let field = |name: &str, value: &str| -> Result<Address, Rejection> {
         value
@@ -61,13 +66,13 @@ pub fn shape(sub: TaskSubmission) -> Result<Task, Rejection> {
         return Err(Rejection::Malformed("reference_timestamp is 0".into()));
     }
     let deadline_unix_ms = match sub.version {
-        1 => None,
-        2 if sub.deadline_unix_ms == 0 => {
-            return Err(Rejection::Malformed(
-                "version 2 task without deadline_unix_ms".into(),
-            ));
+        HOURGLASS_TASK_VERSION => None,
+        SIGNED_DEADLINE_TASK_VERSION if sub.deadline_unix_ms == 0 => {
+            return Err(Rejection::Malformed(format!(
+                "version {SIGNED_DEADLINE_TASK_VERSION} task without deadline_unix_ms"
+            )));
         }
-        2 => Some(sub.deadline_unix_ms),
+        SIGNED_DEADLINE_TASK_VERSION => Some(sub.deadline_unix_ms),
         v => return Err(Rejection::UnsupportedVersion(v)),
     };
     Ok(Task {
@@ -90,11 +95,40 @@ pub fn shape(sub: TaskSubmission) -> Result<Task, Rejection> {
 pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Step 4: how long the task has left. Version 2 uses its signed deadline; version 1 the gRPC
-/// deadline of the call, else the AVS's `task_timeout`.
+/// A `grpc-timeout` header value as gRPC over HTTP/2 defines it: 1 to 8 ASCII digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`). Anything else is malformed, never a panic or a silent default.
+pub fn grpc_timeout(value: &[u8]) -> Result<Duration, Rejection> {
+    let malformed = || {
+        Rejection::Malformed(format!(
+            "grpc-timeout header {:?} is not 1-8 digits and a unit (H, M, S, m, u, n)",
+            String::from_utf8_lossy(&value[..value.len().min(32)])
+        ))
+    };
+    let (unit, digits) = value.split_last().ok_or_else(malformed)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(malformed());
+    }
+    // At most 8 digits: fits a u64, and every unit below stays far from overflow.
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Ok(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return Err(malformed()),
+    })
+}
+
+/// Step 4: how long the task has left. Version 1001 uses its signed deadline (at most
+/// [`MAX_TASK_TIME`] ahead); version 1 the gRPC deadline of the call, else the AVS's
+/// `task_timeout`, cut to [`MAX_TASK_TIME`].
 pub fn time_left(
     task: &Task,
     grpc_timeout: Option<Duration>,
@@ -109,9 +143,17 @@ pub fn time_left(
                     now - deadline
                 )));
             }
-            Duration::from_millis(deadline - now)
+            let left = Duration::from_millis(deadline - now);
+            if left > MAX_TASK_TIME {
+                return Err(Rejection::Malformed(format!(
+                    "deadline_unix_ms {deadline} is {} s ahead, beyond the {} s a task may take",
+                    left.as_secs(),
+                    MAX_TASK_TIME.as_secs()
+                )));
+            }
+            left
         }
-        None => grpc_timeout.unwrap_or(avs.task_timeout),
+        None => grpc_timeout.unwrap_or(avs.task_timeout).min(MAX_TASK_TIME),
     };
     if left < avs.min_execution_time {
         return Err(Rejection::Deadline(format!(
@@ -123,12 +165,24 @@ pub fn time_left(
     Ok(left)
 }
 
+/// Step 4 as the instant the task must be answered by, from `now`.
+pub fn deadline(
+    task: &Task,
+    grpc_timeout: Option<Duration>,
+    avs: &AvsConfig,
+    now: Instant,
+) -> Result<Instant, Rejection> {
+    let left = time_left(task, grpc_timeout, avs)?;
+    now.checked_add(left)
+        .ok_or_else(|| Rejection::Malformed("the task's deadline is out of range".into()))
+}
+
 /// Step 5: the reference timestamp is neither older than `max_staleness` nor ahead of our clock
 /// by more than `max_clock_skew`.
 pub fn freshness(task: &Task, avs: &AvsConfig) -> Result<(), Rejection> {
     let now = now_unix_ms() / 1000;
     let ts = u64::from(task.reference_timestamp);
-    if ts + avs.max_staleness.as_secs() < now {
+    if ts.saturating_add(avs.max_staleness.as_secs()) < now {
         return Err(Rejection::Stale {
             timestamp: task.reference_timestamp,
             why: format!(
@@ -138,7 +192,7 @@ pub fn freshness(task: &Task, avs: &AvsConfig) -> Result<(), Rejection> {
             ),
         });
     }
-    if ts > now + avs.max_clock_skew.as_secs() {
+    if ts > now.saturating_add(avs.max_clock_skew.as_secs()) {
         return Err(Rejection::Stale {
             timestamp: task.reference_timestamp,
             why: format!("{} s in the future, beyond max_clock_skew", ts - now),
@@ -216,4 +270,36 @@ pub fn task_hash(task: &Task, operator: Address) -> [u8; 32] {
         deadline_unix_ms: task.deadline_unix_ms,
     }
     .hash()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_units() {
+        for (value, expected) in [
+            ("10S", Some(Duration::from_secs(10))),
+            ("9999m", Some(Duration::from_millis(9999))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("5u", Some(Duration::from_micros(5))),
+            ("7n", Some(Duration::from_nanos(7))),
+            ("99999999H", Some(Duration::from_secs(99_999_999 * 3600))),
+            ("18446744073709551615S", None),
+            ("123456789S", None),
+            ("x", None),
+            ("10", None),
+            ("S", None),
+            ("-1S", None),
+            ("+1S", None),
+            ("1 S", None),
+            ("10s", None),
+            ("", None),
+        ] {
+            assert_eq!(grpc_timeout(value.as_bytes()).ok(), expected, "{value}");
+        }
+        let error = grpc_timeout(b"18446744073709551615S").unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert!(error.to_string().contains("grpc-timeout"), "{error}");
+    }
 }

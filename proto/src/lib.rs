@@ -20,6 +20,14 @@
     rust_2018_idioms
 )]
 
+/// `TaskSubmission.version` of an Hourglass task: no signed deadline.
+pub const HOURGLASS_TASK_VERSION: u32 = 1;
+
+/// `TaskSubmission.version` of avsnode's signed-deadline layout: `deadline_unix_ms` (field 1001)
+/// is part of the aggregator's signed message. Numbers from 1000 up are avsnode's, so Hourglass's
+/// own next version (2) can never be mistaken for it.
+pub const SIGNED_DEADLINE_TASK_VERSION: u32 = 1001;
+
 /// The Hourglass packages, laid out so prost's relative paths between them resolve.
 pub mod eigenlayer {
     pub mod hourglass {

@@ -36,7 +36,7 @@ fn task_submission_encodes_byte_for_byte() {
         reference_timestamp: 1_700_000_000,
         executor_address: EXECUTOR.into(),
         task_block_number: (1 << 35) + 1,
-        version: 2,
+        version: 1001,
         deadline_unix_ms: 1_700_000_123_456,
     };
 
@@ -51,8 +51,9 @@ fn task_submission_encodes_byte_for_byte() {
     expected.extend([0x38, 0x80, 0xe2, 0xcf, 0xaa, 0x06]); // 7 reference_timestamp
     expected.extend(field(0x42, EXECUTOR.as_bytes())); // 8 executor_address
     expected.extend([0x48, 0x81, 0x80, 0x80, 0x80, 0x80, 0x01]); // 9 task_block_number = 2^35+1
-    expected.extend([0x50, 0x02]); // 10 version = 2
-    expected.extend([0x58, 0xc0, 0x94, 0x9d, 0xff, 0xbc, 0x31]); // 11 deadline_unix_ms
+    expected.extend([0x50, 0xe9, 0x07]); // 10 version = 1001
+    // 1001 deadline_unix_ms: tag (1001 << 3) | 0 = 8008, a two-byte varint.
+    expected.extend([0xc8, 0x3e, 0xc0, 0x94, 0x9d, 0xff, 0xbc, 0x31]);
 
     assert_eq!(hex(&submission.encode_to_vec()), hex(&expected));
     assert_eq!(
@@ -62,8 +63,8 @@ fn task_submission_encodes_byte_for_byte() {
 }
 
 #[test]
-fn hourglass_task_without_deadline_omits_field_11() {
-    // Proto3 omits default values: a version-1 Hourglass task carries no field 11 at all.
+fn hourglass_task_without_deadline_omits_field_1001() {
+    // Proto3 omits default values: a version-1 Hourglass task carries no field 1001 at all.
     let submission = TaskSubmission {
         task_id: TASK_ID.into(),
         version: 1,

@@ -191,13 +191,13 @@ pub struct TaskMessage<'a> {
     pub task_block_number: u64,
     /// The payload (hashed into the message).
     pub payload: &'a [u8],
-    /// `Some` for version-2 tasks, whose signed message carries the deadline; `None` for
+    /// `Some` for version-1001 tasks, whose signed message carries the deadline; `None` for
     /// version 1 (Hourglass).
     pub deadline_unix_ms: Option<u64>,
 }
 
 impl TaskMessage<'_> {
-    /// The signed message bytes: 224 bytes for version 1, 256 for version 2.
+    /// The signed message bytes: 224 bytes for version 1, 256 for version 1001.
     pub fn encode(&self) -> Vec<u8> {
         let mut m = Vec::with_capacity(256);
         m.extend_from_slice(&self.task_id.0);

@@ -659,6 +659,11 @@ fn check_config_summarises_the_example_and_names_every_problem() {
         r#"signer "ecdsa-hsm": ecdsa from PKCS#11 token "avs", key label "operator""#,
         r#"signer "bls-remote": bls12-381 from remote signer https://signer.internal:9500, key "bls-remote""#,
         "avs 0x2222222222222222222222222222222222222222: operator sets 0 (bn254-main), 1 (ecdsa-main); 1 aggregator(s)",
+        // The EIP-712 domain the chain's verifier uses: version "1.0.0" → "1" (its first
+        // character); the value computed independently with Python from the contract's formula.
+        "avs 0x2222222222222222222222222222222222222222 operator set 1: ecdsa verifier \
+         0x4444444444444444444444444444444444444444 version \"1.0.0\" (EIP-712 version \"1\"), \
+         domain separator 0x37aafd5b959ddb0422981a2e32b0c68eb8549960c37da7042756e66128fb4ea5",
     ] {
         assert!(run.stdout.contains(part), "{part:?} missing: {run}");
     }
@@ -747,6 +752,27 @@ fn help_describes_the_commands() {
     let run = avsnode!("run --help").ok();
     assert!(run.stdout.contains("--config <CONFIG>"), "{run}");
     assert!(run.stdout.contains("configuration"), "{run}");
+    // Every file the help points to exists.
+    let root = avsnode_tests::workspace_root();
+    for help in [
+        "--help",
+        "run --help",
+        "ledger --help",
+        "ledger migrate --help",
+    ] {
+        let run = avsnode!(help).ok();
+        for word in run
+            .stdout
+            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        {
+            let word = word.trim_end_matches(['.', ',', ';', ':']);
+            if (word.starts_with("docs/") || word.starts_with("deploy/"))
+                && !root.join(word).exists()
+            {
+                panic!("`avsnode {help}` points to {word}, which does not exist: {run}");
+            }
+        }
+    }
 
     let run = avsnode!("keys generate --help").ok();
     assert!(run.stdout.contains("--password-file"), "{run}");

@@ -30,7 +30,7 @@ fn node() -> &'static TestNode {
 }
 
 /// Every aggregator scheme × every operator-set scheme, as a version-1 (Hourglass) task and as a
-/// version-2 task with a signed deadline: each answer echoes the task and verifies.
+/// version-1001 task with a signed deadline: each answer echoes the task and verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_aggregator_scheme_with_every_operator_set_scheme() {
     let node = node();

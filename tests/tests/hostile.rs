@@ -100,12 +100,12 @@ enum Kind {
     Stale,
     /// `reference_timestamp` ahead by more than `max_clock_skew` → FAILED_PRECONDITION `stale`.
     Future,
-    /// A signed version-2 deadline that passed or leaves too little time → DEADLINE_EXCEEDED
+    /// A signed version-1001 deadline that passed or leaves too little time → DEADLINE_EXCEEDED
     /// `deadline`.
     Expired,
     /// A payload over `max_payload_size` → INVALID_ARGUMENT `payload_too_large`.
     OversizedPayload,
-    /// `version` not 1 or 2 → INVALID_ARGUMENT `unsupported_version`.
+    /// `version` not 1 or 1001 (a future Hourglass 2 included) → INVALID_ARGUMENT `unsupported_version`.
     WrongVersion,
     /// → NOT_FOUND `unknown_avs`.
     UnknownAvs,
@@ -335,7 +335,7 @@ impl Hostile {
     }
 
     /// An honest task for operator set `n % 3`, signed by aggregator `n / 3 % 3`; every other
-    /// group of nine is version 2 with a signed deadline ten minutes ahead.
+    /// group of nine is version 1001 with a signed deadline ten minutes ahead.
     fn honest(&self, n: usize) -> Planned {
         let f = &*self.fixture;
         let mut task = f.task(AVS, SCHEMES[n % 3], &payload(n));
@@ -445,7 +445,7 @@ impl Hostile {
             }
             Kind::WrongVersion => {
                 let mut s = sign(&task());
-                s.version = [0, 3, 7, u32::MAX][variant % 4];
+                s.version = [0, 2, 3, 1000, u32::MAX][variant % 5];
                 (
                     Body::Task(s),
                     refused(Code::InvalidArgument, "unsupported_version"),
@@ -482,8 +482,8 @@ impl Hostile {
                     4 => s.executor_address.clear(),
                     5 => s.signature.clear(),
                     6 => s.reference_timestamp = 0,
-                    // Version 2 without deadline_unix_ms.
-                    _ => s.version = 2,
+                    // Version 1001 without deadline_unix_ms.
+                    _ => s.version = 1001,
                 }
                 (
                     Body::Task(s),
@@ -580,7 +580,7 @@ fn truncated(full: &[u8], cut: usize) -> (Body, Expect) {
             reason: if !decoded.executor_address.is_empty() && decoded.version == 0 {
                 "unsupported_version"
             } else {
-                // A field that does not parse, or version 2 without its deadline.
+                // A field that does not parse, or version 1001 without its deadline.
                 "malformed"
             },
             avs: if decoded.avs_address == AVS {
@@ -603,7 +603,7 @@ fn payload(n: usize) -> Vec<u8> {
 fn says(reason: &str, message: &str) -> bool {
     match reason {
         "malformed" => message.starts_with("malformed task"),
-        "unsupported_version" => message.starts_with("unsupported task version"),
+        "unsupported_version" => message.starts_with("unsupported version"),
         "payload_too_large" => message.contains("exceeds this AVS's limit"),
         "wrong_executor" => message.contains("is addressed to executor"),
         "unknown_avs" => message.starts_with("AVS ") && message.contains("not served"),
@@ -1600,4 +1600,82 @@ async fn a_frame_that_does_not_decode_ends_only_its_stream() {
         ..Tally::default()
     };
     assert_healthy(&node, &mut tally).await;
+}
+
+/// Inputs that panicked a handler (issue 14, §3), through the real binary: a `grpc-timeout`
+/// header of `18446744073709551615S` on a unary call (unsigned, before any other check), and a
+/// signed version-1001 task whose `deadline_unix_ms` is `u64::MAX` (it answered INTERNAL and
+/// leaked its in-flight slot, so SIGTERM waited the whole grace for phantom tasks). Each is now
+/// INVALID_ARGUMENT naming the field, nothing panics, the node keeps serving, and SIGTERM finds
+/// nothing in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn overflowing_deadlines_are_invalid_argument_and_leak_nothing() {
+    let mut node = TestNode::builder().shutdown_grace("30s").start();
+    let fixture = node.fixture().clone();
+    let mut client = node.client().await;
+    for value in [
+        "18446744073709551615S",
+        "999999999S",
+        "10",
+        "S",
+        "-1S",
+        "1.5S",
+        "10s",
+    ] {
+        let task = fixture.task(AVS, Scheme::Ecdsa, &[1]);
+        let mut request = Request::new(fixture.sign(Scheme::Ecdsa, &task));
+        request
+            .metadata_mut()
+            .insert("grpc-timeout", value.parse().unwrap());
+        let status = client.submit_task(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{value}: {status:?}");
+        assert!(
+            status.message().contains("grpc-timeout"),
+            "{value}: {status:?}"
+        );
+    }
+    // The longest valid header (8 digits of hours) is cut to the node's maximum, and signed.
+    let task = fixture.task(AVS, Scheme::Bn254, &[2]);
+    let mut request = Request::new(fixture.sign(Scheme::Ecdsa, &task));
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "99999999H".parse().unwrap());
+    let result = client.submit_task(request).await.unwrap().into_inner();
+    fixture.assert_verifies(&result, &task);
+
+    // Signed deadlines beyond what a task may take, u64::MAX first: refused, and nothing leaks.
+    for (i, deadline) in [u64::MAX, u64::MAX - 1, now_ms() + 25 * 3600 * 1000]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+    {
+        let mut task = fixture.task(AVS, SCHEMES[i % 3], &[3]);
+        task.deadline_unix_ms = Some(deadline);
+        let status = node
+            .submit(fixture.sign(Scheme::Ecdsa, &task))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{deadline}: {status:?}"
+        );
+        assert!(status.message().contains("deadline_unix_ms"), "{status:?}");
+    }
+    for scheme in SCHEMES {
+        let task = fixture.task(AVS, scheme, &[4]);
+        let result = node.submit(fixture.sign(scheme, &task)).await.unwrap();
+        fixture.assert_verifies(&result, &task);
+    }
+
+    let (status, took) = node.stop();
+    let log = node.log();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(!log.contains("panicked"), "a handler panicked:\n{log}");
+    assert!(
+        !log.contains("grace period over"),
+        "SIGTERM waited for tasks that were not running:\n{log}"
+    );
+    eprintln!("stopped in {took:?} with a 30 s grace");
 }

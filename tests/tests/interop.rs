@@ -80,7 +80,7 @@ async fn a_python_grpc_client_gets_answers_that_verify() {
     let node = TestNode::builder().start();
     let fixture = node.fixture();
 
-    // One task per operator set, each from another aggregator scheme; one of version 2.
+    // One task per operator set, each from another aggregator scheme; one of version 1001.
     let tasks: Vec<(Scheme, NewTask)> = SCHEMES
         .into_iter()
         .enumerate()

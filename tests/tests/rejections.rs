@@ -238,13 +238,19 @@ async fn forged_task_signatures_are_permission_denied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unsupported_version_is_invalid_argument() {
     let _log = node().log_on_panic();
-    for version in [0, 3] {
-        let mut submission = sign(&good_task(Scheme::Ecdsa));
+    // 2 is Hourglass's own next version (avsnode's signed deadline is 1001): a future Hourglass
+    // task is refused by name, never read as avsnode's layout — even one carrying a deadline.
+    for version in [0, 2, 3, 1000, 1002] {
+        let mut task = good_task(Scheme::Ecdsa);
+        if version == 2 {
+            task.deadline_unix_ms = Some(now_ms() + 60_000);
+        }
+        let mut submission = sign(&task);
         submission.version = version;
         assert_refused(
             submission,
             Code::InvalidArgument,
-            &format!("unsupported task version {version}"),
+            &format!("unsupported version {version}"),
         )
         .await;
     }

@@ -267,3 +267,138 @@ async fn sigterm_refuses_new_tasks_and_answers_the_rest_unavailable_after_the_gr
         "{log}"
     );
 }
+
+/// A ledger file exactly as an avsnode before the narrowed sign-once key left it (layout 1: records
+/// keyed by key id, AVS, operator set, verifier and task), with `records` unsigned — committed, the
+/// signatures lost to a crash — each (AVS, task, output, created at).
+fn write_layout_1_ledger(fixture: &Fixture, records: &[(&str, &NewTask, &[u8], u64)]) {
+    use avsnode_signer::messages::{ResultCertificate, certificate_digest, keccak256};
+    let common::OperatorSetKey {
+        public: avsnode::aggregator::OperatorKey::Bn254(public),
+        ..
+    } = fixture.set(Scheme::Bn254)
+    else {
+        unreachable!("the fixture's BN254 set has a BN254 key")
+    };
+    let key_id = keccak256(&public.to_wire());
+    std::fs::create_dir_all(fixture.data_dir()).unwrap();
+    let db = redb::Database::create(fixture.data_dir().join("ledger.redb")).unwrap();
+    let table: redb::TableDefinition<'_, &[u8], &[u8]> =
+        redb::TableDefinition::new("sign_once_records");
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(table).unwrap();
+        for (avs, task, output, created) in records {
+            let mut key = key_id.to_vec();
+            key.extend_from_slice(&common::address(avs).0);
+            key.extend_from_slice(&task.operator_set_id.to_be_bytes());
+            key.extend_from_slice(&[0; 21]); // no verifier
+            key.extend_from_slice(&task.task_id.0);
+            let (mh, digest) = certificate_digest(
+                &ResultCertificate::Bn254,
+                &task.task_id,
+                task.reference_timestamp,
+                output,
+            );
+            let mut value = vec![1, 0]; // layout version 1, unsigned
+            value.extend_from_slice(&task.reference_timestamp.to_be_bytes());
+            value.extend_from_slice(&mh.0);
+            value.extend_from_slice(digest.as_bytes());
+            value.extend_from_slice(&created.to_be_bytes());
+            value.extend_from_slice(&u32::try_from(output.len()).unwrap().to_be_bytes());
+            value.extend_from_slice(output);
+            table.insert(key.as_slice(), value.as_slice()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// Upgrading from an avsnode that keyed its ledger by AVS and operator set: a task recorded for
+/// two AVSs with one BN254 key (the double signing DESIGN §5 now forbids) stops the node at start,
+/// naming both, until the operator decides with `avsnode ledger migrate --keep-earliest
+/// --dropped-to FILE`. Then the node starts; the earliest AVS's task is completed from its record
+/// (signed, verifying), the other AVS is refused, and a record without a collision migrated too.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_ledger_with_one_task_for_two_avss_stops_the_node_until_the_operator_decides() {
+    const AVS_B: &str = "0x000000000000000000000000000000000000b0b0";
+    let fixture = Fixture::new();
+    let task = fixture.task(AVS, Scheme::Bn254, &[3]);
+    let for_b = NewTask {
+        avs: common::address(AVS_B),
+        payload: vec![4],
+        ..task.clone()
+    };
+    let alone = fixture.task(AVS, Scheme::Bn254, &[5]);
+    let square = |p: &[u8]| avsnode_example_performer::square(p).unwrap();
+    write_layout_1_ledger(
+        &fixture,
+        &[
+            (AVS, &task, &square(&task.payload), 1_000),
+            (AVS_B, &for_b, &square(&for_b.payload), 2_000),
+            (AVS, &alone, &square(&alone.payload), 3_000),
+        ],
+    );
+    let builder = || {
+        TestNode::builder()
+            .fixture(fixture.clone())
+            .avs(AvsSpec::new(AVS))
+            .avs(AvsSpec::new(AVS_B))
+    };
+
+    let (status, stderr) = builder().run_to_exit();
+    assert!(!status.success(), "{stderr}");
+    for needed in [
+        "avsnode ledger migrate",
+        "--keep-earliest",
+        &format!("AVS {AVS} operator set 1"),
+        &format!("AVS {AVS_B} operator set 1"),
+        &task.task_id.to_string(),
+    ] {
+        assert!(stderr.contains(needed), "{needed:?} missing:\n{stderr}");
+    }
+    let data_dir = fixture.data_dir();
+    let dropped = fixture.dir().join("dropped.json");
+    let (status, _, stderr) = avsnode_cli(&[
+        OsStr::new("ledger"),
+        OsStr::new("export"),
+        OsStr::new("--data-dir"),
+        data_dir.as_os_str(),
+    ]);
+    assert!(!status.success(), "export of an undecided ledger: {stderr}");
+    let (status, stdout, stderr) = avsnode_cli(&[
+        OsStr::new("ledger"),
+        OsStr::new("migrate"),
+        OsStr::new("--data-dir"),
+        data_dir.as_os_str(),
+        OsStr::new("--keep-earliest"),
+        OsStr::new("--dropped-to"),
+        dropped.as_os_str(),
+    ]);
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("migrated 2 records"), "{stdout}");
+    assert!(stdout.contains("dropped 1"), "{stdout}");
+    let dropped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&dropped).unwrap()).unwrap();
+    assert_eq!(dropped["records"][0]["avs"], AVS_B);
+
+    let node = builder().start();
+    let _log = node.log_on_panic();
+    for task in [&task, &alone] {
+        let result = node
+            .submit(fixture.sign(Scheme::Ecdsa, task))
+            .await
+            .unwrap();
+        fixture.assert_verifies(&result, task);
+    }
+    let refused = node
+        .submit(fixture.sign(Scheme::Ecdsa, &for_b))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains(&format!("for AVS {AVS} operator set 1, not AVS {AVS_B}")),
+        "{refused:?}"
+    );
+}
