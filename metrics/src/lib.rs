@@ -19,7 +19,7 @@ use prometheus::{
     TextEncoder,
 };
 
-pub use prometheus::{Error, Histogram as PromHistogram, HistogramTimer, IntGauge};
+pub use prometheus::{Error, Histogram as PromHistogram, HistogramTimer, IntCounter, IntGauge};
 
 /// Latency buckets from 0.5 ms to 30 s: task stages span a cached answer (sub-millisecond) to a
 /// performer running against a 10 s deadline.
@@ -73,6 +73,14 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `avsnode_ready`: 1 when `/readyz` would answer ready.
     pub ready: IntGauge,
+    /// `avsnode_connections_open{listener}`: connections held by each listener.
+    pub connections_open: IntGaugeVec,
+    /// `avsnode_listener_refusals_total{listener, reason}`: connections and calls refused or
+    /// closed by a listener's limits.
+    pub listener_refusals: IntCounterVec,
+    /// `avsnode_management_calls_refused_total{reason}`: management calls refused before they
+    /// were read (rate_limited) or when challenge tokens ran out (challenges_full).
+    pub management_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -189,6 +197,21 @@ impl Metrics {
                 &["version", "commit"],
             )?,
             ready: gauge("avsnode_ready", "1 when the node is ready (see /readyz).")?,
+            connections_open: gauge_vec(
+                "avsnode_connections_open",
+                "Connections each listener holds (intake, management, metrics).",
+                &["listener"],
+            )?,
+            listener_refusals: counter(
+                "avsnode_listener_refusals_total",
+                "Connections and calls refused or closed by a listener's limits, by reason: listener_full and source_full (connections held by the listener, from one address), handshake_timeout, idle_timeout, calls_full and source_calls_full (calls open at once).",
+                &["listener", "reason"],
+            )?,
+            management_refused: counter(
+                "avsnode_management_calls_refused_total",
+                "Management calls refused before authentication, by reason: rate_limited (calls from one address), challenges_full.",
+                &["reason"],
+            )?,
             registry,
         };
         metrics
@@ -242,13 +265,18 @@ impl Metrics {
 pub type Readiness = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
 
 /// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (ready, or 503 with the
-/// parts that are not) on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// parts that are not) on `listener` until `shutdown` resolves. `listener` is any axum listener:
+/// the node passes one that bounds its connections.
+pub async fn serve<L>(
+    listener: L,
     metrics: Arc<Metrics>,
     readiness: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let ready_metrics = metrics.clone();
     let app = Router::new()
         .route(

@@ -81,6 +81,15 @@ pub struct ManagementConfig {
     /// (`PerformerEnv.value_from_env`). Default none: an admin cannot read the node's environment.
     #[serde(default)]
     pub env_from_node: Vec<String>,
+    /// Largest management request accepted, in bytes (default 64 KiB). Requests are read
+    /// before their signature can be checked, so this is what an unauthenticated caller can
+    /// make the node read and decode.
+    #[serde(default = "defaults::management_max_message_size")]
+    pub max_message_size: usize,
+    /// Management calls accepted per second from one source address (default 20, in bursts of up
+    /// to five times that), checked before a request is read; beyond it, RESOURCE_EXHAUSTED.
+    #[serde(default = "defaults::management_calls_per_second")]
+    pub calls_per_second: f64,
     /// `[management.tls]`: serve TLS (with `client_ca`, mutual TLS). Absent: plaintext, so keep
     /// the listener on loopback.
     #[serde(default)]
@@ -170,6 +179,32 @@ pub struct IntakeConfig {
         deserialize_with = "duration"
     )]
     pub stream_idle_timeout: Duration,
+    /// Connections the intake holds at once (default 4096; lowered at start-up to fit the
+    /// process's open-files limit, with room kept for the management and metrics listeners).
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// Connections held at once from one source address (default 64); more are closed as soon
+    /// as they are accepted, so one source cannot take the node's sockets.
+    #[serde(default = "defaults::max_connections_per_source")]
+    pub max_connections_per_source: usize,
+    /// A connection must send its HTTP/2 preface (or complete its TLS handshake) within this
+    /// (default `"5s"`).
+    #[serde(default = "defaults::handshake_timeout", deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// A connection from which nothing is read for this long is closed (default `"5m"`; more than
+    /// `keepalive_interval`, whose PINGs a live client answers).
+    #[serde(
+        default = "defaults::connection_idle_timeout",
+        deserialize_with = "duration"
+    )]
+    pub connection_idle_timeout: Duration,
+    /// gRPC calls (unary calls and task streams) open at once on the intake (default 16384);
+    /// beyond it a call is answered RESOURCE_EXHAUSTED before it is read.
+    #[serde(default = "defaults::max_calls")]
+    pub max_calls: usize,
+    /// gRPC calls open at once from one source address, across its connections (default 1024).
+    #[serde(default = "defaults::max_calls_per_source")]
+    pub max_calls_per_source: usize,
     /// `[intake.tls]`: serve TLS (with `client_ca`, mutual TLS). Absent: plaintext.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -186,6 +221,12 @@ impl Default for IntakeConfig {
             keepalive_interval: defaults::keepalive_interval(),
             keepalive_timeout: defaults::keepalive_timeout(),
             stream_idle_timeout: defaults::stream_idle_timeout(),
+            max_connections: defaults::max_connections(),
+            max_connections_per_source: defaults::max_connections_per_source(),
+            handshake_timeout: defaults::handshake_timeout(),
+            connection_idle_timeout: defaults::connection_idle_timeout(),
+            max_calls: defaults::max_calls(),
+            max_calls_per_source: defaults::max_calls_per_source(),
             tls: None,
         }
     }
@@ -820,6 +861,30 @@ mod defaults {
     pub(super) fn keepalive_timeout() -> Duration {
         Duration::from_secs(10)
     }
+    pub(super) fn max_connections() -> usize {
+        4096
+    }
+    pub(super) fn max_connections_per_source() -> usize {
+        64
+    }
+    pub(super) fn handshake_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub(super) fn connection_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub(super) fn max_calls() -> usize {
+        16384
+    }
+    pub(super) fn max_calls_per_source() -> usize {
+        1024
+    }
+    pub(super) fn management_max_message_size() -> usize {
+        64 << 10
+    }
+    pub(super) fn management_calls_per_second() -> f64 {
+        20.0
+    }
     pub(super) fn stream_idle_timeout() -> Duration {
         Duration::from_secs(300)
     }
@@ -1104,9 +1169,50 @@ impl Config {
                 "intake.stream_idle_timeout",
                 self.intake.stream_idle_timeout,
             ),
+            ("intake.handshake_timeout", self.intake.handshake_timeout),
         ] {
             if value.is_zero() {
                 problem(key.into(), "must be more than 0".into());
+            }
+        }
+        if self.intake.connection_idle_timeout <= self.intake.keepalive_interval {
+            problem(
+                "intake.connection_idle_timeout".into(),
+                format!(
+                    "must be more than intake.keepalive_interval ({}): a live client answers the \
+                     keepalive PINGs, and only those keep an idle connection open",
+                    humantime::format_duration(self.intake.keepalive_interval)
+                ),
+            );
+        }
+        for (key, value) in [
+            ("intake.max_connections", self.intake.max_connections),
+            (
+                "intake.max_connections_per_source",
+                self.intake.max_connections_per_source,
+            ),
+            ("intake.max_calls", self.intake.max_calls),
+            (
+                "intake.max_calls_per_source",
+                self.intake.max_calls_per_source,
+            ),
+        ] {
+            if value == 0 {
+                problem(key.into(), "must be at least 1".into());
+            }
+        }
+        if let Some(m) = &self.management {
+            if m.max_message_size < 1024 {
+                problem(
+                    "management.max_message_size".into(),
+                    "must be at least 1024 bytes".into(),
+                );
+            }
+            if !(m.calls_per_second > 0.0 && m.calls_per_second.is_finite()) {
+                problem(
+                    "management.calls_per_second".into(),
+                    "must be more than 0".into(),
+                );
             }
         }
 

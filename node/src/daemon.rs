@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, PerformerConfig, Problem};
+use crate::connections::{Gate, GatedListener, ListenerLimits, raise_open_files_limit};
 use crate::intake::{self, IntakeError};
 use crate::ledger::{Collisions, Ledger, LedgerError, LedgerOptions, MigrationOptions};
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
@@ -129,18 +130,26 @@ impl RunningNode {
             None => None,
         };
         let metrics = Metrics::new()?;
+        let open_files = raise_open_files_limit();
+        let (limits, lowered) = ListenerLimits::new(&config.intake, open_files);
+        if let Some(lowered) = lowered {
+            warn!("{lowered}");
+        }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let live: Arc<OnceLock<Arc<Pipeline>>> = Arc::default();
         let metrics_listener =
-            TcpListener::bind(config.metrics.listen)
-                .await
-                .map_err(|source| NodeError::MetricsListen {
+            crate::connections::bind(config.metrics.listen).map_err(|source| {
+                NodeError::MetricsListen {
                     addr: config.metrics.listen,
                     source,
-                })?;
+                }
+            })?;
         info!(listen = %metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics serving");
         tokio::spawn(avsnode_metrics::serve(
-            metrics_listener,
+            GatedListener::new(
+                metrics_listener,
+                Gate::new("metrics", limits.metrics, Some(metrics.clone())),
+            ),
             metrics.clone(),
             readiness(live.clone()),
             wait_for_stop(stopped.clone()),
@@ -176,18 +185,18 @@ impl RunningNode {
             config.operator(),
             avs_list,
             ledger,
-            metrics,
+            metrics.clone(),
             config.intake.max_tasks_in_memory,
         );
         let _ = live.set(pipeline.clone());
         tokio::spawn(refresh_gauges(pipeline.clone(), stopped.clone()));
         if let Some(management) = &config.management {
-            let listener = TcpListener::bind(management.listen)
-                .await
-                .map_err(|source| NodeError::ManagementListen {
+            let listener = crate::connections::bind(management.listen).map_err(|source| {
+                NodeError::ManagementListen {
                     addr: management.listen,
                     source,
-                })?;
+                }
+            })?;
             let admins = management.require_auth.then(|| {
                 management
                     .admins
@@ -206,13 +215,24 @@ impl RunningNode {
                 config.operator(),
                 admins,
                 management.env_from_node.clone(),
+                management.calls_per_second,
+                metrics.clone(),
             );
             let stopped = stopped.clone();
-            let tls = management_tls.clone();
+            let tls = management_tls
+                .clone()
+                .map(|tls| (tls, limits.management.handshake_timeout));
+            let gate = Gate::new("management", limits.management, Some(metrics.clone()));
+            let max_message_size = management.max_message_size;
             tokio::spawn(async move {
-                if let Err(e) =
-                    crate::management::serve(service, listener, tls, wait_for_stop(stopped)).await
-                {
+                let served = crate::management::serve(
+                    service,
+                    gate.incoming(listener),
+                    max_message_size,
+                    tls,
+                    wait_for_stop(stopped),
+                );
+                if let Err(e) = served.await {
                     tracing::error!(error = %e, "the management listener failed");
                 }
             });
@@ -224,9 +244,10 @@ impl RunningNode {
             tls = match &intake_tls { None => "off", Some(t) if t.mutual() => "mutual", Some(_) => "on" },
             "intake serving"
         );
+        let gate = Gate::new("intake", limits.intake, Some(metrics.clone()));
         let server = tokio::spawn(intake::serve(
             pipeline.clone(),
-            listener,
+            gate.incoming(listener),
             options,
             intake_tls.clone(),
             wait_for_stop(stopped),

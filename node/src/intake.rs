@@ -11,12 +11,12 @@ use avsnode_proto::stream::task_stream_server::{TaskStream, TaskStreamServer};
 use avsnode_proto::stream::{
     StreamEvent, StreamRequest, TaskRejection, stream_event, stream_request,
 };
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IntakeConfig;
+use crate::connections::{CallLimitLayer, Connections};
 use crate::pipeline::{Peer, Pipeline};
 use crate::rejection::Rejection;
 use crate::tls::{ClientCertificate, ServerTls};
@@ -32,16 +32,24 @@ pub enum IntakeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves the intake on `listener` until `shutdown` resolves; over TLS when `tls` is given.
+/// Serves the intake on `connections` (admitted by the intake's gate) until `shutdown`
+/// resolves; over TLS when `tls` is given. At most `intake.max_calls` calls are open at once,
+/// `intake.max_calls_per_source` from one address.
 pub async fn serve(
     pipeline: Arc<Pipeline>,
-    listener: TcpListener,
+    connections: Connections,
     options: IntakeConfig,
     tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), IntakeError> {
+    let calls = CallLimitLayer::new(
+        "intake",
+        options.max_calls,
+        options.max_calls_per_source,
+        Some(pipeline.metrics().clone()),
+    );
     let mut server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+        .layer(calls)
         .max_concurrent_streams(options.max_concurrent_streams)
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
@@ -62,6 +70,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let max_message_size = intake.options.max_message_size;
+    let handshake_timeout = intake.options.handshake_timeout;
     let router = server
         .add_service(health)
         .add_service(
@@ -78,12 +87,15 @@ pub async fn serve(
     match tls {
         None => {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(connections, shutdown)
                 .await?
         }
         Some(tls) => {
             router
-                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
+                .serve_with_incoming_shutdown(
+                    crate::tls::incoming(connections, tls, handshake_timeout),
+                    shutdown,
+                )
                 .await?
         }
     }

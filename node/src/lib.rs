@@ -18,6 +18,7 @@
 
 pub mod aggregator;
 pub mod config;
+pub mod connections;
 pub mod daemon;
 pub mod demo;
 pub mod hsm;
@@ -33,3 +34,4 @@ pub mod remote_signer;
 pub mod signing;
 pub mod tls;
 pub mod validate;
+pub mod warnings;

@@ -1,5 +1,6 @@
-//! Per-aggregator rate limits: token buckets keyed by (aggregator, peer address), checked before
-//! any signature verification so a flood costs the node a hash lookup per task.
+//! Rate limits as token buckets per key: per (aggregator, peer address) on the intake, checked
+//! before any signature verification so a flood costs the node a hash lookup per task; per peer
+//! address on the management API, before a request is read.
 //!
 //! The aggregator address is the task's own claim, not yet verified: keying by it alone would let
 //! anyone spend an honest aggregator's budget by naming it. Keying by (claim, peer IP) gives each
@@ -8,6 +9,7 @@
 //! last second; sources beyond that share one overflow bucket per aggregator.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,17 +20,18 @@ use avsnode_signer::messages::Address;
 pub const MAX_BUCKETS: usize = 4096;
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
-/// Token buckets of `rate` tasks per second and `burst` capacity.
+/// Token buckets of `rate` calls per second and `burst` capacity, one per key (by default
+/// per (aggregator, peer address)).
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = (Address, Option<IpAddr>)> {
     rate: f64,
     burst: f64,
-    inner: Mutex<Buckets>,
+    inner: Mutex<Buckets<K>>,
 }
 
-#[derive(Debug, Default)]
-struct Buckets {
-    map: HashMap<(Address, Option<IpAddr>), Bucket>,
+#[derive(Debug)]
+struct Buckets<K> {
+    map: HashMap<K, Bucket>,
     /// When the map was last swept for idle buckets (at most every 100 ms, so a flood from
     /// many sources does not make every task pay for a sweep).
     swept: Option<Instant>,
@@ -49,23 +52,34 @@ impl Bucket {
 }
 
 impl RateLimiter {
-    /// `rate` tasks per second with bursts of up to `burst` (both at least 1).
-    pub fn new(rate: f64, burst: u32) -> RateLimiter {
+    /// Takes one token from the bucket of `aggregator` at `peer`; false when it is empty.
+    pub fn allow(&self, aggregator: Address, peer: Option<IpAddr>, now: Instant) -> bool {
+        self.take((aggregator, peer), (aggregator, None), now)
+    }
+}
+
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
+    /// `rate` calls per second with bursts of up to `burst` (both at least 1).
+    pub fn new(rate: f64, burst: u32) -> RateLimiter<K> {
         RateLimiter {
             rate: rate.max(f64::MIN_POSITIVE),
             burst: f64::from(burst.max(1)),
-            inner: Mutex::default(),
+            inner: Mutex::new(Buckets {
+                map: HashMap::new(),
+                swept: None,
+            }),
         }
     }
 
-    /// Takes one token from the bucket of `aggregator` at `peer`; false when it is empty.
-    pub fn allow(&self, aggregator: Address, peer: Option<IpAddr>, now: Instant) -> bool {
+    /// Takes one token from the bucket of `key`; false when it is empty. Past [`MAX_BUCKETS`]
+    /// keys, new keys share the bucket of `overflow`.
+    pub fn take(&self, key: K, overflow: K, now: Instant) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Buckets {
             map: buckets,
             swept,
         } = &mut *inner;
-        let mut key = (aggregator, peer);
+        let mut key = key;
         if !buckets.contains_key(&key) && buckets.len() >= MAX_BUCKETS {
             let due = swept.is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY);
             if due {
@@ -82,7 +96,7 @@ impl RateLimiter {
                 }
             }
             if buckets.len() >= MAX_BUCKETS {
-                key = (aggregator, None);
+                key = overflow;
             }
         }
         let bucket = buckets.entry(key).or_insert(Bucket {

@@ -505,6 +505,12 @@ fn parse_scheme(s: &str) -> Result<Scheme, String> {
     s.parse().map_err(|e: avsnode_signer::Error| e.to_string())
 }
 
+/// jemalloc with its background thread: memory freed after a burst (a flood's connections and
+/// streams) goes back to the OS within seconds, where glibc's per-thread arenas kept it.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Demo(_)) {
@@ -558,8 +564,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let hangups =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                         .context("installing the SIGHUP handler")?;
-                let listener = tokio::net::TcpListener::bind(config.intake.listen)
-                    .await
+                let listener = avsnode::connections::bind(config.intake.listen)
                     .with_context(|| format!("binding the intake to {}", config.intake.listen))?;
                 let node = RunningNode::start(config, listener).await?;
                 node.run_until(stop, Some((&file, hangups))).await?;
@@ -605,8 +610,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Signer(SignerCommand::Serve { config }) => {
             let config = avsnode::remote_signer::SignerServiceConfig::load(&config)?;
             runtime()?.block_on(async {
-                let listener = tokio::net::TcpListener::bind(config.listen)
-                    .await
+                let listener = avsnode::connections::bind(config.listen)
                     .with_context(|| format!("binding the signer to {}", config.listen))?;
                 avsnode::remote_signer::serve(config, listener, shutdown_signal()).await?;
                 anyhow::Ok(())

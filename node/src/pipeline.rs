@@ -33,6 +33,7 @@ use crate::remote_signer::SignFields;
 use crate::signing::{SignError, SigningKey};
 use crate::tls::ClientCertificate;
 use crate::validate::{self, AggregatorKey, Task};
+use crate::warnings::WarningBudget;
 
 /// Time kept back from the performer call for signing and for the answer to reach the caller
 /// before its own deadline: a tenth of the time left, between 20 and 250 ms. (A fixed 20 ms was
@@ -212,7 +213,7 @@ impl Pipeline {
             verifying: Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
-            warnings: WarningBudget::default(),
+            warnings: WarningBudget::new("rejection", REJECTION_WARNINGS_PER_SECOND),
             metrics,
         })
     }
@@ -832,41 +833,6 @@ fn internal(e: impl Into<Box<dyn std::error::Error>>) -> Rejection {
 /// (`avsnode_task_rejections_total`) in full; in the log it is a few lines a second, not thousands.
 const REJECTION_WARNINGS_PER_SECOND: u32 = 10;
 
-/// The budget behind [`REJECTION_WARNINGS_PER_SECOND`].
-#[derive(Debug, Default)]
-struct WarningBudget(Mutex<WarningWindow>);
-
-#[derive(Debug, Default)]
-struct WarningWindow {
-    opened: Option<std::time::Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl WarningBudget {
-    /// Whether one more warning may be logged at `now`, and how many were suppressed in the window
-    /// that `now` closed (to be said with it).
-    fn admit(&self, now: std::time::Instant) -> (bool, u64) {
-        let mut window = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut suppressed = 0;
-        if window
-            .opened
-            .is_none_or(|opened| now.duration_since(opened) >= Duration::from_secs(1))
-        {
-            suppressed = std::mem::take(&mut window.suppressed);
-            window.opened = Some(now);
-            window.logged = 0;
-        }
-        if window.logged < REJECTION_WARNINGS_PER_SECOND {
-            window.logged += 1;
-            (true, suppressed)
-        } else {
-            window.suppressed += 1;
-            (false, suppressed)
-        }
-    }
-}
-
 impl Pipeline {
     /// Each rejection is logged once, at a level that fits its cause; warnings within
     /// [`REJECTION_WARNINGS_PER_SECOND`].
@@ -874,42 +840,12 @@ impl Pipeline {
         match rejection {
             Rejection::BadSignature
             | Rejection::UnknownAggregator(_)
-            | Rejection::WrongExecutor { .. } => {
-                let (log, suppressed) = self.warnings.admit(std::time::Instant::now());
-                if suppressed > 0 {
-                    warn!(
-                        suppressed,
-                        "{suppressed} rejection warnings were not logged (over \
-                         {REJECTION_WARNINGS_PER_SECOND} a second); the metrics count them all"
-                    );
-                }
-                if log {
-                    warn!(reason = rejection.reason(), "rejected: {rejection}");
-                }
-            }
+            | Rejection::WrongExecutor { .. } => self.warnings.warn(|| {
+                warn!(reason = rejection.reason(), "rejected: {rejection}");
+            }),
             // The ledger itself logs a conflict loudly, with its domain.
             Rejection::Internal(_) => error!(reason = rejection.reason(), "{rejection}"),
             _ => debug!(reason = rejection.reason(), "rejected: {rejection}"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-
-    #[test]
-    fn rejection_warnings_are_capped_per_second_and_the_rest_counted() {
-        let budget = WarningBudget::default();
-        let start = Instant::now();
-        let admitted = (0..25).filter(|_| budget.admit(start).0).count();
-        assert_eq!(admitted, REJECTION_WARNINGS_PER_SECOND as usize);
-        // Still the same window: suppressed, nothing to report yet.
-        assert_eq!(budget.admit(start + Duration::from_millis(999)), (false, 0));
-        // The next window lets one through and reports the 16 held back.
-        assert_eq!(budget.admit(start + Duration::from_secs(1)), (true, 16));
-        assert_eq!(budget.admit(start + Duration::from_secs(1)), (true, 0));
     }
 }

@@ -3,8 +3,8 @@
 //! connections get the new certificate, open ones keep theirs, and files that do not load leave
 //! the running certificate in place.
 //!
-//! Handshakes run on their own tasks, bounded in time and number, so a client that stalls its
-//! handshake holds up nobody else.
+//! Handshakes run on their own tasks, bounded in time and number (and, through the listener's
+//! gate, per source address), so a client that stalls its handshake holds up nobody else.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,16 +15,16 @@ use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, DnsName, PrivateKeyDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::TlsConfig;
-
-/// A handshake not finished within this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::connections::{Connections, Guarded};
+use crate::warnings::WarningBudget;
 
 /// Handshakes under way at once; connections beyond it are closed at once.
 const MAX_HANDSHAKES: usize = 1024;
@@ -191,47 +191,53 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-/// The TLS connections accepted on `listener`, for `serve_with_incoming`. Ends when the listener
-/// fails for good (never, in practice: accept errors such as running out of file descriptors are
-/// logged and retried).
+/// The TLS connections made over `connections` (already admitted by the listener's gate), for
+/// `serve_with_incoming`: each handshake runs on its own task and must finish within
+/// `handshake_timeout`; at most [`MAX_HANDSHAKES`] run at once (the gate bounds how many one
+/// source address can start).
 pub fn incoming(
-    listener: TcpListener,
+    mut connections: Connections,
     tls: Arc<ServerTls>,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    handshake_timeout: Duration,
+) -> ReceiverStream<io::Result<TlsStream<Guarded<TcpStream>>>> {
     let (sender, receiver) = mpsc::channel(64);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let warnings = Arc::new(WarningBudget::new("TLS", 10));
     tokio::spawn(async move {
         loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(listener = tls.key, error = %e, "accept failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
+            let stream = tokio::select! {
+                next = connections.next() => match next {
+                    Some(Ok(stream)) => stream,
+                    Some(Err(_)) => continue,
+                    None => return,
+                },
+                () = sender.closed() => return,
             };
-            if sender.is_closed() {
-                return;
-            }
             let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-                tracing::warn!(listener = tls.key, %peer, "too many TLS handshakes under way; connection closed");
+                warnings.warn(|| {
+                    tracing::warn!(
+                        listener = tls.key,
+                        ?stream,
+                        "too many TLS handshakes under way; connection closed"
+                    );
+                });
                 continue;
             };
-            let _ = stream.set_nodelay(true);
             let acceptor = tls.acceptor();
             let sender = sender.clone();
             let key = tls.key;
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                let peer = format!("{stream:?}");
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         drop(permit);
                         let _ = sender.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::debug!(listener = key, %peer, error = %e, "TLS handshake failed");
+                        tracing::debug!(listener = key, peer, error = %e, "TLS handshake failed");
                     }
                     Err(_) => {
-                        tracing::debug!(listener = key, %peer, "TLS handshake timed out");
+                        tracing::debug!(listener = key, peer, "TLS handshake timed out");
                     }
                 }
             });

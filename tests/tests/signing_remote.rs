@@ -871,6 +871,21 @@ async fn the_signer_refuses_a_signed_task_for_another_avs_or_operator_set() {
             .into_inner();
         assert_eq!(again, signed, "{scheme}");
     }
+
+    // Issue 14 §2: a connection that never starts its TLS handshake was kept forever; the signer
+    // closes it after its handshake timeout (5 s), and still serves.
+    let mut silent = tokio::net::TcpStream::connect(signer.addr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut sink = [0u8; 256];
+        while silent.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a silent connection to the signer is still open after 30 s"
+    );
+    client.list_keys(ListKeysRequest {}).await.unwrap();
     signer.stop();
 }
 

@@ -11,9 +11,18 @@
 //! A token is consumed by any request that presents it, whether or not the signature then
 //! verifies: a token can never be tried twice. Presented tokens are compared in constant time
 //! against every outstanding token, and unknown, used and expired tokens fail with one error, so
-//! probing learns nothing about which tokens exist.
+//! probing learns nothing about which tokens exist. Every failure of authentication is
+//! UNAUTHENTICATED: a signature that recovers to a key that is not an admin is indistinguishable
+//! from garbage bytes, which recover to some key too. Signatures must be low-s (the malleable
+//! high-s twin of an admin's signature is refused).
+//!
+//! Anyone who reaches the listener can ask for tokens, so they are bounded per source address:
+//! a source over its share replaces its own oldest token, never another's, and when every place
+//! is taken by unexpired tokens of other sources a request for one is refused rather than evict
+//! an admin's.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,33 +45,38 @@ pub(crate) enum AuthError {
     /// The signature cannot be decoded or no public key can be recovered from it.
     #[error("bad admin signature: {0}")]
     BadSignature(#[source] avsnode_signer::Error),
+    /// The signature's `s` is in the upper half of the group order: the malleable twin of a
+    /// signature, never what an admin's signer produces.
+    #[error("bad admin signature: high s (sign with low s, as Ethereum signers do)")]
+    HighS,
     /// The signature is by a key that is not a configured admin (or over different bytes).
-    #[error("{0} is not a management admin")]
+    #[error("the signature is not by a management admin (recovered {0})")]
     NotAdmin(Address),
 }
 
 impl From<AuthError> for tonic::Status {
     fn from(e: AuthError) -> Self {
-        let code = match e {
-            AuthError::Missing | AuthError::UnknownToken | AuthError::BadSignature(_) => {
-                tonic::Code::Unauthenticated
-            }
-            AuthError::NotAdmin(_) => tonic::Code::PermissionDenied,
-        };
-        tonic::Status::new(code, e.to_string())
+        tonic::Status::unauthenticated(e.to_string())
     }
 }
+
+/// Every place for a challenge token is taken by an unexpired token of another source.
+#[derive(Debug, thiserror::Error)]
+#[error("too many challenge tokens outstanding; try again later")]
+pub(crate) struct ChallengesFull;
 
 /// One issued, not yet used token.
 struct Outstanding {
     token: [u8; 32],
     expires: Instant,
+    source: Option<IpAddr>,
 }
 
-/// Outstanding challenge tokens: single-use, expiring, bounded.
+/// Outstanding challenge tokens: single-use, expiring, bounded in all and per source.
 pub(crate) struct Challenges {
     ttl: Duration,
     capacity: usize,
+    per_source: usize,
     outstanding: Mutex<Vec<Outstanding>>,
 }
 
@@ -78,42 +92,48 @@ impl fmt::Debug for Challenges {
 }
 
 impl Challenges {
-    /// Tokens live for `ttl`; at most `capacity` are outstanding at once, because unauthenticated
-    /// callers can ask for them.
-    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
+    /// Tokens live for `ttl`; at most `capacity` are outstanding at once, `per_source` for one
+    /// source address, because unauthenticated callers can ask for them.
+    pub(crate) fn new(ttl: Duration, capacity: usize, per_source: usize) -> Self {
         Challenges {
             ttl,
             capacity,
+            per_source: per_source.max(1),
             outstanding: Mutex::new(Vec::new()),
         }
     }
 
-    /// Issues a fresh token: `0x` + 64 lower-case hex digits of 32 random bytes, and when it
-    /// expires (unix seconds).
-    pub(crate) fn issue(&self) -> (String, u64) {
+    /// Issues a fresh token for a caller at `source`: `0x` + 64 lower-case hex digits of 32
+    /// random bytes, and when it expires (unix seconds).
+    pub(crate) fn issue(&self, source: Option<IpAddr>) -> Result<(String, u64), ChallengesFull> {
         let mut token = [0u8; 32];
         OsRng.fill_bytes(&mut token);
         let now = Instant::now();
         {
             let mut outstanding = self.lock();
-            if outstanding.len() >= self.capacity {
+            let from_source = outstanding.iter().filter(|o| o.source == source).count();
+            if from_source >= self.per_source {
+                // Over its share: the source's own oldest goes (the vector is in issue order).
+                if let Some(oldest) = outstanding.iter().position(|o| o.source == source) {
+                    outstanding.remove(oldest);
+                }
+            } else if outstanding.len() >= self.capacity {
                 outstanding.retain(|o| now < o.expires);
-                // Still full: the oldest goes. Refusing instead would let anyone who reaches
-                // the port keep admins out by asking for tokens; an admin uses its token at once.
                 if outstanding.len() >= self.capacity {
-                    outstanding.remove(0);
+                    return Err(ChallengesFull);
                 }
             }
             outstanding.push(Outstanding {
                 token,
                 expires: now + self.ttl,
+                source,
             });
         }
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let expires_at = (unix_now + self.ttl).as_secs();
-        (format!("0x{}", hex::encode(token)), expires_at)
+        Ok((format!("0x{}", hex::encode(token)), expires_at))
     }
 
     /// Checks `auth` for a call of `method` (the full gRPC method name) whose request, encoded
@@ -133,6 +153,9 @@ impl Challenges {
         self.consume(&presented)?;
 
         let signature = Signature::from_bytes(&auth.signature).map_err(AuthError::BadSignature)?;
+        if !signature.is_low_s() {
+            return Err(AuthError::HighS);
+        }
         let digest = digest(&auth.challenge_token, method, request_without_auth);
         let signer = ecdsa::recover_address(digest.as_bytes(), &signature)
             .map_err(AuthError::BadSignature)?;
@@ -258,7 +281,7 @@ mod tests {
     }
 
     fn signed(challenges: &Challenges, signer: &SecretKey) -> AuthSignature {
-        let (token, _) = challenges.issue();
+        let (token, _) = challenges.issue(None).unwrap();
         sign_request(signer, &token, REMOVE_PERFORMER, &request("p-1"))
     }
 
@@ -268,10 +291,10 @@ mod tests {
 
     #[test]
     fn issued_tokens_are_fresh_lower_hex_and_expire_after_the_ttl() {
-        let challenges = Challenges::new(TTL, 8);
+        let challenges = Challenges::new(TTL, 8, 8);
         let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let (a, expires_at) = challenges.issue();
-        let (b, _) = challenges.issue();
+        let (a, expires_at) = challenges.issue(None).unwrap();
+        let (b, _) = challenges.issue(None).unwrap();
         assert_ne!(a, b);
         for token in [&a, &b] {
             assert_eq!(token.len(), 66);
@@ -289,7 +312,7 @@ mod tests {
 
     #[test]
     fn an_admin_signature_authenticates_once() {
-        let challenges = Challenges::new(TTL, 8);
+        let challenges = Challenges::new(TTL, 8, 8);
         let auth = signed(&challenges, &admin());
         assert_eq!(
             check(&challenges, &auth).unwrap(),
@@ -304,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_request_without_auth_is_refused() {
-        let challenges = Challenges::new(TTL, 8);
+        let challenges = Challenges::new(TTL, 8, 8);
         assert!(matches!(
             challenges.verify(&admins(), REMOVE_PERFORMER, &request("p-1"), None),
             Err(AuthError::Missing)
@@ -313,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_non_admin_key_is_refused_by_address() {
-        let challenges = Challenges::new(TTL, 8);
+        let challenges = Challenges::new(TTL, 8, 8);
         let outsider = key(2);
         let auth = signed(&challenges, &outsider);
         match check(&challenges, &auth) {
@@ -324,7 +347,7 @@ mod tests {
 
     #[test]
     fn a_token_is_spent_even_when_the_signature_fails() {
-        let challenges = Challenges::new(TTL, 8);
+        let challenges = Challenges::new(TTL, 8, 8);
 
         // Malformed signature bytes.
         let good = signed(&challenges, &admin());
@@ -342,7 +365,7 @@ mod tests {
         ));
 
         // A well-formed signature by someone else.
-        let (token, _) = challenges.issue();
+        let (token, _) = challenges.issue(None).unwrap();
         let outsider = sign_request(&key(2), &token, REMOVE_PERFORMER, &request("p-1"));
         assert!(matches!(
             check(&challenges, &outsider),
@@ -357,7 +380,7 @@ mod tests {
 
     #[test]
     fn an_expired_token_is_refused() {
-        let challenges = Challenges::new(Duration::ZERO, 8);
+        let challenges = Challenges::new(Duration::ZERO, 8, 8);
         let auth = signed(&challenges, &admin());
         assert!(matches!(
             check(&challenges, &auth),
@@ -367,7 +390,7 @@ mod tests {
 
     #[test]
     fn the_signature_binds_request_method_and_token() {
-        let challenges = Challenges::new(TTL, 8);
+        let challenges = Challenges::new(TTL, 8, 8);
 
         let auth = signed(&challenges, &admin());
         let tampered = challenges.verify(&admins(), REMOVE_PERFORMER, &request("p-2"), Some(&auth));
@@ -380,7 +403,7 @@ mod tests {
 
         // Signed for one outstanding token, presented with another.
         let auth = signed(&challenges, &admin());
-        let (other_token, _) = challenges.issue();
+        let (other_token, _) = challenges.issue(None).unwrap();
         let swapped = AuthSignature {
             challenge_token: other_token,
             ..auth
@@ -391,8 +414,8 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_unknown_and_spend_nothing() {
-        let challenges = Challenges::new(TTL, 8);
-        let (token, _) = challenges.issue();
+        let challenges = Challenges::new(TTL, 8, 8);
+        let (token, _) = challenges.issue(None).unwrap();
         let garbage = [
             String::new(),
             "0x".into(),
@@ -414,26 +437,39 @@ mod tests {
         assert!(check(&challenges, &auth).is_ok());
     }
 
+    /// A flood of token requests from one source replaces only that source's tokens; an admin's
+    /// token from another source survives it, and when the other places are all taken new
+    /// requests are refused rather than evict it.
     #[test]
-    fn outstanding_tokens_are_bounded() {
-        let challenges = Challenges::new(TTL, 2);
-        let first = signed(&challenges, &admin());
-        let second = signed(&challenges, &admin());
-        // Full: a third token evicts the oldest, which no longer works; the others do.
-        let third = signed(&challenges, &admin());
+    fn tokens_are_bounded_per_source_and_a_flood_never_evicts_another_sources() {
+        let attacker = Some(IpAddr::from([10, 0, 0, 66]));
+        let admin_source = Some(IpAddr::from([127, 0, 0, 1]));
+        let challenges = Challenges::new(TTL, 4, 2);
+        let (token, _) = challenges.issue(admin_source).unwrap();
+        let admin_auth = sign_request(&admin(), &token, REMOVE_PERFORMER, &request("p-1"));
+        let mut flood = Vec::new();
+        for _ in 0..1000 {
+            flood.push(challenges.issue(attacker).unwrap().0);
+        }
+        // The attacker holds its two newest; the rest of its tokens were replaced.
+        assert_eq!(challenges.lock().len(), 3);
+        let own = sign_request(&admin(), &flood[0], REMOVE_PERFORMER, &request("p-1"));
         assert!(matches!(
-            check(&challenges, &first),
+            check(&challenges, &own),
             Err(AuthError::UnknownToken)
         ));
-        check(&challenges, &second).unwrap();
-        check(&challenges, &third).unwrap();
-        assert_eq!(challenges.lock().len(), 0);
+        // Many sources fill the rest: the next is refused, nobody's token evicted.
+        challenges.issue(Some(IpAddr::from([10, 0, 0, 1]))).unwrap();
+        assert!(challenges.issue(Some(IpAddr::from([10, 0, 0, 2]))).is_err());
+        check(&challenges, &admin_auth).unwrap();
+        // A place freed is a place to issue again.
+        challenges.issue(Some(IpAddr::from([10, 0, 0, 2]))).unwrap();
     }
 
     #[test]
     fn exactly_one_of_many_concurrent_uses_of_a_token_succeeds() {
         const THREADS: usize = 8;
-        let challenges = Challenges::new(TTL, 8);
+        let challenges = Challenges::new(TTL, 8, 8);
         let auth = signed(&challenges, &admin());
         let barrier = Barrier::new(THREADS);
         let successes = std::thread::scope(|s| {
@@ -464,7 +500,9 @@ mod tests {
                 AuthError::BadSignature(avsnode_signer::Error::RecoveryFailed),
                 tonic::Code::Unauthenticated,
             ),
-            (AuthError::NotAdmin(who), tonic::Code::PermissionDenied),
+            (AuthError::HighS, tonic::Code::Unauthenticated),
+            // A garbage signature recovers to some key too: the same answer as any failure.
+            (AuthError::NotAdmin(who), tonic::Code::Unauthenticated),
         ];
         for (error, code) in cases {
             let status = tonic::Status::from(error);

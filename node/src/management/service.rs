@@ -2,9 +2,11 @@
 //! listener, every call but `GetChallengeToken` authenticated by an admin key.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use avsnode_metrics::Metrics;
 use avsnode_proto::executor::executor_management_service_server::{
     ExecutorManagementService, ExecutorManagementServiceServer,
 };
@@ -15,13 +17,15 @@ use avsnode_proto::executor::{
 };
 use avsnode_signer::messages::Address;
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::auth::Challenges;
+use crate::connections::Connections;
+use crate::limits::RateLimiter;
 use crate::performers::{DeployError, PerformerInfo, Performers};
+use crate::warnings::WarningBudget;
 
 /// Full method names: what an admin signs, with the request (DESIGN §7).
 pub mod methods {
@@ -35,8 +39,11 @@ pub mod methods {
 
 /// How long a challenge token lives.
 const CHALLENGE_TTL: Duration = Duration::from_secs(300);
-/// Outstanding challenge tokens at most (anyone who reaches the port can ask for one).
+/// Outstanding challenge tokens at most (anyone who reaches the port can ask for one) ...
 const MAX_CHALLENGES: usize = 1024;
+/// ... and from one source address: asking for more replaces that address's oldest, never
+/// anyone else's, so a flood of token requests cannot evict an admin's token.
+const MAX_CHALLENGES_PER_SOURCE: usize = 8;
 
 /// The management service.
 #[derive(Debug)]
@@ -48,23 +55,37 @@ pub struct Management {
     /// Node environment variables a deploy may pass by name (`value_from_env`).
     env_from_node: Vec<String>,
     challenges: Challenges,
+    /// Calls per source address, checked before a request is read.
+    calls: Arc<RateLimiter<Option<IpAddr>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Management {
     /// A service over `performers`; `admins` `None` turns authentication off; `env_from_node`
-    /// names the node's environment variables a deploy may pass on.
+    /// names the node's environment variables a deploy may pass on; `calls_per_second` (in
+    /// bursts of up to five times that) is what one source address may call.
     pub fn new(
         performers: Arc<Performers>,
         operator: Address,
         admins: Option<Vec<Address>>,
         env_from_node: Vec<String>,
+        calls_per_second: f64,
+        metrics: Arc<Metrics>,
     ) -> Management {
+        for reason in ["rate_limited", "challenges_full"] {
+            metrics.management_refused.with_label_values(&[reason]);
+        }
+        let burst = (calls_per_second * 5.0)
+            .ceil()
+            .clamp(1.0, f64::from(u32::MAX)) as u32;
         Management {
             performers,
             operator,
             admins,
             env_from_node,
-            challenges: Challenges::new(CHALLENGE_TTL, MAX_CHALLENGES),
+            challenges: Challenges::new(CHALLENGE_TTL, MAX_CHALLENGES, MAX_CHALLENGES_PER_SOURCE),
+            calls: Arc::new(RateLimiter::new(calls_per_second, burst)),
+            metrics,
         }
     }
 
@@ -92,25 +113,57 @@ impl Management {
     }
 }
 
-/// Serves `service` on `listener` until `shutdown`.
+/// Serves `service` on `connections` (admitted by the management listener's gate) until
+/// `shutdown`, over TLS (with its handshake timeout) when `tls` is given. Requests over
+/// `max_message_size` are refused from their length prefix, and a source address over its call
+/// rate before its request is read.
 pub async fn serve(
     service: Management,
-    listener: TcpListener,
-    tls: Option<Arc<crate::tls::ServerTls>>,
+    connections: Connections,
+    max_message_size: usize,
+    tls: Option<(Arc<crate::tls::ServerTls>, Duration)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    let calls = service.calls.clone();
+    let metrics = service.metrics.clone();
+    let warnings = Arc::new(WarningBudget::new("management", 10));
+    // Interceptors run on the headers, before the body is read or decoded.
+    let rate_limit = move |request: Request<()>| {
+        let source = request.remote_addr().map(|a| a.ip());
+        if calls.take(source, None, std::time::Instant::now()) {
+            Ok(request)
+        } else {
+            metrics
+                .management_refused
+                .with_label_values(&["rate_limited"])
+                .inc();
+            warnings.warn(|| {
+                warn!(
+                    source = ?source,
+                    "management call refused: over the calls allowed per second from one address"
+                );
+            });
+            Err(Status::resource_exhausted(
+                "too many management calls from this address; slow down",
+            ))
+        }
+    };
+    let service =
+        ExecutorManagementServiceServer::new(service).max_decoding_message_size(max_message_size);
     let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(ExecutorManagementServiceServer::new(service));
+        .add_service(InterceptedService::new(service, rate_limit));
     match tls {
         None => {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .serve_with_incoming_shutdown(connections, shutdown)
                 .await
         }
-        Some(tls) => {
+        Some((tls, handshake_timeout)) => {
             router
-                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown)
+                .serve_with_incoming_shutdown(
+                    crate::tls::incoming(connections, tls, handshake_timeout),
+                    shutdown,
+                )
                 .await
         }
     }
@@ -122,6 +175,7 @@ impl ExecutorManagementService for Management {
         &self,
         request: Request<GetChallengeTokenRequest>,
     ) -> Result<Response<GetChallengeTokenResponse>, Status> {
+        let source = request.remote_addr().map(|a| a.ip());
         let asked = request.into_inner().operator_address;
         let asked: Address = asked
             .parse()
@@ -132,7 +186,13 @@ impl ExecutorManagementService for Management {
                 self.operator
             )));
         }
-        let (challenge_token, expires_at) = self.challenges.issue();
+        let (challenge_token, expires_at) = self.challenges.issue(source).map_err(|full| {
+            self.metrics
+                .management_refused
+                .with_label_values(&["challenges_full"])
+                .inc();
+            Status::resource_exhausted(full.to_string())
+        })?;
         Ok(Response::new(GetChallengeTokenResponse {
             challenge_token,
             expires_at: i64::try_from(expires_at).unwrap_or(i64::MAX),

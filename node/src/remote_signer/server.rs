@@ -53,15 +53,29 @@ use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, info, warn};
 
 use super::{FieldError, RemoteSignerError};
 use crate::config::{Problem, SignerBackend, SignerConfig};
+use crate::connections::{ConnectionLimits, Gate, HTTP2_PREFACE_LEN};
 use crate::ledger::{Claim, Ledger, LedgerError, LedgerOptions, Origin, SignOnceError, Signatures};
 use crate::signing::LocalKey;
+
+/// What the signer's listener admits: nodes keep a connection or a few each; a stalled handshake
+/// or a silent connection is closed, and one address cannot hold the signer's sockets.
+const LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: 1024,
+    max_per_source: 64,
+    handshake_timeout: Duration::from_secs(5),
+    preface_len: HTTP2_PREFACE_LEN,
+    idle_timeout: Duration::from_secs(300),
+};
+
+/// The longest one call may take (a sign is milliseconds; this bounds a caller that never ends
+/// its request).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The remote signer's configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -333,9 +347,12 @@ pub async fn serve(
             what: "the signer's server".into(),
             source,
         })?
-        .tcp_nodelay(true)
+        .timeout(CALL_TIMEOUT)
         .add_service(SignerServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            Gate::new("signer", LIMITS, None).incoming(listener),
+            shutdown,
+        )
         .await
         .map_err(RemoteSignerError::Serve);
     let flushed = ledger.close().await.map_err(RemoteSignerError::Ledger);

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, dead_code, unreachable_pub)]
 
+pub mod flood;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -463,6 +465,8 @@ pub struct NodeBuilder {
     aggregator_toml: String,
     /// A signal sent while the node starts (`hangup_while_starting`).
     signal_while_starting: Option<&'static str>,
+    /// The node's open-files limit, soft and hard (`open_files_limit`).
+    open_files: Option<u64>,
 }
 
 impl NodeBuilder {
@@ -473,6 +477,13 @@ impl NodeBuilder {
     /// and the intake.
     pub fn hangup_while_starting(mut self) -> NodeBuilder {
         self.signal_while_starting = Some("-HUP");
+        self
+    }
+
+    /// Runs the node with this open-files limit (soft and hard, through `prlimit`), as systemd's
+    /// default of 1024 would.
+    pub fn open_files_limit(mut self, n: u64) -> NodeBuilder {
+        self.open_files = Some(n);
         self
     }
 
@@ -661,7 +672,18 @@ impl NodeBuilder {
         let config = self.write_config();
         let fixture = self.fixture.clone().unwrap();
         let log = config.with_extension("log");
-        let mut command = Command::new(avsnode_tests::binary("avsnode"));
+        // prlimit execs the node: the same process, with the limit set.
+        let mut command = match self.open_files {
+            Some(n) => {
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(avsnode_tests::binary("avsnode"));
+                command
+            }
+            None => Command::new(avsnode_tests::binary("avsnode")),
+        };
         command
             .args(["--log-format", "json", "run", "--config"])
             .arg(&config)
