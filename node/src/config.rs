@@ -683,9 +683,16 @@ pub struct DockerPerformerConfig {
     /// the ledger.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Run as this user (`uid[:gid]` or a name in the image; default: the image's user).
+    /// Run as this user (`uid[:gid]` or a name in the image; default: the image's user, with a
+    /// warning when that is root).
     #[serde(default)]
     pub user: Option<String>,
+    /// Whether the performer may reach beyond this host (default true). `false` puts its
+    /// container on an internal network (`<network>-internal`, Docker's `--internal`): the node
+    /// still reaches it, it reaches no other host and not the internet. For AVSs whose
+    /// performers compute from the payload alone.
+    #[serde(default = "defaults::yes")]
+    pub egress: bool,
     /// Read-only root filesystem (default true); a tmpfs is mounted at `/tmp` either way.
     #[serde(default = "defaults::yes")]
     pub read_only_rootfs: bool,
@@ -730,6 +737,7 @@ impl fmt::Debug for DockerPerformerConfig {
             .field("port", &self.port)
             .field("env_names", &self.env.keys().collect::<Vec<_>>())
             .field("user", &self.user)
+            .field("egress", &self.egress)
             .field("read_only_rootfs", &self.read_only_rootfs)
             .field("tmpfs_mib", &self.tmpfs_mib)
             .field("drop_capabilities", &self.drop_capabilities)
@@ -1443,16 +1451,18 @@ impl Config {
                             "must be between 0 (unlimited) and 1024".into(),
                         );
                     }
-                    for name in docker.env.keys() {
-                        if name.is_empty() || name.contains('=') || name == "PORT" {
-                            problem(
-                                at("env"),
-                                format!("invalid variable name {name:?} (PORT is set by the node)"),
-                            );
-                        }
-                    }
                 }
                 _ => {}
+            }
+            let env = match &avs.performer {
+                PerformerConfig::Process { env, .. } => Some(env),
+                PerformerConfig::Docker(docker) => Some(&docker.env),
+                PerformerConfig::Remote { .. } => None,
+            };
+            for name in env.into_iter().flat_map(BTreeMap::keys) {
+                if let Err(why) = avsnode_performer::check_env_name(name) {
+                    problem(at("performer.env"), why);
+                }
             }
         }
         if let Some(network) = &self.docker.network

@@ -210,9 +210,20 @@ enum PerformerCommand {
         /// The image: `name:tag`, `name@sha256:…`, or a local image id `sha256:…`.
         #[arg(long)]
         image: String,
-        /// An environment variable for the container, `NAME=VALUE` (repeatable).
-        #[arg(long = "env", value_parser = parse_env)]
+        /// An environment variable for the container, `NAME=VALUE` (repeatable). The value is on
+        /// this command line (process listings, shell history): pass secrets with
+        /// --env-from-env or --env-file instead.
+        #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
         env: Vec<(String, String)>,
+        /// An environment variable for the container whose value is this command's own
+        /// environment variable of the same name (`NAME`), or of another (`NAME=FROM`)
+        /// (repeatable).
+        #[arg(long = "env-from-env", value_name = "NAME[=FROM]")]
+        env_from_env: Vec<String>,
+        /// A file of `NAME=VALUE` lines (blank lines and lines starting with `#` are skipped;
+        /// the value is the rest of the line, unquoted) (repeatable; keep it chmod 600).
+        #[arg(long = "env-file", value_name = "FILE")]
+        env_file: Vec<PathBuf>,
     },
     /// List performers and their live state.
     List {
@@ -293,10 +304,51 @@ impl ManagementArgs {
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
-        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| "expected NAME=VALUE".to_owned())?;
+    avsnode_performer::check_env_name(name)?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// The environment of a deploy from `--env`, `--env-from-env` and `--env-file`, in that order
+/// (a name given twice is refused: which value wins would be a guess). Values are never printed.
+fn deploy_env(
+    env: Vec<(String, String)>,
+    env_from_env: &[String],
+    env_files: &[PathBuf],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = env;
+    for spec in env_from_env {
+        let (name, from) = spec.split_once('=').unwrap_or((spec, spec));
+        avsnode_performer::check_env_name(name)
+            .map_err(|e| anyhow::anyhow!("--env-from-env: {e}"))?;
+        let value = std::env::var(from).map_err(|_| {
+            anyhow::anyhow!("--env-from-env {spec}: {from} is not set in this environment")
+        })?;
+        out.push((name.to_owned(), value));
     }
+    for file in env_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading --env-file {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, value) = parse_env(line).map_err(|e| {
+                anyhow::anyhow!("--env-file {} line {}: {e}", file.display(), n + 1)
+            })?;
+            out.push((name, value));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for (name, _) in &out {
+        if !names.insert(name.as_str()) {
+            bail!("env {name} is given twice");
+        }
+    }
+    Ok(out)
 }
 
 #[allow(clippy::print_stdout)]
@@ -313,7 +365,10 @@ fn performer_command(command: PerformerCommand) -> anyhow::Result<()> {
                 avs,
                 image,
                 env,
+                env_from_env,
+                env_file,
             } => {
+                let env = deploy_env(env, &env_from_env, &env_file)?;
                 let mut client = node.connect().await?;
                 let answer = client.deploy(&avs, "", &image, env).await.map_err(failed)?;
                 println!("{}\n{}", answer.deployment_id, answer.message);
@@ -534,15 +589,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Libraries whose own debug and trace output can carry what must never be logged — the Docker
+/// client writes request bodies (a container's env values) and the HTTP stacks headers (the
+/// Docker registry credentials header) — are held to info, whatever level is asked for.
+const QUIET_DEPENDENCIES: [&str; 9] = [
+    "bollard",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tonic",
+    "tower",
+    "rustls",
+    "tokio_rustls",
+    "cryptoki",
+];
+
 fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let quiet = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(QUIET_DEPENDENCIES.map(|target| (target, LevelFilter::INFO)));
+    let registry = tracing_subscriber::registry().with(filter).with(quiet);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => registry.with(layer).init(),
+        LogFormat::Json => registry.with(layer.json()).init(),
     }
 }
 

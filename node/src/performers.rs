@@ -367,7 +367,7 @@ impl Performers {
             .await
             .map_err(|e| DeployError::NoDocker(e.to_string()))?;
         runtime
-            .ensure_network(&self.network, &self.node_id)
+            .ensure_network(&self.network, &self.node_id, false)
             .await
             .map_err(|e| DeployError::NoDocker(e.to_string()))?;
         self.runtime = Some(runtime);
@@ -446,7 +446,13 @@ impl Performers {
             image: record.image.clone(),
             pull,
             auth,
-            network: self.network.clone(),
+            // Performers without egress get a network of their own kind, made on first use.
+            network: if config.egress {
+                self.network.clone()
+            } else {
+                format!("{}-internal", self.network)
+            },
+            egress: config.egress,
             port: config.port,
             env,
             hardening: Hardening {
@@ -455,6 +461,7 @@ impl Performers {
                 drop_capabilities: config.drop_capabilities,
                 no_new_privileges: config.no_new_privileges,
                 user: config.user.clone(),
+                private_cgroup_namespace: true,
             },
             resources: Resources {
                 memory_bytes: nonzero(config.resources.memory_mib << 20),

@@ -69,6 +69,7 @@ impl Sandbox {
             pull: PullPolicy::Never,
             auth: None,
             network: self.network.clone(),
+            egress: true,
             port: 8080,
             env: vec![],
             hardening: Hardening::default(),
@@ -112,7 +113,7 @@ async fn start_docker(sandbox: &Sandbox) -> DockerPerformer {
     let image = example_image(None);
     let runtime = DockerRuntime::connect().await.unwrap();
     runtime
-        .ensure_network(&sandbox.network, &sandbox.node_id)
+        .ensure_network(&sandbox.network, &sandbox.node_id, false)
         .await
         .unwrap();
     DockerPerformer::start(&runtime, sandbox.spec(image))

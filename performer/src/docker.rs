@@ -28,8 +28,8 @@ use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest,
-    RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, HostConfigCgroupnsModeEnum,
+    NetworkCreateRequest, RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -122,8 +122,12 @@ pub struct Hardening {
     pub drop_capabilities: bool,
     /// `no-new-privileges`: setuid binaries cannot gain privileges (default true).
     pub no_new_privileges: bool,
-    /// Run as this user (`uid:gid` or a name the image knows); `None` keeps the image's user.
+    /// Run as this user (`uid:gid` or a name the image knows); `None` keeps the image's user
+    /// (a warning is logged when that is root).
     pub user: Option<String>,
+    /// A cgroup namespace of the container's own (default true): the performer sees its own
+    /// cgroup as the root, not the host's hierarchy.
+    pub private_cgroup_namespace: bool,
 }
 
 impl Default for Hardening {
@@ -134,6 +138,7 @@ impl Default for Hardening {
             drop_capabilities: true,
             no_new_privileges: true,
             user: None,
+            private_cgroup_namespace: true,
         }
     }
 }
@@ -177,6 +182,10 @@ pub struct DockerSpec {
     pub auth: Option<RegistryAuth>,
     /// The private bridge network the container joins (see [`DockerRuntime::ensure_network`]).
     pub network: String,
+    /// Whether that network routes beyond this host (default true). False: it is an internal
+    /// network — the node still reaches the container, the container reaches nothing else (no
+    /// internet, no other hosts), for AVSs whose performers need no egress.
+    pub egress: bool,
     /// The container port the performer listens on, also passed as `PORT` (Hourglass: 8080).
     pub port: u16,
     /// Environment, after `PORT`. Values may be secrets: they are never logged.
@@ -243,6 +252,9 @@ pub enum DockerError {
     /// A pull policy that is not `always`, `if-not-present` or `never`.
     #[error("unknown pull policy {0:?}: expected always, if-not-present or never")]
     UnknownPullPolicy(String),
+    /// The engine's state does not fit the configuration (a network of the wrong kind).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl DockerError {
@@ -338,23 +350,38 @@ impl DockerRuntime {
         })
     }
 
-    /// Creates the bridge network `name`, labelled `io.avsnode.node={node_id}`, unless it exists.
-    pub async fn ensure_network(&self, name: &str, node_id: &str) -> Result<(), DockerError> {
+    /// Creates the bridge network `name`, labelled `io.avsnode.node={node_id}`, unless it exists;
+    /// `internal`: with no route beyond this host (Docker's `--internal`). An existing network of
+    /// that name must be internal exactly when asked for.
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        node_id: &str,
+        internal: bool,
+    ) -> Result<(), DockerError> {
         let _turn = self.network_lock.lock().await;
         match self.docker.inspect_network(name, None).await {
-            Ok(_) => return Ok(()),
+            Ok(network) if network.internal.unwrap_or(false) == internal => return Ok(()),
+            Ok(_) => {
+                return Err(DockerError::Invalid(format!(
+                    "the Docker network {name} exists but {} internal; remove it (docker network \
+                     rm {name}) so the node can create it as configured",
+                    if internal { "is not" } else { "is" }
+                )));
+            }
             Err(e) if status(&e) == Some(404) => {}
             Err(e) => return Err(failed("inspect network", name)(e)),
         }
         let request = NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".into()),
+            internal: Some(internal),
             labels: Some(HashMap::from([(LABEL_NODE.to_owned(), node_id.to_owned())])),
             ..Default::default()
         };
         match self.docker.create_network(request).await {
             Ok(_) => {
-                tracing::info!(network = name, "created the performer network");
+                tracing::info!(network = name, internal, "created the performer network");
                 Ok(())
             }
             // Created by someone else in the meantime.
@@ -507,6 +534,13 @@ impl DockerPerformer {
             performer = %spec.performer_id,
             runtime = "docker"
         );
+        runtime
+            .ensure_network(&spec.network, &spec.node_id, !spec.egress)
+            .await
+            .map_err(|source| StartError::Docker {
+                name: spec.performer_id.clone(),
+                source,
+            })?;
         let (shared, run, adopted) = begin(runtime.docker.clone(), spec)
             .instrument(span.clone())
             .await?;
@@ -790,9 +824,10 @@ fn fingerprint(spec: &DockerSpec, image_id: &str) -> String {
     }
     let mut hash = Sha256::new();
     let h = &mut hash;
-    field(h, b"avsnode docker spec v1");
+    field(h, b"avsnode docker spec v2");
     field(h, image_id.as_bytes());
     field(h, spec.network.as_bytes());
+    field(h, &[u8::from(spec.egress)]);
     field(h, &spec.port.to_be_bytes());
     field(h, &(spec.env.len() as u64).to_be_bytes());
     for (name, value) in &spec.env {
@@ -806,6 +841,7 @@ fn fingerprint(spec: &DockerSpec, image_id: &str) -> String {
             u8::from(hardening.read_only_rootfs),
             u8::from(hardening.drop_capabilities),
             u8::from(hardening.no_new_privileges),
+            u8::from(hardening.private_cgroup_namespace),
         ],
     );
     field(h, &hardening.tmpfs_size.to_be_bytes());
@@ -870,6 +906,11 @@ async fn create(shared: &Shared) -> Result<String, StartError> {
             security_opt: hardening
                 .no_new_privileges
                 .then(|| vec!["no-new-privileges:true".to_owned()]),
+            cgroupns_mode: Some(if hardening.private_cgroup_namespace {
+                HostConfigCgroupnsModeEnum::PRIVATE
+            } else {
+                HostConfigCgroupnsModeEnum::HOST
+            }),
             memory: resources.memory_bytes,
             // Equal to the memory limit: no swap on top of it.
             memory_swap: resources.memory_bytes,
@@ -884,6 +925,9 @@ async fn create(shared: &Shared) -> Result<String, StartError> {
         }),
         ..Default::default()
     };
+    if hardening.user.is_none() {
+        warn_if_root(shared).await;
+    }
     let options = CreateContainerOptionsBuilder::new().name(&name).build();
     let created = shared
         .docker
@@ -895,6 +939,29 @@ async fn create(shared: &Shared) -> Result<String, StartError> {
     }
     tracing::info!(container = %created.id, name = %name, image = %spec.image, "created the performer container");
     Ok(created.id)
+}
+
+/// Whether an image's `USER` (`name`, `uid`, `uid:gid`; empty when unset) is root.
+fn runs_as_root(user: &str) -> bool {
+    matches!(
+        user.split(':').next().unwrap_or_default(),
+        "" | "root" | "0"
+    )
+}
+
+/// Says so when the image's own user, which the container runs as, is root.
+async fn warn_if_root(shared: &Shared) {
+    let user = match shared.docker.inspect_image(&shared.image_id).await {
+        Ok(image) => image.config.and_then(|c| c.user).unwrap_or_default(),
+        Err(_) => return,
+    };
+    if runs_as_root(&user) {
+        tracing::warn!(
+            image = %shared.spec.image,
+            "the performer runs as root inside its container (the image's user); set \
+             [avs.performer] user = \"65534:65534\" (or another non-root uid) unless it needs root"
+        );
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1361,6 +1428,7 @@ mod tests {
                 password: "hunter2".into(),
             }),
             network: "avsnode".into(),
+            egress: true,
             port: 8080,
             env: vec![("API_KEY".into(), "s3cret".into())],
             hardening: Hardening::default(),
@@ -1397,18 +1465,30 @@ mod tests {
     }
 
     #[test]
+    fn an_unset_or_zero_image_user_is_root() {
+        for root in ["", "root", "0", "0:0", "root:root"] {
+            assert!(runs_as_root(root), "{root:?}");
+        }
+        for other in ["65534", "65534:65534", "nobody", "1000:0"] {
+            assert!(!runs_as_root(other), "{other:?}");
+        }
+    }
+
+    #[test]
     fn fingerprint_changes_with_the_container_config_only() {
         let base = fingerprint(&spec(), "sha256:aa");
         assert_eq!(base, fingerprint(&spec(), "sha256:aa"));
         assert_eq!(base.len(), 64);
         assert_ne!(base, fingerprint(&spec(), "sha256:bb"));
-        let changes: [fn(&mut DockerSpec); 6] = [
+        let changes: [fn(&mut DockerSpec); 8] = [
             |s| s.env[0].1 = "other".into(),
             |s| s.port = 9090,
             |s| s.hardening.user = Some("65534".into()),
             |s| s.hardening.read_only_rootfs = false,
             |s| s.resources.pids_limit = None,
             |s| s.network = "other".into(),
+            |s| s.egress = false,
+            |s| s.hardening.private_cgroup_namespace = false,
         ];
         for change in changes {
             let mut changed = spec();

@@ -34,6 +34,26 @@ pub use health::{HealthCheckError, HealthPolicy};
 pub use process::{ProcessPerformer, ProcessSpec, RestartPolicy};
 pub use remote::{RemotePerformer, RemoteSpec};
 
+/// Whether `name` may name a performer's environment variable: `[A-Za-z_][A-Za-z0-9_]*`, and not
+/// `PORT`, which the node sets. The one check behind the configuration, the management API and
+/// `avsnode performer deploy`.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let well_formed = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !well_formed {
+        return Err(format!(
+            "env name {name:?} is not [A-Za-z_][A-Za-z0-9_]* (a letter or _, then letters, digits, _)"
+        ));
+    }
+    if name == "PORT" {
+        return Err("env name PORT is set by the node (the port the performer listens on)".into());
+    }
+    Ok(())
+}
+
 /// Where a performer stands, as the node and its metrics see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PerformerState {
@@ -233,4 +253,19 @@ pub trait Performer: Send + Sync + fmt::Debug {
     /// Stops supervising (and, for a managed runtime, stops the performer). Afterwards the state is
     /// [`PerformerState::Failed`] and `execute` returns `Unavailable`.
     async fn shutdown(&self);
+}
+
+#[cfg(test)]
+mod env_name_tests {
+    use super::check_env_name;
+
+    #[test]
+    fn env_names_are_shell_identifiers_and_not_port() {
+        for good in ["A", "_", "API_KEY", "a1", "_X_9"] {
+            assert_eq!(check_env_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A=B", "A B", "É", "PORT", "A\n"] {
+            assert!(check_env_name(bad).is_err(), "{bad:?}");
+        }
+    }
 }

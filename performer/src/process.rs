@@ -151,7 +151,9 @@ pub struct ProcessSpec {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<String>,
-    /// Extra environment (the node's own environment is inherited; `PORT` is always set).
+    /// The performer's whole environment besides `PORT`: the node's own is not inherited, so a
+    /// performer cannot read what the node was started with (password and PIN file paths, cloud
+    /// credentials, `AVSNODE_…` overrides).
     pub env: Vec<(String, String)>,
     /// The loopback port it must listen on, passed as `PORT`; 0 picks a free one.
     pub port: u16,
@@ -264,6 +266,7 @@ async fn launch(shared: &Shared) -> Result<Child, StartError> {
     let spec = &shared.spec;
     let mut child = Command::new(&spec.program)
         .args(&spec.args)
+        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env("PORT", spec.port.to_string())
         .stdin(Stdio::null())

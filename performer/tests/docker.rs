@@ -40,7 +40,7 @@ impl Sandbox {
         };
         sandbox
             .runtime
-            .ensure_network(&sandbox.network, &sandbox.node_id)
+            .ensure_network(&sandbox.network, &sandbox.node_id, false)
             .await
             .unwrap();
         sandbox
@@ -55,6 +55,7 @@ impl Sandbox {
             pull: PullPolicy::Never,
             auth: None,
             network: self.network.clone(),
+            egress: true,
             port: 8080,
             env: vec![],
             hardening: Hardening::default(),

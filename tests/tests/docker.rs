@@ -77,10 +77,15 @@ impl Drop for Cleanup {
                     .output();
             }
         }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm"])
-            .arg(format!("avsnode-{}", self.0))
-            .output();
+        for network in [
+            format!("avsnode-{}", self.0),
+            format!("avsnode-{}-internal", self.0),
+        ] {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm"])
+                .arg(network)
+                .output();
+        }
     }
 }
 
@@ -189,10 +194,13 @@ async fn deploys_serve_signed_tasks_from_a_hardened_container() {
     let v1 = example_image(Some("v1"));
     let cleanup = Cleanup::new("deploy");
     let (key, management) = admin();
+    // At trace level: no env value may reach the log at any level, the Docker client library's
+    // own logging (which writes request bodies at debug) included.
     let node = TestNode::builder()
         .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
         .extra_toml(&management)
         .avs(common::AvsSpec::new(AVS).performer_toml(&docker_performer(None, "")))
+        .log_level("trace")
         .start();
     let _log = node.log_on_panic();
     let fixture = node.fixture().clone();
@@ -233,6 +241,18 @@ async fn deploys_serve_signed_tasks_from_a_hardened_container() {
     assert_ne!(inspect(&container, "{{.HostConfig.Memory}}"), "0");
     assert_ne!(inspect(&container, "{{.HostConfig.NanoCpus}}"), "0");
     assert!(inspect(&container, "{{json .HostConfig.Tmpfs}}").contains("/tmp"));
+    // A cgroup namespace of its own, not the host's.
+    assert_eq!(
+        inspect(&container, "{{.HostConfig.CgroupnsMode}}"),
+        "private"
+    );
+    // The example image runs as 65534: no warning about a root performer.
+    assert!(
+        !node
+            .log()
+            .contains("the performer runs as root inside its container"),
+        "a non-root image was reported as root"
+    );
     let bindings = inspect(&container, "{{json .HostConfig.PortBindings}}");
     assert!(
         bindings == "{}" || bindings == "null",
@@ -731,5 +751,60 @@ async fn stop_on_shutdown_removes_the_containers() {
     assert!(
         cleanup.containers(None, true).is_empty(),
         "containers left after a shutdown with stop_on_shutdown"
+    );
+}
+
+/// `egress = false`: the AVS's container joins an internal network (`<network>-internal`, no
+/// route beyond this host) while the others stay on the node's network; the node still reaches
+/// it, and its tasks are signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_performer_without_egress_runs_on_an_internal_network() {
+    if !docker_available() {
+        return;
+    }
+    let image = example_image(Some("v1"));
+    let cleanup = Cleanup::new("egress");
+    let node = TestNode::builder()
+        .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
+        .avs(
+            common::AvsSpec::new(AVS)
+                .performer_toml(&docker_performer(Some(&image), "egress = false\n")),
+        )
+        .avs(common::AvsSpec::new(OTHER_AVS).performer_toml(&docker_performer(Some(&image), "")))
+        .start();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture().clone();
+    for avs in [AVS, OTHER_AVS] {
+        let (task, answer, _) = one_task(&node, avs, 5).await;
+        fixture
+            .verify_marked(&answer.unwrap(), &task, "v1")
+            .unwrap();
+    }
+    let internal = format!("avsnode-{}-internal", cleanup.node_id());
+    let networks = |avs| {
+        inspect(
+            &only_container(&cleanup, avs),
+            "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+        )
+    };
+    assert_eq!(networks(AVS).trim(), internal);
+    assert_eq!(
+        networks(OTHER_AVS).trim(),
+        format!("avsnode-{}", cleanup.node_id())
+    );
+    assert_eq!(
+        docker_cli(&["network", "inspect", "-f", "{{.Internal}}", &internal]).trim(),
+        "true"
+    );
+    assert_eq!(
+        docker_cli(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{.Internal}}",
+            &format!("avsnode-{}", cleanup.node_id())
+        ])
+        .trim(),
+        "false"
     );
 }

@@ -333,3 +333,37 @@ async fn a_stream_beyond_its_inflight_cap_completes_in_bounded_rounds() {
         "{TASKS} tasks of {DELAY_MS} ms with {CAP} in flight took only {took:?}: the cap was not applied"
     );
 }
+
+/// Issue 14 §4: a process performer inherited the node's whole environment (and so could read
+/// what the node was started with: keystore and PIN file paths, cloud credentials). Now its
+/// environment is `PORT` and the `env` its AVS declares, nothing else: the node here runs with
+/// `AVSNODE_EXAMPLE_MARKER` set, which the example performer would append to every output; the
+/// AVS that does not declare it gets bare outputs, the one that declares another value gets that.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_performer_sees_only_its_declared_environment() {
+    const DECLARING_AVS: &str = "0x00000000000000000000000000000000000000d1";
+    let performer = avsnode_tests::binary("avsnode-example-performer");
+    let node = TestNode::builder()
+        .env("AVSNODE_EXAMPLE_MARKER", "inherited-from-the-node")
+        .avs(AvsSpec::new(AVS))
+        .avs(AvsSpec::new(DECLARING_AVS).performer_toml(&format!(
+            "runtime = \"process\"\ncommand = {:?}\nargs = [\"--host\", \"127.0.0.1\"]\n\
+             env = {{ AVSNODE_EXAMPLE_MARKER = \"declared\" }}",
+            performer.display().to_string()
+        )))
+        .start();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    let task = fixture.task(AVS, Scheme::Bn254, &[4]);
+    let result = node
+        .submit(fixture.sign(Scheme::Ecdsa, &task))
+        .await
+        .unwrap();
+    fixture.assert_verifies(&result, &task);
+    let task = fixture.task(DECLARING_AVS, Scheme::Bn254, &[4]);
+    let result = node
+        .submit(fixture.sign(Scheme::Ecdsa, &task))
+        .await
+        .unwrap();
+    fixture.verify_marked(&result, &task, "declared").unwrap();
+}

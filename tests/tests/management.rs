@@ -243,6 +243,66 @@ async fn management_calls_need_a_fresh_challenge_signed_by_an_admin() {
     ]);
     assert!(!status.success());
     assert!(stderr.contains("Unauthenticated"), "{stderr}");
+
+    // Issue 14 §4: deploy values need not be on the command line. `--env-from-env` takes them
+    // from the caller's environment, `--env-file` from a file; names must be shell identifiers.
+    // Values never appear in what the command prints.
+    let env_file = dir.join("deploy.env");
+    let deploy = |extra: &[&str], file_text: &str| {
+        std::fs::write(&env_file, file_text).unwrap();
+        let output = std::process::Command::new(avsnode_tests::binary("avsnode"))
+            .args([
+                "performer",
+                "deploy",
+                "--node",
+                &url,
+                "--operator",
+                &operator,
+            ])
+            .arg("--admin-key")
+            .arg(&keystore)
+            .arg("--password-file")
+            .arg(&password_file)
+            .args(["--avs", AVS, "--image", "perf:v1", "--env-file"])
+            .arg(&env_file)
+            .args(extra)
+            .env("API_TOKEN", "token-from-the-environment")
+            .env_remove("UNSET_TOKEN")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !text.contains("token-from-the-environment") && !text.contains("value-from-the-file"),
+            "a value was printed: {text}"
+        );
+        (output.status, text)
+    };
+    let (status, text) = deploy(
+        &["--env-from-env", "API_TOKEN"],
+        "# comment\n\nFROM_FILE=value-from-the-file\n",
+    );
+    // Parsed and sent: the node refuses only because this AVS's performer is not docker.
+    assert!(!status.success());
+    assert!(
+        text.contains("FailedPrecondition") && text.contains("docker"),
+        "{text}"
+    );
+    let (status, text) = deploy(&["--env-from-env", "UNSET_TOKEN"], "");
+    assert!(!status.success());
+    assert!(text.contains("UNSET_TOKEN is not set"), "{text}");
+    let (status, text) = deploy(&[], "OK=1\n9BAD=value-from-the-file\n");
+    assert!(!status.success());
+    assert!(
+        text.contains("line 2") && text.contains("[A-Za-z_][A-Za-z0-9_]*"),
+        "{text}"
+    );
+    let (status, text) = deploy(&["--env", "A-B=1"], "");
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(text.contains("[A-Za-z_][A-Za-z0-9_]*"), "{text}");
 }
 
 /// Another handle on the same key (secret keys are deliberately not `Clone`).

@@ -299,11 +299,7 @@ pub fn image_reference(registry: &str, digest: &str) -> Result<String, String> {
 /// A `PerformerEnv` as a (name, value) pair; `value_from_env` reads the node's own environment.
 fn resolve_env(env: &PerformerEnv, env_from_node: &[String]) -> Result<(String, String), String> {
     let name = &env.name;
-    if name.is_empty() || name.contains('=') || name == "PORT" {
-        return Err(format!(
-            "env name {name:?} is not allowed (empty, contains '=', or PORT, which the node sets)"
-        ));
-    }
+    avsnode_performer::check_env_name(name)?;
     if env.kubernetes_env.is_some() {
         return Err(format!(
             "env {name}: kubernetes secret/config-map references are not supported"
