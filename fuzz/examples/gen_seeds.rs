@@ -92,7 +92,7 @@ fn task_submission(dir: &Path) {
         let tasks = [
             ("v1", None, b"".to_vec()),
             ("v1-payload", None, b"{\"n\":7}".to_vec()),
-            ("v2", Some(1_700_000_000_000), b"\x00\x01\x02\x03".to_vec()),
+            ("v1001", Some(1_700_000_000_000), b"\x00\x01\x02\x03".to_vec()),
         ];
         for (i, (name, deadline, payload)) in tasks.into_iter().enumerate() {
             let mut task_id = [0u8; 32];

@@ -7,7 +7,7 @@
 #![no_main]
 
 use avsnode_signer::bls12_381::{self, PublicKey, SecretKey, Signature};
-use avsnode_signer::messages::{TaskId, bls12_381_certificate_digest, message_hash};
+use avsnode_signer::messages::{ResultCertificate, TaskId, certificate_digest};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -58,7 +58,12 @@ fn secret(bytes: &[u8; 32]) {
     let pk = sk.public_key();
     assert_eq!(PublicKey::from_bytes(&pk.to_bytes()), Ok(pk.clone()));
     let timestamp = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let digest = bls12_381_certificate_digest(timestamp, &message_hash(&TaskId(*bytes), bytes));
+    let (_, digest) = certificate_digest(
+        &ResultCertificate::Bls12381,
+        &TaskId(*bytes),
+        timestamp,
+        bytes,
+    );
     let sig = sk.sign(&digest);
     assert_eq!(Signature::from_bytes(&sig.to_bytes()), Ok(sig.clone()));
     assert!(

@@ -11,7 +11,7 @@
 
 use avsnode_signer::ecdsa::{self, PublicKey, SecretKey, Signature};
 use avsnode_signer::messages::{
-    Address, EcdsaVerifier, TaskId, ecdsa_certificate_digest, keccak256, message_hash,
+    Address, EcdsaVerifier, ResultCertificate, TaskId, certificate_digest, keccak256,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -131,8 +131,9 @@ fn secret(bytes: &[u8; 32]) {
         version: "1".into(),
     };
     let timestamp = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    let digest =
-        ecdsa_certificate_digest(&verifier, timestamp, &message_hash(&TaskId(*bytes), bytes));
+    let certificate = ResultCertificate::new(avsnode_signer::Scheme::Ecdsa, Some(&verifier))
+        .expect("an ecdsa certificate with a verifier");
+    let (_, digest) = certificate_digest(&certificate, &TaskId(*bytes), timestamp, bytes);
     let sig = sk.sign(&digest);
     assert!(sig.is_low_s(), "produced signatures are low-s");
     assert!(matches!(sig.to_bytes()[64], 27 | 28));

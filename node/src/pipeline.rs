@@ -24,7 +24,8 @@ use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::config::AvsConfig;
 use crate::ledger::{
-    Claim, Ledger, LedgerError, Origin, Record, RecordKey, SignOnceError, Signatures, Signed,
+    Claim, Ledger, LedgerError, Origin, Record, RecordKey, Refusal, SignOnceError, Signatures,
+    Signed,
 };
 use crate::limits::RateLimiter;
 use crate::performers::PerformerSlot;
@@ -614,10 +615,7 @@ impl Pipeline {
         let Signed { record, fresh } = match signed {
             Ok(signed) => signed,
             Err(SignOnceError::Ledger(LedgerError::Conflict { refusal, .. })) => {
-                return Err(Rejection::Conflict {
-                    task_id: task.task_id,
-                    why: format!("already {refusal}"),
-                });
+                return Err(conflict(task, refusal));
             }
             Err(SignOnceError::Ledger(e)) => return Err(internal(e)),
             Err(SignOnceError::Sign(e)) => {
@@ -707,10 +705,7 @@ impl Pipeline {
                     "ledger conflict: refusing task {}: already {refusal}",
                     task.task_id
                 );
-                Rejection::Conflict {
-                    task_id: task.task_id,
-                    why: format!("already {refusal}"),
-                }
+                conflict(task, refusal)
             })?;
         debug!("answered from the ledger");
         Ok(self.result(task, &record.output, signatures))
@@ -788,6 +783,14 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The answer to a task the ledger refuses: what was signed before, and not for this request.
+fn conflict(task: &Task, refusal: Refusal) -> Rejection {
+    Rejection::Conflict {
+        task_id: task.task_id,
+        why: format!("already {refusal}"),
     }
 }
 

@@ -353,12 +353,23 @@ async fn same_task_id_with_another_digest_is_failed_precondition() {
                     Code::FailedPrecondition,
                     "{scheme}: {status:?}"
                 );
-                assert!(
-                    status.message().contains("already signed"),
-                    "{scheme}: {status:?}"
+                // The message names what differs: the reference timestamp, not the output
+                // (which is the same).
+                let expected = format!(
+                    "already signed with reference timestamp {}, not {}",
+                    first.reference_timestamp, reissued.reference_timestamp
                 );
+                assert!(status.message().contains(&expected), "{scheme}: {status:?}");
             }
         }
+
+        // The same task id and reference timestamp with another payload: the performer is not
+        // asked again and nothing new is signed; the aggregator gets the stored result (DESIGN
+        // §3.1 step 7), byte for byte.
+        let mut other_payload = first.clone();
+        other_payload.payload = vec![6];
+        let again = node.submit(sign(&other_payload)).await.unwrap();
+        assert_eq!(again, answer, "{scheme}");
     }
     assert_still_serves().await;
 }
