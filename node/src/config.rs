@@ -1720,14 +1720,15 @@ command = "./performer"
         let bad = text
             .replace(
                 "image = \"perf:v1\"",
-                "image = \"perf:v1\"\npull = \"sometimes\"\nenv = { PORT = \"1\" }",
+                "image = \"perf:v1\"\npull = \"sometimes\"\nenv = { PORT = \"1\", \"A-B\" = \"2\" }",
             )
             .replace("[node]\n", "[node]\nid = \"no/slashes\"\n")
             + "\n[management]\nadmins = []\n";
         let found = problems(&bad);
         for expected in [
             "avs[0].performer.pull:",
-            "avs[0].performer.env: invalid variable name \"PORT\"",
+            "avs[0].performer.env: env name PORT is set by the node",
+            "avs[0].performer.env: env name \"A-B\" is not [A-Za-z_][A-Za-z0-9_]*",
             "node.id:",
             "management.admins: no admin key",
         ] {
