@@ -43,7 +43,10 @@ async fn every_aggregator_scheme_with_every_operator_set_scheme() {
                 let mut task = fixture.task(AVS, set, &(checked as u64 + 3).to_be_bytes());
                 task.deadline_unix_ms = deadline;
                 let submission = fixture.sign(aggregator, &task);
-                assert_eq!(submission.version, if deadline.is_some() { 2 } else { 1 });
+                assert_eq!(
+                    submission.version,
+                    if deadline.is_some() { 1001 } else { 1 }
+                );
                 let result = node
                     .submit(submission.clone())
                     .await

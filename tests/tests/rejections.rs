@@ -167,7 +167,7 @@ async fn passed_signed_deadline_is_deadline_exceeded() {
     let mut task = good_task(Scheme::Bls12381);
     task.deadline_unix_ms = Some(now_ms() - 1_000);
     let submission = sign(&task);
-    assert_eq!(submission.version, 2);
+    assert_eq!(submission.version, 1001);
     assert_refused(submission, Code::DeadlineExceeded, "deadline").await;
 
     // Less time left than min_execution_time (50 ms) is refused up front too.

@@ -1180,13 +1180,13 @@ fn contains_word(haystack: &str, needle: &str) -> bool {
     })
 }
 
-/// Runs `avsnode ARGS` with the token's `SOFTHSM2_CONF` and debug logging; returns its stdout
+/// Runs `avsnode ARGS` with the token's `SOFTHSM2_CONF` and trace logging; returns its stdout
 /// and stderr (asserting success).
 fn hsm_cli(token: &Token, args: &[&str]) -> (String, String) {
     let out = token
         .command(avsnode_tests::binary("avsnode"))
         .args(args)
-        .env("AVSNODE_LOG", "debug")
+        .env("AVSNODE_LOG", "trace")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -1198,8 +1198,8 @@ fn hsm_cli(token: &Token, args: &[&str]) -> (String, String) {
     (stdout, stderr)
 }
 
-/// Test 4: no secret reaches any output. A signer (debug logs) serving the fixture's three keys
-/// and a node (debug logs) using them remotely, plus a second node with local keystores and, if
+/// Test 4: no secret reaches any output, at any log level. A signer (trace logs) serving the
+/// fixture's three keys and a node (trace logs) using them remotely, plus a second node with local keystores and, if
 /// SoftHSM2 is installed, its ECDSA key on a token made with `keys hsm-generate`: a full task flow
 /// for every scheme (new tasks, a repeat answered from the ledger, a refused second output at the
 /// signer), then SIGTERM. Nothing either process wrote (stdout and stderr), nor what
@@ -1211,13 +1211,13 @@ async fn no_secret_reaches_any_output() {
     let fixture = Fixture::new();
     let password = fixture_password(&fixture);
     let mut signer = SignerHost::new(&fixture, "signer");
-    signer.start("debug").await;
+    signer.start("trace").await;
     let mut outputs: Vec<(String, String)> = Vec::new();
 
     // The remote node: all three schemes through the signer.
     let mut remote = remote_node(&fixture, &signer, NODE)
         .data_dir(&fixture.dir().join("data-remote"))
-        .log_level("debug")
+        .log_level("trace")
         .start();
     let remote_log = remote.log_on_panic();
     let flow = tasks(&fixture, PER_SCHEME, 4);
@@ -1253,7 +1253,7 @@ async fn no_secret_reaches_any_output() {
     let mut local = TestNode::builder()
         .fixture(fixture.clone())
         .data_dir(&fixture.dir().join("data-local"))
-        .log_level("debug");
+        .log_level("trace");
     if softhsm_available() {
         let token = Token::new(&fixture.dir().join("hsm"), "redaction");
         let pin_file = token.pin_file.display().to_string();
@@ -1361,7 +1361,7 @@ async fn no_secret_reaches_any_output() {
         assert_eq!(signed, PER_SCHEME, "{scheme}: the signer's debug lines");
     }
     assert!(signer_text.contains("signer answered from its ledger"));
-    assert!(signer_text.contains("signer refused a second, different result"));
+    assert!(signer_text.contains("signer refused to sign a task again: already signed"));
     assert!(remote_text.contains("\"backend\":\"remote\""));
     if hsm.is_some() {
         assert!(

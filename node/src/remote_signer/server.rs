@@ -542,10 +542,11 @@ impl Inner {
             .await
         {
             Ok(signed) => {
-                debug!(
-                    client = %client.name, key = %key.name, task_id = %parsed.task_id,
-                    fresh = signed.fresh, "signer answered"
-                );
+                if signed.fresh {
+                    debug!(client = %client.name, key = %key.name, task_id = %parsed.task_id, "signer signed");
+                } else {
+                    debug!(client = %client.name, key = %key.name, task_id = %parsed.task_id, "signer answered from its ledger");
+                }
                 signed
                     .record
                     .signatures
