@@ -944,13 +944,23 @@ fn valid_docker_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
+/// The longest duration a setting may name. Far beyond any sensible value, and far from where
+/// adding it to a clock reading could overflow (and panic).
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| {
+    let parsed = humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
             "invalid duration {text:?} ({e}); use e.g. \"10s\", \"500ms\", \"1h\""
         ))
-    })
+    })?;
+    if parsed > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "duration {text:?} is longer than the 100 years a setting may name"
+        )));
+    }
+    Ok(parsed)
 }
 
 fn scheme<'de, D: Deserializer<'de>>(d: D) -> Result<Scheme, D::Error> {
@@ -1864,6 +1874,15 @@ command = "./performer"
                 .any(|p| p.starts_with("avs[0].operator_sets[1].verifier_version: certificate verifier: the verifier version is empty")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let text = VALID.replace("[node]\n", "[node]\nshutdown_grace = \"1000000000y\"\n");
+        let error = parse(&text)
+            .expect_err("a duration of a billion years")
+            .to_string();
+        assert!(error.contains("longer than the 100 years"), "{error}");
     }
 
     #[test]

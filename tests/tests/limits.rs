@@ -14,7 +14,9 @@ use avsnode::signing::LocalKey;
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamRequest, stream_request};
 use avsnode_signer::Scheme;
-use common::flood::{ATTACKER, Honest, SocketFlood, channel_from, rss_bytes};
+use common::flood::{
+    ATTACKER, SocketFlood, channel_from, honest_over_fresh_connections, honest_tasks, rss_bytes,
+};
 use common::{AVS, AvsSpec, TestNode, sample};
 use tonic::Code;
 
@@ -190,44 +192,6 @@ async fn an_idle_task_stream_is_closed() {
     drop(sender);
 }
 
-/// One honest attempt: a fresh plaintext connection from 127.0.0.1, one ECDSA task, its answer
-/// verified.
-async fn honest_attempt(
-    url: String,
-    fixture: std::sync::Arc<common::Fixture>,
-    i: usize,
-) -> Result<(), String> {
-    let mut client =
-        avsnode_proto::executor::executor_service_client::ExecutorServiceClient::connect(url)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-    let task = fixture.task(AVS, Scheme::Ecdsa, &[(i % 200) as u8, 1]);
-    let result = client
-        .submit_task(fixture.sign(Scheme::Ecdsa, &task))
-        .await
-        .map_err(|s| format!("{s:?}"))?
-        .into_inner();
-    fixture.verify(&result, &task)
-}
-
-/// Honest tasks over fresh connections, `n` of them, four at a time.
-async fn honest_run(node: &TestNode, n: usize) -> Honest {
-    let url = node.url();
-    let fixture = node.fixture().clone();
-    Honest::run(n, 4, move |i| {
-        honest_attempt(url.clone(), fixture.clone(), i)
-    })
-    .await
-}
-
-fn tasks_per_phase() -> usize {
-    if std::env::var_os("AVSNODE_MEASURE").is_some() {
-        2000
-    } else {
-        150
-    }
-}
-
 /// Issue 14 §2: sockets that never send a byte, or stop half way through the HTTP/2 preface,
 /// were kept forever on every listener; 1,100 of them exhausted a node's 1,024 file descriptors
 /// and locked out new aggregators, `/healthz` and management, with nothing logged. Here the node
@@ -244,8 +208,8 @@ async fn an_idle_connection_flood_from_one_address_locks_out_nobody() {
         .extra_toml("[management]\nlisten = \"127.0.0.1:0\"\nrequire_auth = false\n")
         .start();
     let _log = node.log_on_panic();
-    let n = tasks_per_phase();
-    let quiet = honest_run(&node, n).await;
+    let n = honest_tasks();
+    let quiet = honest_over_fresh_connections(&node, n).await;
     eprintln!("{}", quiet.summary("quiet"));
 
     let silent = SocketFlood::start(node.address(), ATTACKER, 550, b"");
@@ -254,7 +218,7 @@ async fn an_idle_connection_flood_from_one_address_locks_out_nobody() {
     silent.wait_connected(64).await;
     // Past the handshake timeout, so the node has closed and the flood reopened sockets.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let attacked = honest_run(&node, n).await;
+    let attacked = honest_over_fresh_connections(&node, n).await;
     eprintln!("{}", attacked.summary("under a 1,100-socket flood"));
     eprintln!(
         "flood: {} + {} connections made, {} + {} closed by the node, {} + {} attempts failed",
@@ -322,7 +286,7 @@ async fn idle_streams_from_one_address_are_capped_and_their_memory_returns() {
     let _log = node.log_on_panic();
     let pid = node.pid().unwrap();
     // Warm: one of everything, so the baseline includes the node's working set.
-    assert!(honest_run(&node, 20).await.signed == 20);
+    assert!(honest_over_fresh_connections(&node, 20).await.signed == 20);
     let baseline = rss_bytes(pid);
 
     let mut streams = Vec::new();
@@ -362,7 +326,7 @@ async fn idle_streams_from_one_address_are_capped_and_their_memory_returns() {
     assert_eq!(streams.len(), 2 * 1024);
     assert_eq!(refused, 100 * 128 - 2 * 1024);
     // An honest aggregator from another address is not affected.
-    assert_eq!(honest_run(&node, 20).await.signed, 20);
+    assert_eq!(honest_over_fresh_connections(&node, 20).await.signed, 20);
 
     drop((streams, channels));
     // The streams close, then the allocator gives their pages back (jemalloc's decay, about ten

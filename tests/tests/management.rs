@@ -339,7 +339,7 @@ fn high_s_twin(signature: &[u8]) -> Vec<u8> {
 /// latency with and without the 4 MiB flood is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_management_floods_cost_little_and_evict_no_admin_token() {
-    use common::flood::{ATTACKER, Honest, channel_from};
+    use common::flood::{ATTACKER, channel_from, honest_over_fresh_connections, honest_tasks};
     let admin = ecdsa_key();
     let node = TestNode::builder()
         .avs(
@@ -411,31 +411,7 @@ async fn unauthenticated_management_floods_cost_little_and_evict_no_admin_token(
 
     // 4 MiB DeployArtifact calls at 40/s from the other address, while an honest aggregator
     // sends tasks over fresh connections.
-    let honest_run = || {
-        let url = node.url();
-        let fixture = node.fixture().clone();
-        let tasks = if std::env::var_os("AVSNODE_MEASURE").is_some() {
-            2000
-        } else {
-            150
-        };
-        Honest::run(tasks, 4, move |i| {
-            let (url, fixture) = (url.clone(), fixture.clone());
-            async move {
-                let mut client = avsnode_proto::executor::executor_service_client::ExecutorServiceClient::connect(url)
-                    .await
-                    .map_err(|e| format!("connect: {e}"))?;
-                let task = fixture.task(AVS, Scheme::Ecdsa, &[(i % 200) as u8, 3]);
-                let result = client
-                    .submit_task(fixture.sign(Scheme::Ecdsa, &task))
-                    .await
-                    .map_err(|s| format!("{s:?}"))?
-                    .into_inner();
-                fixture.verify(&result, &task)
-            }
-        })
-    };
-    let quiet = honest_run().await;
+    let quiet = honest_over_fresh_connections(&node, honest_tasks()).await;
     eprintln!("{}", quiet.summary("quiet"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let big = DeployArtifactRequest {
@@ -475,7 +451,7 @@ async fn unauthenticated_management_floods_cost_little_and_evict_no_admin_token(
             codes
         }
     });
-    let attacked = honest_run().await;
+    let attacked = honest_over_fresh_connections(&node, honest_tasks()).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let codes = flood.await.unwrap();
     eprintln!(

@@ -114,25 +114,13 @@ impl<'a> Client<'a> {
 
     /// Opens a TLS connection to `addr` (server name `localhost`).
     async fn connect(self, addr: SocketAddr) -> Result<Channel, String> {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(
-                std::fs::read(self.trusts.ca()).unwrap(),
-            ))
-            .domain_name("localhost");
-        if let Some((pki, name)) = self.identity {
-            tls = tls.identity(Identity::from_pem(
+        let identity = self.identity.map(|(pki, name)| {
+            Identity::from_pem(
                 std::fs::read(pki.client_cert(name)).unwrap(),
                 std::fs::read(pki.client_key(name)).unwrap(),
-            ));
-        }
-        Endpoint::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect()
-            .await
-            .map_err(|e| chain(&e))
+            )
+        });
+        tls_channel(std::fs::read(self.trusts.ca()).unwrap(), identity, addr).await
     }
 
     /// A new connection and one `SubmitTask` on it.
@@ -142,6 +130,29 @@ impl<'a> Client<'a> {
             Err(e) => Attempt::NoConnection(e),
         }
     }
+}
+
+/// A TLS connection to `addr` (server name `localhost`) trusting the CA `ca` (PEM), presenting
+/// `identity` if given.
+async fn tls_channel(
+    ca: Vec<u8>,
+    identity: Option<Identity>,
+    addr: SocketAddr,
+) -> Result<Channel, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some(identity) = identity {
+        tls = tls.identity(identity);
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| chain(&e))
 }
 
 /// What became of a task sent over a new connection.
@@ -657,11 +668,7 @@ async fn a_stalled_tls_handshake_flood_holds_up_nobody() {
         .intake_toml(&format!("tls = {}", files.server_tls()))
         .start();
     let _log = node.log_on_panic();
-    let tasks = if std::env::var_os("AVSNODE_MEASURE").is_some() {
-        2000
-    } else {
-        150
-    };
+    let tasks = common::flood::honest_tasks();
     let honest = |label: &'static str| {
         let addr = node.address();
         let fixture = fixture.clone();
@@ -671,17 +678,7 @@ async fn a_stalled_tls_handshake_flood_holds_up_nobody() {
                 let fixture = fixture.clone();
                 let ca = ca.clone();
                 async move {
-                    let tls = ClientTlsConfig::new()
-                        .ca_certificate(Certificate::from_pem(ca))
-                        .domain_name("localhost");
-                    let channel = Endpoint::from_shared(format!("https://{addr}"))
-                        .unwrap()
-                        .tls_config(tls)
-                        .unwrap()
-                        .connect_timeout(CONNECT_TIMEOUT)
-                        .connect()
-                        .await
-                        .map_err(|e| chain(&e))?;
+                    let channel = tls_channel(ca, None, addr).await?;
                     let task = fixture.task(AVS, Scheme::Ecdsa, &[(i % 200) as u8, 2]);
                     let result = submit(&channel, fixture.sign(Scheme::Ecdsa, &task))
                         .await

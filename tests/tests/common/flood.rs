@@ -208,6 +208,40 @@ impl Honest {
     }
 }
 
+/// Tasks one honest-client phase sends: 150, or 2,000 with `AVSNODE_MEASURE` set.
+pub fn honest_tasks() -> usize {
+    if std::env::var_os("AVSNODE_MEASURE").is_some() {
+        2000
+    } else {
+        150
+    }
+}
+
+/// `n` honest ECDSA tasks for [`super::AVS`], each over a fresh plaintext connection from
+/// 127.0.0.1, four at a time; every answer verified.
+pub async fn honest_over_fresh_connections(node: &super::TestNode, n: usize) -> Honest {
+    use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
+    let url = node.url();
+    let fixture = node.fixture().clone();
+    Honest::run(n, 4, move |i| {
+        let (url, fixture) = (url.clone(), fixture.clone());
+        async move {
+            let mut client = ExecutorServiceClient::connect(url)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let scheme = avsnode_signer::Scheme::Ecdsa;
+            let task = fixture.task(super::AVS, scheme, &[(i % 200) as u8, 1]);
+            let result = client
+                .submit_task(fixture.sign(scheme, &task))
+                .await
+                .map_err(|s| format!("{s:?}"))?
+                .into_inner();
+            fixture.verify(&result, &task)
+        }
+    })
+    .await
+}
+
 /// Resident memory of process `pid`, in bytes.
 pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
