@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use avsnode::aggregator::{Aggregator, NewTask};
 use avsnode::config::Config;
-use avsnode::signing::LocalKey;
-use avsnode::validate::{self, AggregatorKey};
+use avsnode_signing::LocalKey;
+use avsnode::validate;
+use avsnode_signer::VerifyingKey;
 use avsnode_keystore::{Curve, Eip2335Keystore, Kdf, Password, Web3Keystore};
 use avsnode_proto::executor::TaskSubmission;
 use avsnode_proto::stream::StreamRequest;
@@ -111,9 +112,9 @@ fn task_submission(dir: &Path) {
             // The node's own checks accept it (the fuzz target's positive path is seeded).
             let task = validate::shape(sub.clone()).expect("signed seed passes shape");
             let public = match aggregator.key() {
-                LocalKey::Ecdsa(k) => AggregatorKey::Ecdsa(k.public_key().address()),
-                LocalKey::Bn254(k) => AggregatorKey::Bn254(k.public_key_g2()),
-                LocalKey::Bls12381(k) => AggregatorKey::Bls12381(k.public_key()),
+                LocalKey::Ecdsa(k) => VerifyingKey::Ecdsa(k.public_key().address()),
+                LocalKey::Bn254(k) => VerifyingKey::Bn254(k.public_key_g2()),
+                LocalKey::Bls12381(k) => VerifyingKey::Bls12381(k.public_key()),
             };
             assert!(public.verify(&validate::task_hash(&task, OPERATOR), &sub.signature));
             let stem = format!("{scheme}-{name}");

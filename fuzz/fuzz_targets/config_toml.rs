@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use avsnode::config::{Config, ConfigError};
-use avsnode::validate::AggregatorKey;
+use avsnode_signer::VerifyingKey;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!avs.aggregators.is_empty());
                 for agg in &avs.aggregators {
                     assert!(
-                        AggregatorKey::from_config(agg).is_ok(),
+                        VerifyingKey::from_config(agg.scheme, &agg.address, agg.public_key.as_deref()).is_ok(),
                         "accepted config with an undecodable aggregator key"
                     );
                 }

@@ -15,7 +15,7 @@
 //! the signer consistently.
 #![no_main]
 
-use avsnode::signing::LocalKey;
+use avsnode_signing::LocalKey;
 use avsnode_keystore::{Curve, Eip2335Keystore, Error, Kdf, Keystore, Password, Web3Keystore};
 use avsnode_signer::Scheme;
 use libfuzzer_sys::fuzz_target;

@@ -15,8 +15,9 @@ use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use avsnode::config::{AvsConfig, Config};
-use avsnode::signing::LocalKey;
-use avsnode::validate::{self, AggregatorKey, Task};
+use avsnode_signing::LocalKey;
+use avsnode::validate::{self, Task};
+use avsnode_signer::VerifyingKey;
 use avsnode_proto::executor::TaskSubmission;
 use avsnode_proto::stream::StreamRequest;
 use avsnode_proto::stream::stream_request::Kind;
@@ -34,14 +35,14 @@ const AGGREGATOR_SECRETS: [(Scheme, [u8; 32]); 3] = [
     (Scheme::Bls12381, [0x23; 32]),
 ];
 
-static KEYS: LazyLock<Vec<AggregatorKey>> = LazyLock::new(|| {
+static KEYS: LazyLock<Vec<VerifyingKey>> = LazyLock::new(|| {
     AGGREGATOR_SECRETS
         .iter()
         .map(|(scheme, secret)| {
             match LocalKey::from_secret(*scheme, secret).expect("fixed valid secret") {
-                LocalKey::Ecdsa(k) => AggregatorKey::Ecdsa(k.public_key().address()),
-                LocalKey::Bn254(k) => AggregatorKey::Bn254(k.public_key_g2()),
-                LocalKey::Bls12381(k) => AggregatorKey::Bls12381(k.public_key()),
+                LocalKey::Ecdsa(k) => VerifyingKey::Ecdsa(k.public_key().address()),
+                LocalKey::Bn254(k) => VerifyingKey::Bn254(k.public_key_g2()),
+                LocalKey::Bls12381(k) => VerifyingKey::Bls12381(k.public_key()),
             }
         })
         .collect()

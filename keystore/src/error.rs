@@ -117,3 +117,8 @@ pub enum Error {
         check: &'static str,
     },
 }
+
+/// Decodes the hex text of one keystore field, naming the field when it is not hex.
+pub(crate) fn decode_hex(field: &'static str, hex_str: &str) -> Result<Vec<u8>, Error> {
+    hex::decode(hex_str).map_err(|source| Error::Hex { field, source })
+}

@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::Error;
-use crate::sealed::decode_hex;
+use crate::error::decode_hex;
 
 /// Largest scrypt working memory (128·n·r·p bytes) accepted, on read and on write.
 const SCRYPT_MAX_MEMORY: u128 = 1 << 30;

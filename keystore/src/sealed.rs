@@ -7,6 +7,7 @@ use rand::rngs::OsRng;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::error::decode_hex;
 use crate::kdf::{DKLEN, KdfParamsJson};
 use crate::{Error, Kdf, SecretBytes};
 
@@ -121,10 +122,6 @@ impl Sealed {
 fn apply_aes_ctr(dk: &[u8; DKLEN], iv: &[u8; 16], buf: &mut [u8]) {
     let mut cipher = ctr::Ctr128BE::<aes::Aes128>::new(dk[..16].into(), iv.into());
     cipher.apply_keystream(buf);
-}
-
-pub(crate) fn decode_hex(field: &'static str, hex_str: &str) -> Result<Vec<u8>, Error> {
-    hex::decode(hex_str).map_err(|source| Error::Hex { field, source })
 }
 
 fn decode_array<const N: usize>(

@@ -9,7 +9,7 @@ use avsnode_signer::messages::{
 };
 use avsnode_signer::{bls12_381, ecdsa};
 
-use crate::signing::LocalKey;
+use avsnode_signing::LocalKey;
 
 /// A task as an aggregator builds it, before signing.
 #[derive(Debug, Clone)]

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::{Address, EcdsaVerifier};
-use serde::{Deserialize, Deserializer};
+pub use avsnode_signing::Problem;
+use avsnode_signing::SignerDefinition;
+use avsnode_signing::definition::{duration, scheme};
+use serde::Deserialize;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -35,7 +38,7 @@ pub struct Config {
     pub docker: DockerConfig,
     /// Signing keys, referred to by name from operator sets (`[[signer]]` tables).
     #[serde(default, rename = "signer")]
-    pub signers: Vec<SignerConfig>,
+    pub signers: Vec<SignerDefinition>,
     /// The AVSs this node serves (`[[avs]]` tables).
     #[serde(default)]
     pub avs: Vec<AvsConfig>,
@@ -274,249 +277,6 @@ impl Default for LedgerConfig {
             retention: defaults::retention(),
             commit_delay: defaults::commit_delay(),
             cache_mib: defaults::ledger_cache_mib(),
-        }
-    }
-}
-
-/// `[[signer]]`: a key, opened at start-up. Exactly one backend: a keystore file (`keystore` and
-/// `password_file`), a PKCS#11 token (`pkcs11`) or a remote signer (`remote`) (DESIGN §4.5).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignerConfig {
-    /// The name operator sets refer to.
-    pub name: String,
-    /// `ecdsa`, `bn254` or `bls12-381`.
-    #[serde(deserialize_with = "scheme")]
-    pub scheme: Scheme,
-    /// The keystore file: Web3 Secret Storage v3 for ecdsa, EIP-2335 for bn254 and bls12-381.
-    #[serde(default)]
-    pub keystore: Option<PathBuf>,
-    /// A file holding the keystore's password (one trailing newline is ignored). Environment
-    /// override: `AVSNODE_SIGNER_<NAME>_PASSWORD_FILE` (name upper-cased, `-` as `_`).
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// A key on a PKCS#11 token (secp256k1 ECDSA only).
-    #[serde(default)]
-    pub pkcs11: Option<Pkcs11SignerConfig>,
-    /// A key held by a remote signer (`avsnode signer serve`), reached over mutual TLS.
-    #[serde(default)]
-    pub remote: Option<RemoteSignerConfig>,
-    /// Accept key, password, PIN and client-key files readable by group or other (default false).
-    #[serde(default)]
-    pub allow_insecure_permissions: bool,
-}
-
-/// `pkcs11 = { module, token_label, key_label | key_id, pin_file }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pkcs11SignerConfig {
-    /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
-    pub module: PathBuf,
-    /// The token's label.
-    pub token_label: String,
-    /// The private key's `CKA_LABEL` (or give `key_id`).
-    #[serde(default)]
-    pub key_label: Option<String>,
-    /// The private key's `CKA_ID` in hex (or give `key_label`).
-    #[serde(default)]
-    pub key_id: Option<String>,
-    /// A file holding the user PIN (one trailing newline is ignored). Environment override:
-    /// `AVSNODE_SIGNER_<NAME>_PIN_FILE`.
-    pub pin_file: PathBuf,
-}
-
-/// `remote = { url, ca, cert, key, key_name, timeout }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteSignerConfig {
-    /// `https://host:port`; the host must match the signer's certificate.
-    pub url: String,
-    /// The CA that issued the signer's certificate (PEM).
-    pub ca: PathBuf,
-    /// This node's client certificate (PEM).
-    pub cert: PathBuf,
-    /// This node's client key (PEM).
-    pub key: PathBuf,
-    /// The key's `[[key]]` name on the signer (default: this signer's name).
-    #[serde(default)]
-    pub key_name: Option<String>,
-    /// Timeout of one attempt (default `"2s"`); UNAVAILABLE answers are retried twice.
-    #[serde(default = "defaults::remote_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-}
-
-/// Where a `[[signer]]`'s key is, once the configuration is valid.
-#[derive(Debug, Clone, Copy)]
-pub enum SignerBackend<'a> {
-    /// A keystore file and its password file.
-    Keystore {
-        /// The keystore.
-        keystore: &'a Path,
-        /// The password file.
-        password_file: &'a Path,
-    },
-    /// A PKCS#11 token.
-    Pkcs11(&'a Pkcs11SignerConfig),
-    /// A remote signer.
-    Remote(&'a RemoteSignerConfig),
-}
-
-impl SignerConfig {
-    /// The backend, or what is wrong with the choice (the message names the keys involved).
-    pub fn backend(&self) -> Result<SignerBackend<'_>, String> {
-        match (
-            &self.keystore,
-            &self.password_file,
-            &self.pkcs11,
-            &self.remote,
-        ) {
-            (Some(keystore), Some(password_file), None, None) => Ok(SignerBackend::Keystore {
-                keystore,
-                password_file,
-            }),
-            (Some(_), None, None, None) => Err("keystore needs password_file".into()),
-            (None, Some(_), None, None) => Err("password_file without keystore".into()),
-            (None, None, Some(pkcs11), None) => Ok(SignerBackend::Pkcs11(pkcs11)),
-            (None, None, None, Some(remote)) => Ok(SignerBackend::Remote(remote)),
-            (None, None, None, None) => Err(
-                "no key: give keystore + password_file, pkcs11 = { … } or remote = { … }".into(),
-            ),
-            _ => Err(
-                "more than one backend: give exactly one of keystore + password_file, pkcs11, remote"
-                    .into(),
-            ),
-        }
-    }
-
-    /// The backend's metric label: `local`, `pkcs11` or `remote`.
-    pub fn backend_label(&self) -> &'static str {
-        match self.backend() {
-            Ok(SignerBackend::Pkcs11(_)) => "pkcs11",
-            Ok(SignerBackend::Remote(_)) => "remote",
-            _ => "local",
-        }
-    }
-
-    /// Problems with this signer, with key paths under `at` (e.g. `signer[0]`).
-    pub fn problems(&self, at: &str) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut problem = |key: &str, message: String| {
-            out.push(Problem {
-                path: format!("{at}{key}"),
-                message,
-            })
-        };
-        if self.name.is_empty() {
-            problem(".name", "must not be empty".into());
-        }
-        match self.backend() {
-            Err(message) => problem("", message),
-            Ok(SignerBackend::Keystore { .. }) => {}
-            Ok(SignerBackend::Pkcs11(p)) => {
-                if self.scheme != Scheme::Ecdsa {
-                    problem(
-                        ".pkcs11",
-                        format!(
-                            "scheme {} cannot use PKCS#11: PKCS#11 has no pairing curves, so \
-                             pkcs11 signers are scheme = \"ecdsa\" (secp256k1) only; keep {} keys \
-                             in a keystore or a remote signer",
-                            self.scheme, self.scheme
-                        ),
-                    );
-                }
-                if p.token_label.is_empty() {
-                    problem(".pkcs11.token_label", "must not be empty".into());
-                }
-                match (&p.key_label, &p.key_id) {
-                    (Some(_), None) => {}
-                    (None, Some(id)) => {
-                        if hex::decode(id.trim_start_matches("0x")).map_or(true, |id| id.is_empty())
-                        {
-                            problem(
-                                ".pkcs11.key_id",
-                                format!("{id:?} is not a non-empty hex string"),
-                            );
-                        }
-                    }
-                    _ => problem(".pkcs11", "give exactly one of key_label and key_id".into()),
-                }
-            }
-            Ok(SignerBackend::Remote(r)) => {
-                if !r.url.starts_with("https://") {
-                    problem(
-                        ".remote.url",
-                        format!(
-                            "{:?}: the remote signer is reached over mutual TLS; use https://host:port",
-                            r.url
-                        ),
-                    );
-                }
-                if r.timeout.is_zero() {
-                    problem(".remote.timeout", "must be more than 0".into());
-                }
-            }
-        }
-        out
-    }
-
-    /// Resolves relative paths against `base` (the configuration file's folder).
-    pub fn resolve_paths(&mut self, base: &Path) {
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        self.keystore.as_mut().map(resolve);
-        self.password_file.as_mut().map(resolve);
-        if let Some(p) = &mut self.pkcs11 {
-            // A bare library name is left to the dynamic loader's search path.
-            if p.module.components().count() > 1 {
-                resolve(&mut p.module);
-            }
-            resolve(&mut p.pin_file);
-        }
-        if let Some(r) = &mut self.remote {
-            resolve(&mut r.ca);
-            resolve(&mut r.cert);
-            resolve(&mut r.key);
-        }
-    }
-
-    /// `AVSNODE_SIGNER_<NAME>_PASSWORD_FILE` / `_PIN_FILE` overrides.
-    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) {
-        let prefix = format!(
-            "AVSNODE_SIGNER_{}",
-            self.name.to_uppercase().replace('-', "_")
-        );
-        if let Some(v) = env(&format!("{prefix}_PASSWORD_FILE")) {
-            self.password_file = Some(v.into());
-        }
-        if let (Some(v), Some(p)) = (env(&format!("{prefix}_PIN_FILE")), &mut self.pkcs11) {
-            p.pin_file = v.into();
-        }
-    }
-
-    /// Where the key is, for `check-config` and logs.
-    pub fn location(&self) -> String {
-        match self.backend() {
-            Ok(SignerBackend::Keystore { keystore, .. }) => {
-                format!("keystore {}", keystore.display())
-            }
-            Ok(SignerBackend::Pkcs11(p)) => format!(
-                "PKCS#11 token {:?}, key {}",
-                p.token_label,
-                match (&p.key_label, &p.key_id) {
-                    (Some(label), _) => format!("label {label:?}"),
-                    (_, Some(id)) => format!("id {id}"),
-                    _ => "?".into(),
-                }
-            ),
-            Ok(SignerBackend::Remote(r)) => format!(
-                "remote signer {}, key {:?}",
-                r.url,
-                r.key_name.as_deref().unwrap_or(&self.name)
-            ),
-            Err(e) => format!("(invalid: {e})"),
         }
     }
 }
@@ -799,10 +559,6 @@ mod defaults {
         16
     }
 
-    pub(super) fn remote_timeout() -> Duration {
-        Duration::from_secs(2)
-    }
-
     pub(super) fn yes() -> bool {
         true
     }
@@ -944,46 +700,6 @@ fn valid_docker_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// The longest duration a setting may name. Far beyond any sensible value, and far from where
-/// adding it to a clock reading could overflow (and panic).
-const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    let parsed = humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?} ({e}); use e.g. \"10s\", \"500ms\", \"1h\""
-        ))
-    })?;
-    if parsed > MAX_DURATION {
-        return Err(serde::de::Error::custom(format!(
-            "duration {text:?} is longer than the 100 years a setting may name"
-        )));
-    }
-    Ok(parsed)
-}
-
-fn scheme<'de, D: Deserializer<'de>>(d: D) -> Result<Scheme, D::Error> {
-    String::deserialize(d)?
-        .parse()
-        .map_err(serde::de::Error::custom)
-}
-
-/// One thing wrong with a configuration, with the key path it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// E.g. `avs[0].operator_sets[1].signer`.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1016,7 +732,7 @@ pub enum ConfigError {
 
 impl Config {
     /// Every configured ECDSA verifier version string: what a migration of an older ledger tries
-    /// first (`ledger::MigrationOptions`).
+    /// first (`avsnode_ledger::MigrationOptions`).
     pub fn verifier_versions(&self) -> Vec<String> {
         self.avs
             .iter()
@@ -1303,7 +1019,11 @@ impl Config {
                 if let Err(e) = agg.address.parse::<Address>() {
                     problem(at("address"), e.to_string());
                 }
-                if let Err(message) = crate::validate::AggregatorKey::from_config(agg) {
+                if let Err(message) = avsnode_signer::VerifyingKey::from_config(
+                    agg.scheme,
+                    &agg.address,
+                    agg.public_key.as_deref(),
+                ) {
                     problem(at("public_key"), message);
                 }
                 match (mutual_tls, agg.tls_client_names.is_empty()) {
@@ -1619,6 +1339,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use avsnode_signing::SignerBackend;
 
     const VALID: &str = r#"
 [node]

@@ -721,6 +721,17 @@ const RESERVED_FILES: u64 = 256;
 /// How long the management and metrics listeners keep a silent connection.
 const QUIET_LISTENER_IDLE: Duration = Duration::from_secs(120);
 
+/// What the remote signer's listener (`avsnode signer serve`) admits: nodes keep a connection or a
+/// few each; a stalled handshake or a silent connection is closed, and one address cannot hold
+/// the signer's sockets.
+pub const SIGNER_LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: 1024,
+    max_per_source: 64,
+    handshake_timeout: Duration::from_secs(5),
+    preface_len: HTTP2_PREFACE_LEN,
+    idle_timeout: Duration::from_secs(300),
+};
+
 /// The connection limits of the node's three listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerLimits {

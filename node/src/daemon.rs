@@ -6,13 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use avsnode_performer::{
-    HealthPolicy, Performer, ProcessPerformer, ProcessSpec, RemotePerformer, RemoteSpec,
-    RestartPolicy,
-};
-
 use crate::management::Management;
-use crate::performers::Performers;
+use crate::performers::{PerformerStartError, Performers};
+use avsnode_signer::VerifyingKey;
 use avsnode_signer::messages::{Address, ResultCertificate};
 use std::sync::OnceLock;
 
@@ -23,14 +19,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{Config, ConfigError, PerformerConfig, Problem};
+use crate::config::{Config, ConfigError, Problem};
 use crate::connections::{Gate, GatedListener, ListenerLimits, raise_open_files_limit};
 use crate::intake::{self, IntakeError};
-use crate::ledger::{Collisions, Ledger, LedgerError, LedgerOptions, MigrationOptions};
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
-use crate::signing::{SignerError, SigningKey};
 use crate::tls::ServerTls;
-use crate::validate::AggregatorKey;
+use avsnode_ledger::{Collisions, Ledger, LedgerError, LedgerOptions, MigrationOptions};
+use avsnode_signing::{SignerError, SigningMethod};
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +40,8 @@ pub enum NodeError {
     #[error(transparent)]
     Signer(#[from] SignerError),
     /// A performer did not start.
-    #[error("AVS {avs}: performer did not start: {source}")]
-    Performer {
-        /// The AVS.
-        avs: Address,
-        /// Why.
-        #[source]
-        source: avsnode_performer::StartError,
-    },
+    #[error(transparent)]
+    Performer(#[from] PerformerStartError),
     /// The intake listener failed.
     #[error(transparent)]
     Intake(#[from] IntakeError),
@@ -104,7 +93,7 @@ pub struct RunningNode {
     grace: Duration,
     /// What is running: the last configuration applied (start or reload).
     config: tokio::sync::Mutex<Config>,
-    keys: HashMap<String, Arc<SigningKey>>,
+    keys: HashMap<String, Arc<SigningMethod>>,
     intake_tls: Option<Arc<ServerTls>>,
     management_tls: Option<Arc<ServerTls>>,
 }
@@ -168,10 +157,10 @@ impl RunningNode {
             },
         )?;
 
-        // Keystores cost about a second of scrypt each, off the async workers (`SigningKey::open`).
-        let mut keys: HashMap<String, Arc<SigningKey>> = HashMap::new();
+        // Keystores cost about a second of scrypt each, off the async workers (`SigningMethod::open`).
+        let mut keys: HashMap<String, Arc<SigningMethod>> = HashMap::new();
         for config in &config.signers {
-            let key = SigningKey::open(config).await?;
+            let key = SigningMethod::open(config).await?;
             info!(signer = %config.name, scheme = %key.scheme(), backend = key.backend(), public_key = %key.public_id(), "signer opened");
             keys.insert(config.name.clone(), Arc::new(key));
         }
@@ -537,7 +526,7 @@ impl RunningNode {
 /// The pipeline's AVSs from `config`, with the open `keys` and the performers' slots.
 fn build_avs(
     config: &Config,
-    keys: &HashMap<String, Arc<SigningKey>>,
+    keys: &HashMap<String, Arc<SigningMethod>>,
     performers: &Performers,
 ) -> Result<Vec<Avs>, NodeError> {
     let mut avs_list = Vec::new();
@@ -554,7 +543,13 @@ fn build_avs(
         let aggregators = avs
             .aggregators
             .iter()
-            .filter_map(|a| Some((a.address.parse().ok()?, AggregatorKey::from_config(a).ok()?)))
+            .filter_map(|a| {
+                Some((
+                    a.address.parse().ok()?,
+                    VerifyingKey::from_config(a.scheme, &a.address, a.public_key.as_deref())
+                        .ok()?,
+                ))
+            })
             .collect();
         let mut operator_sets = HashMap::new();
         for (j, set) in avs.operator_sets.iter().enumerate() {
@@ -676,44 +671,4 @@ async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch
         }
         metrics.ready.set(i64::from(ready().is_ok()));
     }
-}
-
-/// Starts a process or remote performer from its configuration.
-pub(crate) async fn start_performer(
-    avs: Address,
-    config: &PerformerConfig,
-) -> Result<Arc<dyn Performer>, NodeError> {
-    let performer: Arc<dyn Performer> = match config {
-        PerformerConfig::Process {
-            command,
-            args,
-            env,
-            port,
-        } => Arc::new(
-            ProcessPerformer::start(ProcessSpec {
-                name: avs.to_string(),
-                program: command.clone(),
-                args: args.clone(),
-                env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                port: *port,
-                health: HealthPolicy::default(),
-                restart: RestartPolicy::default(),
-            })
-            .await
-            .map_err(|source| NodeError::Performer { avs, source })?,
-        ),
-        PerformerConfig::Remote { endpoint } => Arc::new(
-            RemotePerformer::connect(RemoteSpec {
-                endpoint: endpoint.clone(),
-                health: HealthPolicy::default(),
-            })
-            .await
-            .map_err(|source| NodeError::Performer { avs, source })?,
-        ),
-        PerformerConfig::Docker(_) => {
-            unreachable!("docker performers are started by Performers")
-        }
-    };
-    info!(%avs, state = %performer.state(), "performer started");
-    Ok(performer)
 }

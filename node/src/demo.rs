@@ -20,8 +20,8 @@ use crate::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use crate::config::Config;
 use crate::daemon::RunningNode;
 use crate::keys;
-use crate::signing::LocalKey;
 use crate::validate::now_unix_ms;
+use avsnode_signing::LocalKey;
 
 /// `avsnode demo` options.
 #[derive(Debug, Clone, clap::Args)]

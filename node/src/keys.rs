@@ -9,7 +9,7 @@ use avsnode_keystore::{Curve, Eip2335Keystore, Kdf, Keystore, Password, Web3Keys
 use avsnode_signer::Scheme;
 use serde_json::json;
 
-use crate::signing::{LocalKey, check_permissions};
+use avsnode_signing::{LocalKey, check_permissions};
 
 /// Where a password comes from: a file (one trailing newline ignored) or an interactive prompt.
 /// Never a command-line argument (it would show in `ps` and shell history).

@@ -12,7 +12,7 @@
 //! For one (signing key, what the digest binds, task id) the node releases signatures over at most
 //! one digest, for one AVS and operator set, and the record holding them is durably committed
 //! before any signature leaves the process: the pipeline signs through
-//! [`ledger::Ledger::sign_once`] and answers only from the durably committed record it returns
+//! [`avsnode_ledger::Ledger::sign_once`] and answers only from the durably committed record it returns
 //! (whose signatures may be an earlier attempt's). Signatures that lose the check (another digest
 //! or origin already recorded) are dropped in memory, never stored or released.
 
@@ -21,17 +21,15 @@ pub mod config;
 pub mod connections;
 pub mod daemon;
 pub mod demo;
-pub mod hsm;
+
 pub mod intake;
 pub mod keys;
-pub mod ledger;
 pub mod limits;
 pub mod management;
 pub mod performers;
 pub mod pipeline;
 pub mod rejection;
-pub mod remote_signer;
-pub mod signing;
+
 pub mod tls;
 pub mod validate;
 pub mod warnings;

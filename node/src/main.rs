@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use avsnode::config::Config;
 use avsnode::daemon::RunningNode;
 use avsnode::keys;
-use avsnode::ledger::{Collisions, Ledger, LedgerOptions, MigrationOptions};
-use avsnode::signing::LocalKey;
 use avsnode_keystore::Kdf;
+use avsnode_ledger::{Collisions, Ledger, LedgerOptions, MigrationOptions};
 use avsnode_signer::Scheme;
+use avsnode_signing::LocalKey;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// avsnode: the EigenLayer AVS operator daemon. Receives tasks from aggregators, runs them in
@@ -172,8 +172,8 @@ struct HsmTokenArgs {
 }
 
 impl HsmTokenArgs {
-    fn pin(&self) -> anyhow::Result<avsnode::hsm::Pin> {
-        avsnode::signing::check_permissions(
+    fn pin(&self) -> anyhow::Result<avsnode_signing::pkcs11::Pin> {
+        avsnode_signing::check_permissions(
             "PIN file",
             &self.pin_file,
             self.allow_insecure_permissions,
@@ -182,7 +182,7 @@ impl HsmTokenArgs {
             std::fs::read_to_string(&self.pin_file)
                 .with_context(|| format!("reading {}", self.pin_file.display()))?,
         );
-        Ok(avsnode::hsm::Pin::from_file_contents(&text))
+        Ok(avsnode_signing::pkcs11::Pin::from_file_contents(&text))
     }
 }
 
@@ -276,7 +276,7 @@ impl ManagementArgs {
         let key = match &self.admin_key {
             None => None,
             Some(path) => {
-                avsnode::signing::check_permissions(
+                avsnode_signing::check_permissions(
                     "admin keystore",
                     path,
                     self.password.allow_insecure_permissions,
@@ -682,11 +682,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ledger(command) => ledger_command(command)?,
         Command::Performer(command) => performer_command(command)?,
         Command::Signer(SignerCommand::Serve { config }) => {
-            let config = avsnode::remote_signer::SignerServiceConfig::load(&config)?;
+            let config = avsnode_signing::remote::SignerServiceConfig::load(&config)?;
             runtime()?.block_on(async {
                 let listener = avsnode::connections::bind(config.listen)
                     .with_context(|| format!("binding the signer to {}", config.listen))?;
-                avsnode::remote_signer::serve(config, listener, shutdown_signal()).await?;
+                let incoming = avsnode::connections::Gate::new(
+                    "signer",
+                    avsnode::connections::SIGNER_LIMITS,
+                    None,
+                )
+                .incoming(listener);
+                avsnode_signing::remote::serve(config, incoming, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
         }
@@ -735,7 +741,7 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
         } => {
             let key = match (secret_file, from_keystore) {
                 (Some(path), _) => {
-                    avsnode::signing::check_permissions(
+                    avsnode_signing::check_permissions(
                         "secret file",
                         &path,
                         password.allow_insecure_permissions,
@@ -753,7 +759,7 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                     })?
                 }
                 (None, Some(path)) => {
-                    avsnode::signing::check_permissions(
+                    avsnode_signing::check_permissions(
                         "keystore",
                         &path,
                         password.allow_insecure_permissions,
@@ -798,14 +804,14 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                         .with_context(|| format!("--id {id:?} is not a non-empty hex string"))
                 })
                 .transpose()?;
-            let spec = avsnode::hsm::Pkcs11Spec {
+            let spec = avsnode_signing::pkcs11::Pkcs11Spec {
                 module: token.module.clone(),
                 token_label: token.token_label.clone(),
                 key_label: Some(label.clone()),
                 key_id,
                 pin: token.pin()?,
             };
-            let public = avsnode::hsm::generate(&spec)?;
+            let public = avsnode_signing::pkcs11::generate(&spec)?;
             println!(
                 "generated a secp256k1 key on token {:?}: label {label:?}, address {}\n\n\
                  [[signer]]\nname = \"{label}\"\nscheme = \"ecdsa\"\n\
@@ -818,7 +824,8 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::HsmList { token } => {
-            let keys = avsnode::hsm::list(&token.module, &token.token_label, &token.pin()?)?;
+            let keys =
+                avsnode_signing::pkcs11::list(&token.module, &token.token_label, &token.pin()?)?;
             if keys.is_empty() {
                 println!("no secp256k1 keys on token {:?}", token.token_label);
             }
@@ -841,7 +848,7 @@ fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
             password,
             json,
         } => {
-            avsnode::signing::check_permissions(
+            avsnode_signing::check_permissions(
                 "keystore",
                 &file,
                 password.allow_insecure_permissions,

@@ -18,7 +18,8 @@ use std::time::{Duration, SystemTime};
 
 use avsnode_performer::{
     DockerPerformer, DockerRuntime, DockerSpec, Hardening, HealthPolicy, Performer, PerformerState,
-    PullPolicy, RegistryAuth, Resources, RestartPolicy, StartError,
+    ProcessPerformer, ProcessSpec, PullPolicy, RegistryAuth, RemotePerformer, RemoteSpec,
+    Resources, RestartPolicy, StartError,
 };
 use avsnode_signer::messages::Address;
 use serde::{Deserialize, Serialize};
@@ -133,6 +134,17 @@ pub enum DeployError {
     },
 }
 
+/// A process or remote performer did not start.
+#[derive(Debug, thiserror::Error)]
+#[error("AVS {avs}: performer did not start: {source}")]
+pub struct PerformerStartError {
+    /// The AVS.
+    pub avs: Address,
+    /// Why.
+    #[source]
+    pub source: StartError,
+}
+
 /// One deployment as `deployments.json` records it.
 #[derive(Clone, Serialize, Deserialize)]
 struct Record {
@@ -240,7 +252,7 @@ impl Performers {
     pub async fn start(
         config: &Config,
         metrics: Arc<avsnode_metrics::Metrics>,
-    ) -> Result<Performers, crate::daemon::NodeError> {
+    ) -> Result<Performers, PerformerStartError> {
         let node_id = config.node_id();
         let file = config.node.data_dir.join("deployments.json");
         let mut performers = Performers {
@@ -345,7 +357,7 @@ impl Performers {
                     });
                 }
                 other => {
-                    let performer = crate::daemon::start_performer(address, other).await?;
+                    let performer = start_performer(address, other).await?;
                     performers
                         .slots
                         .insert(address, Arc::new(PerformerSlot::new(performer.clone())));
@@ -584,9 +596,7 @@ impl Performers {
                 ))
             }
             _ => {
-                let performer = crate::daemon::start_performer(avs, new)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let performer = start_performer(avs, new).await.map_err(|e| e.to_string())?;
                 Ok(Some(Staged::Fixed { avs, performer }))
             }
         }
@@ -969,4 +979,44 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Starts a process or remote performer from its configuration.
+pub(crate) async fn start_performer(
+    avs: Address,
+    config: &PerformerConfig,
+) -> Result<Arc<dyn Performer>, PerformerStartError> {
+    let performer: Arc<dyn Performer> = match config {
+        PerformerConfig::Process {
+            command,
+            args,
+            env,
+            port,
+        } => Arc::new(
+            ProcessPerformer::start(ProcessSpec {
+                name: avs.to_string(),
+                program: command.clone(),
+                args: args.clone(),
+                env: env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                port: *port,
+                health: HealthPolicy::default(),
+                restart: RestartPolicy::default(),
+            })
+            .await
+            .map_err(|source| PerformerStartError { avs, source })?,
+        ),
+        PerformerConfig::Remote { endpoint } => Arc::new(
+            RemotePerformer::connect(RemoteSpec {
+                endpoint: endpoint.clone(),
+                health: HealthPolicy::default(),
+            })
+            .await
+            .map_err(|source| PerformerStartError { avs, source })?,
+        ),
+        PerformerConfig::Docker(_) => {
+            unreachable!("docker performers are started by Performers")
+        }
+    };
+    info!(%avs, state = %performer.state(), "performer started");
+    Ok(performer)
 }

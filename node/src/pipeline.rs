@@ -16,6 +16,7 @@ use avsnode_metrics::{Metrics, UNKNOWN_AVS};
 use avsnode_performer::ExecuteError;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::performer::TaskRequest;
+use avsnode_signer::VerifyingKey;
 use avsnode_signer::messages::{Address, EcdsaVerifier, ResultCertificate, TaskId};
 use rustls_pki_types::DnsName;
 use tokio::sync::{Semaphore, watch};
@@ -23,18 +24,18 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::config::AvsConfig;
-use crate::ledger::{
-    Claim, Ledger, LedgerError, Origin, Record, RecordKey, Refusal, SignOnceError, Signatures,
-    Signed,
-};
 use crate::limits::RateLimiter;
 use crate::performers::PerformerSlot;
 use crate::rejection::Rejection;
-use crate::remote_signer::SignFields;
-use crate::signing::{SignError, SigningKey};
 use crate::tls::ClientCertificate;
-use crate::validate::{self, AggregatorKey, Task};
+use crate::validate::{self, Task};
 use crate::warnings::WarningBudget;
+use avsnode_ledger::{
+    Claim, Ledger, LedgerError, Origin, Record, RecordKey, Refusal, SignOnceError, Signatures,
+    Signed,
+};
+use avsnode_signing::remote::SignFields;
+use avsnode_signing::{SignError, SigningMethod};
 
 /// Time kept back from the performer call for signing and for the answer to reach the caller
 /// before its own deadline: a tenth of the time left, between 20 and 250 ms. (A fixed 20 ms was
@@ -52,7 +53,7 @@ pub struct OperatorSet {
     /// Its id.
     pub id: u32,
     /// The key that signs its results.
-    pub key: Arc<SigningKey>,
+    pub key: Arc<SigningMethod>,
     /// What its results are signed under (the scheme's digest, the ECDSA verifier's domain).
     pub certificate: ResultCertificate,
     /// ECDSA sets: the certificate verifier, as a remote signer is told it.
@@ -67,7 +68,7 @@ pub struct Avs {
     /// Its configuration (limits, timeouts).
     pub config: AvsConfig,
     /// Allowed aggregators by address.
-    pub aggregators: HashMap<Address, AggregatorKey>,
+    pub aggregators: HashMap<Address, VerifyingKey>,
     /// Operator sets by id.
     pub operator_sets: HashMap<u32, OperatorSet>,
     /// Where its tasks run (swapped by deploys).
@@ -86,7 +87,7 @@ impl Avs {
     pub fn new(
         address: Address,
         config: AvsConfig,
-        aggregators: HashMap<Address, AggregatorKey>,
+        aggregators: HashMap<Address, VerifyingKey>,
         operator_sets: HashMap<u32, OperatorSet>,
         performer: Arc<PerformerSlot>,
     ) -> Avs {

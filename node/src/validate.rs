@@ -5,11 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use avsnode_proto::executor::TaskSubmission;
 use avsnode_proto::{HOURGLASS_TASK_VERSION, SIGNED_DEADLINE_TASK_VERSION};
-use avsnode_signer::bn254::{self, HashToG1};
 use avsnode_signer::messages::{Address, TaskId, TaskMessage};
-use avsnode_signer::{Scheme, bls12_381, ecdsa};
 
-use crate::config::{AggregatorConfig, AvsConfig};
+use crate::config::AvsConfig;
 use crate::rejection::Rejection;
 
 /// A task whose fields parsed (step 1).
@@ -199,62 +197,6 @@ pub fn freshness(task: &Task, avs: &AvsConfig) -> Result<(), Rejection> {
         });
     }
     Ok(())
-}
-
-/// An aggregator's verification key.
-#[derive(Debug, Clone)]
-pub enum AggregatorKey {
-    /// The recovered signer must be this address.
-    Ecdsa(Address),
-    /// `e(σ, G2gen) == e(H_rfc(h), pk)`.
-    Bn254(bn254::G2PublicKey),
-    /// blst `min_pk` over the 32 bytes `h`.
-    Bls12381(bls12_381::PublicKey),
-}
-
-impl AggregatorKey {
-    /// Decodes the configured key; the error message is for the config's `public_key` entry.
-    pub fn from_config(config: &AggregatorConfig) -> Result<AggregatorKey, String> {
-        let public_key = || -> Result<Vec<u8>, String> {
-            let text = config
-                .public_key
-                .as_deref()
-                .ok_or_else(|| format!("required for a {} aggregator", config.scheme))?;
-            hex::decode(text.trim_start_matches("0x")).map_err(|e| format!("invalid hex: {e}"))
-        };
-        match config.scheme {
-            Scheme::Ecdsa => match &config.public_key {
-                Some(_) => {
-                    Err("not used for an ecdsa aggregator (its address identifies it)".into())
-                }
-                None => config
-                    .address
-                    .parse()
-                    .map(AggregatorKey::Ecdsa)
-                    .map_err(|e| e.to_string()),
-            },
-            Scheme::Bn254 => bn254::G2PublicKey::from_wire(&public_key()?)
-                .map(AggregatorKey::Bn254)
-                .map_err(|e| e.to_string()),
-            Scheme::Bls12381 => bls12_381::PublicKey::from_bytes(&public_key()?)
-                .map(AggregatorKey::Bls12381)
-                .map_err(|e| e.to_string()),
-        }
-    }
-
-    /// Whether `signature` over `h` verifies under this key. CPU-bound: call off the async
-    /// workers.
-    pub fn verify(&self, h: &[u8; 32], signature: &[u8]) -> bool {
-        match self {
-            AggregatorKey::Ecdsa(address) => {
-                ecdsa::Signature::from_bytes(signature).is_ok_and(|s| ecdsa::verify(address, h, &s))
-            }
-            AggregatorKey::Bn254(pk) => bn254::Signature::from_wire(signature)
-                .is_ok_and(|s| bn254::verify(pk, h, &s, HashToG1::Rfc9380)),
-            AggregatorKey::Bls12381(pk) => bls12_381::Signature::from_bytes(signature)
-                .is_ok_and(|s| bls12_381::verify(pk, h, &s)),
-        }
-    }
 }
 
 /// The hash the aggregator signed (DESIGN §4.1), over **our** operator address.

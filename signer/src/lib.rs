@@ -22,9 +22,11 @@ pub mod bn254;
 pub mod ecdsa;
 mod error;
 pub mod messages;
+mod verifying;
 
 pub use error::Error;
 pub use messages::SigningDigest;
+pub use verifying::VerifyingKey;
 
 use std::fmt;
 use std::str::FromStr;

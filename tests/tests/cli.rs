@@ -827,3 +827,28 @@ fn passwords_and_secrets_are_never_printed() {
         }
     }
 }
+
+#[test]
+fn another_process_is_locked_out() {
+    // A real second process: `avsnode ledger export` on a data dir this test holds open.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _ledger = avsnode_ledger::Ledger::open(dir.path()).expect("open ledger");
+    let out = std::process::Command::new(avsnode_tests::binary("avsnode"))
+        .args(["ledger", "export", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run avsnode");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a second process opened a locked ledger: {stderr}"
+    );
+    assert!(
+        stderr.contains("another avsnode"),
+        "unclear message: {stderr}"
+    );
+    assert!(
+        stderr.contains(&dir.path().display().to_string()),
+        "message does not name the dir: {stderr}"
+    );
+}

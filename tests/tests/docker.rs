@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use avsnode::aggregator::NewTask;
 use avsnode::management::AdminClient;
-use avsnode::signing::LocalKey;
 use avsnode_proto::executor::TaskResult;
 use avsnode_signer::Scheme;
 use avsnode_signer::ecdsa;
+use avsnode_signing::LocalKey;
 use avsnode_tests::docker::{crashing_image, docker_available, docker_cli, example_image};
 use common::{AVS, Fixture, TestNode};
 use tonic::Code;

@@ -31,12 +31,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::{Aggregator, NewTask};
-use avsnode::signing::LocalKey;
 use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
+use avsnode_signing::LocalKey;
 use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, address, now_ms, now_secs};
 use prost::Message as _;
 use prost::bytes::BufMut as _;

@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::Aggregator;
-use avsnode::signing::LocalKey;
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamRequest, stream_request};
 use avsnode_signer::Scheme;
+use avsnode_signing::LocalKey;
 use common::flood::{
     ATTACKER, SocketFlood, channel_from, honest_over_fresh_connections, honest_tasks, rss_bytes,
 };

@@ -9,7 +9,6 @@ mod common;
 
 use avsnode::keys;
 use avsnode::management::{AdminClient, methods, sign_request};
-use avsnode::signing::LocalKey;
 use avsnode_keystore::{Kdf, Password};
 use avsnode_proto::executor::common::AuthSignature;
 use avsnode_proto::executor::executor_management_service_client::ExecutorManagementServiceClient;
@@ -18,6 +17,7 @@ use avsnode_proto::executor::{
 };
 use avsnode_signer::Scheme;
 use avsnode_signer::ecdsa;
+use avsnode_signing::LocalKey;
 use common::{AVS, TestNode, avsnode_cli};
 use prost::Message;
 use tonic::Code;

@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::Aggregator;
-use avsnode::signing::LocalKey;
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
+use avsnode_signing::LocalKey;
 use common::{AVS, AvsSpec, SCHEMES, TestNode, now_secs};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -12,10 +12,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
-use avsnode::signing::LocalKey;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::EcdsaVerifier;
+use avsnode_signing::LocalKey;
 use common::{AVS, AvsSpec, SCHEMES, TestNode, address, now_ms, now_secs};
 use tonic::Code;
 

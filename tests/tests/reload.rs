@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::{Aggregator, NewTask};
-use avsnode::signing::LocalKey;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
+use avsnode_signing::LocalKey;
 use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, sample};
 use tonic::Code;
 

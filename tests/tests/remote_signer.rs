@@ -12,11 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::{NewTask, OperatorKey, verify_result};
+use avsnode::connections::{Gate, SIGNER_LIMITS};
 use avsnode::keys;
-use avsnode::remote_signer::{
-    RemoteKey, RemoteSignerError, RemoteSignerSpec, SignFields, SignerServiceConfig, serve,
-};
-use avsnode::signing::{LocalKey, ResultSignatures};
 use avsnode_keystore::{Kdf, Password};
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::signer::signer_client::SignerClient;
@@ -25,6 +22,10 @@ use avsnode_signer::Scheme;
 use avsnode_signer::messages::{
     Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId, certificate_digest, keccak256,
 };
+use avsnode_signing::remote::{
+    RemoteKey, RemoteSignerError, RemoteSignerSpec, SignFields, SignerServiceConfig, serve,
+};
+use avsnode_signing::{LocalKey, ResultSignatures};
 use avsnode_tests::pki;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -195,7 +196,8 @@ impl RunningSigner {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(config, listener, async {
+        let incoming = Gate::new("signer", SIGNER_LIMITS, None).incoming(listener);
+        let task = tokio::spawn(serve(config, incoming, async {
             let _ = stopped.await;
         }));
         // Serving once a client can list its keys.

@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::{NewTask, OperatorKey, verify_result};
-use avsnode::signing::LocalKey;
 use avsnode_keystore::{Keystore, Password};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::signer::signer_client::SignerClient;
@@ -34,6 +33,7 @@ use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::EcdsaVerifier;
+use avsnode_signing::LocalKey;
 use avsnode_tests::pki::{self, Pki};
 use avsnode_tests::softhsm::{self, Token, softhsm_available};
 use common::{AVS, Fixture, SCHEMES, TestNode, VERIFIER, address, sample};

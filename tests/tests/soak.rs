@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use avsnode::aggregator::{Aggregator, NewTask};
-use avsnode::signing::LocalKey;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
+use avsnode_signing::LocalKey;
 use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, now_secs};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;

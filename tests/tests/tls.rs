@@ -348,8 +348,8 @@ async fn server_tls_on_intake_and_management_signs_for_tls_clients_and_refuses_p
     let fixture = Fixture::new();
     let pki = new_pki(fixture.dir(), "pki", &[]);
     let files = ServedFiles::new(&fixture, &pki);
-    let admin = match avsnode::signing::LocalKey::generate(Scheme::Ecdsa) {
-        avsnode::signing::LocalKey::Ecdsa(k) => k.public_key().address(),
+    let admin = match avsnode_signing::LocalKey::generate(Scheme::Ecdsa) {
+        avsnode_signing::LocalKey::Ecdsa(k) => k.public_key().address(),
         _ => unreachable!("generated an ECDSA key"),
     };
     let node = TestNode::builder()

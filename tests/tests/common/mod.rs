@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use avsnode::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use avsnode::keys;
-use avsnode::signing::LocalKey;
 use avsnode_keystore::{Kdf, Password};
 use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
@@ -33,6 +32,7 @@ use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_request};
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::{Address, EcdsaVerifier, TaskId, keccak256};
+use avsnode_signing::LocalKey;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 

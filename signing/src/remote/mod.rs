@@ -1,4 +1,4 @@
-//! The remote signer: `avsnode signer serve` ([`server`]) and the node's client of it
+//! The remote signer: `avsnode signer serve` ([`service`]) and the node's client of it
 //! ([`client`], the `remote` signing backend of DESIGN §4.5).
 //!
 //! Keys can live on a separate, hardened host. Nodes reach it over gRPC with mutual TLS
@@ -20,23 +20,23 @@
 //! different data directories (a restored backup, a second host) can together sign two outputs
 //! for a task, exactly as two nodes can: run a key in one signer only.
 //!
-//! [`Ledger`]: crate::ledger::Ledger
-//! [`Ledger::sign_once`]: crate::ledger::Ledger::sign_once
+//! [`Ledger`]: avsnode_ledger::Ledger
+//! [`Ledger::sign_once`]: avsnode_ledger::Ledger::sign_once
 
 pub mod client;
-pub mod server;
+pub mod service;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use avsnode_signer::messages::{Address, EcdsaVerifier, TaskId};
 
-use crate::config::Problem;
-use crate::ledger::LedgerError;
-use crate::signing::SignerError;
+use crate::Problem;
+use crate::SignerError;
+use avsnode_ledger::LedgerError;
 
 pub use client::{RemoteKey, RemoteSignerSpec};
-pub use server::{SignerClientConfig, SignerServiceConfig, SignerTlsConfig, serve};
+pub use service::{SignerClientConfig, SignerServiceConfig, SignerTlsConfig, serve};
 
 /// The typed fields of one result to sign (DESIGN §4.2, §4.3): everything the signer needs to
 /// compute the certificate digest and the auth message itself.

@@ -97,6 +97,7 @@
 mod codec;
 mod error;
 mod export;
+mod legacy;
 mod migrate;
 mod writer;
 

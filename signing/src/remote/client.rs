@@ -21,7 +21,7 @@ use tonic::{Code, Status};
 use tracing::warn;
 
 use super::{RemoteSignerError, SignFields};
-use crate::signing::ResultSignatures;
+use crate::ResultSignatures;
 
 /// Attempts per call (the first and two retries), on UNAVAILABLE only.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -183,13 +183,13 @@ impl RemoteKey {
         self.scheme
     }
 
-    /// The public key bytes, as [`LocalKey::public_bytes`](crate::signing::LocalKey::public_bytes).
+    /// The public key bytes, as [`LocalKey::public_bytes`](crate::LocalKey::public_bytes).
     pub fn public_bytes(&self) -> &[u8] {
         &self.public
     }
 
     /// The ledger's key id: `keccak256(public_bytes)`, as
-    /// [`LocalKey::key_id`](crate::signing::LocalKey::key_id).
+    /// [`LocalKey::key_id`](crate::LocalKey::key_id).
     pub fn key_id(&self) -> [u8; 32] {
         keccak256(&self.public)
     }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{self, decode_entry, decode_value, encode_key, encode_value, task_id_of_key};
 use super::error::{FieldProblem, ImportError};
-use super::{LedgerError, Origin, RECORDS, Record, RecordKey, Signatures, migrate, storage};
+use super::{LedgerError, Origin, RECORDS, Record, RecordKey, Signatures, legacy, storage};
 
 const FORMAT: &str = "avsnode-ledger";
 const VERSION: &str = "2";
@@ -374,7 +374,7 @@ fn parse_legacy(
         },
     )?;
     if let Some(verifier) = verifier {
-        record.key.domain = Some(migrate::domain_of(&record, verifier, verifier_versions)?);
+        record.key.domain = Some(legacy::domain_of(&record, verifier, verifier_versions)?);
     }
     Ok(record)
 }

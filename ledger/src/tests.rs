@@ -541,30 +541,6 @@ async fn a_second_open_is_locked_until_the_first_is_dropped() {
     );
 }
 
-#[test]
-fn another_process_is_locked_out() {
-    // A real second process: `avsnode ledger export` on a data dir this test holds open.
-    let (dir, _ledger) = open_temp();
-    let out = std::process::Command::new(avsnode_tests::binary("avsnode"))
-        .args(["ledger", "export", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("run avsnode");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a second process opened a locked ledger: {stderr}"
-    );
-    assert!(
-        stderr.contains("another avsnode"),
-        "unclear message: {stderr}"
-    );
-    assert!(
-        stderr.contains(&dir.path().display().to_string()),
-        "message does not name the dir: {stderr}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_commit_batches_concurrent_commits() {
     const TASKS: u32 = 500;
@@ -1270,7 +1246,7 @@ mod legacy {
 async fn an_older_ledger_is_migrated_on_open() {
     let verifier = Address([0x44; 20]);
     let old_domain = |version: &str| ResultCertificate::Ecdsa {
-        domain_separator: migrate::legacy_domain_separator(verifier, version),
+        domain_separator: crate::legacy::legacy_domain_separator(verifier, version),
     };
     let bn254 = legacy::record(ORIGIN, &ResultCertificate::Bn254, 1, b"one", 10);
     let ecdsa_v1 = legacy::record(ORIGIN, &old_domain("1"), 2, b"two", 11);
@@ -1425,7 +1401,7 @@ async fn colliding_records_stop_the_migration_until_the_operator_decides() {
 async fn a_version_1_export_imports_and_its_collisions_are_refused() {
     let verifier = Address([0x44; 20]);
     let old = ResultCertificate::Ecdsa {
-        domain_separator: migrate::legacy_domain_separator(verifier, "1"),
+        domain_separator: crate::legacy::legacy_domain_separator(verifier, "1"),
     };
     let ecdsa = legacy::record(ORIGIN, &old, 3, b"e", 1);
     let bn254 = legacy::record(ORIGIN, &ResultCertificate::Bn254, 4, b"b", 2);

@@ -52,25 +52,19 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, info, warn};
 
 use super::{FieldError, RemoteSignerError};
-use crate::config::{Problem, SignerBackend, SignerConfig};
-use crate::connections::{ConnectionLimits, Gate, HTTP2_PREFACE_LEN};
-use crate::ledger::{Claim, Ledger, LedgerError, LedgerOptions, Origin, SignOnceError, Signatures};
-use crate::signing::LocalKey;
-
-/// What the signer's listener admits: nodes keep a connection or a few each; a stalled handshake
-/// or a silent connection is closed, and one address cannot hold the signer's sockets.
-const LIMITS: ConnectionLimits = ConnectionLimits {
-    max_connections: 1024,
-    max_per_source: 64,
-    handshake_timeout: Duration::from_secs(5),
-    preface_len: HTTP2_PREFACE_LEN,
-    idle_timeout: Duration::from_secs(300),
+use crate::LocalKey;
+use crate::definition::duration;
+use crate::{Problem, SignerBackend, SignerDefinition};
+use avsnode_ledger::{
+    Claim, Ledger, LedgerError, LedgerOptions, Origin, SignOnceError, Signatures,
 };
 
 /// The longest one call may take (a sign is milliseconds; this bounds a caller that never ends
@@ -93,7 +87,7 @@ pub struct SignerServiceConfig {
     pub tls: SignerTlsConfig,
     /// `[[key]]`: the keys this signer holds, as the node's `[[signer]]`.
     #[serde(default, rename = "key")]
-    pub keys: Vec<SignerConfig>,
+    pub keys: Vec<SignerDefinition>,
     /// `[[client]]`: who may use which keys.
     #[serde(default, rename = "client")]
     pub clients: Vec<SignerClientConfig>,
@@ -120,11 +114,6 @@ fn yes() -> bool {
 
 fn default_commit_delay() -> Duration {
     LedgerOptions::default().commit_delay
-}
-
-fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 /// `[[client]]`: one node allowed to use some keys.
@@ -274,15 +263,23 @@ impl SignerServiceConfig {
     }
 }
 
-/// Serves the signer on `listener` until `shutdown` completes: unlocks every `[[key]]` (off the
-/// async workers), opens the ledger in `data_dir`, and answers over mutual TLS.
+/// Serves the signer on the connections of `incoming` until `shutdown` completes: unlocks every
+/// `[[key]]` (off the async workers), opens the ledger in `data_dir`, and answers over mutual
+/// TLS. The caller binds `listen` and bounds the connections it hands over (`avsnode signer
+/// serve` gates them as the node gates its own listeners).
 ///
 /// Returns once the server has stopped and the ledger is flushed.
-pub async fn serve(
+pub async fn serve<I, IO, IE>(
     config: SignerServiceConfig,
-    listener: TcpListener,
+    incoming: I,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), RemoteSignerError> {
+) -> Result<(), RemoteSignerError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tls = &config.tls;
     let identity = Identity::from_pem(
         read_file("tls.cert", &tls.cert).await?,
@@ -335,7 +332,7 @@ pub async fn serve(
         }),
     };
     info!(
-        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listen = %config.listen,
         keys = config.keys.len(),
         clients = config.clients.len(),
         data_dir = %config.data_dir.display(),
@@ -349,10 +346,7 @@ pub async fn serve(
         })?
         .timeout(CALL_TIMEOUT)
         .add_service(SignerServer::new(service))
-        .serve_with_incoming_shutdown(
-            Gate::new("signer", LIMITS, None).incoming(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(RemoteSignerError::Serve);
     let flushed = ledger.close().await.map_err(RemoteSignerError::Ledger);

@@ -15,9 +15,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use avsnode::hsm::{self, HsmError, Pin, Pkcs11Key, Pkcs11Spec};
 use avsnode_signer::ecdsa;
 use avsnode_signer::messages::{Address, AuthMessage, SigningDigest, TaskId};
+use avsnode_signing::pkcs11::{self, HsmError, Pin, Pkcs11Key, Pkcs11Spec};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Set in the child process to its token directory's parent.
@@ -207,7 +207,7 @@ fn generated_key_signs_low_s_with_the_right_v() {
         hsm.init_token("avs-a");
         let spec = hsm.spec("avs-a", "operator");
         assert_redacted(&spec, None);
-        let public = hsm::generate(&spec).expect("generate");
+        let public = pkcs11::generate(&spec).expect("generate");
         let key = Pkcs11Key::open(spec.clone()).expect("open by label");
         assert_eq!(key.public_key(), &public);
         let address = key.address();
@@ -269,7 +269,7 @@ fn generated_key_signs_low_s_with_the_right_v() {
         check(&b, &d, &address);
 
         // hsm-list shows the key; its id opens the same key.
-        let listed = hsm::list(Path::new(MODULE), "avs-a", &Pin::new(PIN)).expect("list");
+        let listed = pkcs11::list(Path::new(MODULE), "avs-a", &Pin::new(PIN)).expect("list");
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].label, "operator");
         assert_eq!(listed[0].address, address);
@@ -285,7 +285,7 @@ fn generated_key_signs_low_s_with_the_right_v() {
         check(&by_id.sign(&d).expect("sign by id"), &d, &address);
 
         // The label is taken now.
-        let error = hsm::generate(&spec).expect_err("label taken");
+        let error = pkcs11::generate(&spec).expect_err("label taken");
         assert!(
             matches!(&error, HsmError::KeyExists { label, .. } if label == "operator"),
             "{error:?}"
@@ -326,7 +326,7 @@ fn generated_key_signs_low_s_with_the_right_v() {
 fn wrong_pin_is_a_named_error_without_the_pin() {
     with_softhsm("wrong_pin_is_a_named_error_without_the_pin", |hsm| {
         hsm.init_token("avs-pin");
-        hsm::generate(&hsm.spec("avs-pin", "operator")).expect("generate");
+        pkcs11::generate(&hsm.spec("avs-pin", "operator")).expect("generate");
         let wrong = "9999-wrong-Pk";
         let error = Pkcs11Key::open(Pkcs11Spec {
             pin: Pin::new(wrong),
@@ -344,7 +344,7 @@ fn wrong_pin_is_a_named_error_without_the_pin() {
         assert!(!chain.contains(wrong), "{chain}");
         assert!(chain.contains("PIN is incorrect"), "{chain}");
 
-        let error = hsm::list(Path::new(MODULE), "avs-pin", &Pin::new(wrong)).expect_err("list");
+        let error = pkcs11::list(Path::new(MODULE), "avs-pin", &Pin::new(wrong)).expect_err("list");
         assert!(matches!(error, HsmError::LoginFailed { .. }), "{error:?}");
 
         // The right PIN still works (SoftHSM has not locked the token after two tries).
@@ -380,8 +380,8 @@ fn non_secp256k1_key_is_refused() {
         assert!(shown.contains("1.2.840.10045.3.1.7 (P-256)"), "{shown}");
         assert_error_redacted(&error);
 
-        hsm::generate(&hsm.spec("avs-p256", "k1")).expect("generate");
-        let listed = hsm::list(Path::new(MODULE), "avs-p256", &Pin::new(PIN)).expect("list");
+        pkcs11::generate(&hsm.spec("avs-p256", "k1")).expect("generate");
+        let listed = pkcs11::list(Path::new(MODULE), "avs-p256", &Pin::new(PIN)).expect("list");
         let labels: Vec<_> = listed.iter().map(|k| k.label.as_str()).collect();
         assert_eq!(labels, ["k1"]);
     });
@@ -410,7 +410,7 @@ fn pulled_token_is_unavailable_then_recovers() {
     with_softhsm("pulled_token_is_unavailable_then_recovers", |hsm| {
         let token_dir = hsm.init_token("avs-pull");
         let spec = hsm.spec("avs-pull", "operator");
-        hsm::generate(&spec).expect("generate");
+        pkcs11::generate(&spec).expect("generate");
         let key = Pkcs11Key::open(spec).expect("open");
         let address = key.address();
         let backup = hsm.dir.join("backup");
@@ -545,7 +545,7 @@ fn sign_rate() {
     with_softhsm("sign_rate", |hsm| {
         hsm.init_token("avs-rate");
         let spec = hsm.spec("avs-rate", "operator");
-        hsm::generate(&spec).expect("generate");
+        pkcs11::generate(&spec).expect("generate");
         let key = Pkcs11Key::open(spec).expect("open");
         let address = key.address();
         for threads in [1u64, 4, 8] {
