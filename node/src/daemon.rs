@@ -6,8 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::deployments::{Deployments, PerformerStartError};
 use crate::management::Management;
-use crate::performers::{PerformerStartError, Performers};
 use avsnode_signer::VerifyingKey;
 use avsnode_signer::messages::{Address, ResultCertificate};
 use std::sync::OnceLock;
@@ -87,7 +87,7 @@ fn list(problems: &[Problem]) -> String {
 #[derive(Debug)]
 pub struct RunningNode {
     pipeline: Arc<Pipeline>,
-    performers: Arc<Performers>,
+    performers: Arc<Deployments>,
     server: JoinHandle<Result<(), IntakeError>>,
     stop: tokio::sync::watch::Sender<bool>,
     grace: Duration,
@@ -165,7 +165,7 @@ impl RunningNode {
             keys.insert(config.name.clone(), Arc::new(key));
         }
 
-        let performers = Arc::new(Performers::start(&config, metrics.clone()).await?);
+        let performers = Arc::new(Deployments::start(&config, metrics.clone()).await?);
         let avs_list = build_avs(&config, &keys, &performers)?;
         for avs in &avs_list {
             metrics.init_avs(&avs.address.to_string());
@@ -395,7 +395,7 @@ impl RunningNode {
             }
         }
 
-        // Performers: the new ones start beside the running ones.
+        // Deployments: the new ones start beside the running ones.
         let mut staged = Vec::new();
         if problems.is_empty() {
             for (i, avs) in next.avs.iter().enumerate() {
@@ -527,7 +527,7 @@ impl RunningNode {
 fn build_avs(
     config: &Config,
     keys: &HashMap<String, Arc<SigningMethod>>,
-    performers: &Performers,
+    performers: &Deployments,
 ) -> Result<Vec<Avs>, NodeError> {
     let mut avs_list = Vec::new();
     for (i, avs) in config.avs.iter().enumerate() {

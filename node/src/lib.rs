@@ -21,12 +21,12 @@ pub mod config;
 pub mod connections;
 pub mod daemon;
 pub mod demo;
+pub mod deployments;
 
 pub mod intake;
 pub mod keys;
 pub mod limits;
 pub mod management;
-pub mod performers;
 pub mod pipeline;
 pub mod rejection;
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use avsnode_metrics::{Metrics, UNKNOWN_AVS};
-use avsnode_performer::ExecuteError;
+use avsnode_performer::{ExecuteError, PerformerSlot};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::performer::TaskRequest;
 use avsnode_signer::VerifyingKey;
@@ -25,7 +25,6 @@ use tracing::{Instrument, debug, error, info_span, warn};
 
 use crate::config::AvsConfig;
 use crate::limits::RateLimiter;
-use crate::performers::PerformerSlot;
 use crate::rejection::Rejection;
 use crate::tls::ClientCertificate;
 use crate::validate::{self, Task};

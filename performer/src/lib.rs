@@ -19,6 +19,9 @@ mod docker;
 mod health;
 mod process;
 mod remote;
+mod restart;
+mod rollout;
+mod slot;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -31,8 +34,11 @@ pub use docker::{
     OwnedContainer, PullPolicy, RegistryAuth, Resources,
 };
 pub use health::{HealthCheckError, HealthPolicy};
-pub use process::{ProcessPerformer, ProcessSpec, RestartPolicy};
+pub use process::{ProcessPerformer, ProcessSpec};
 pub use remote::{RemotePerformer, RemoteSpec};
+pub use restart::RestartPolicy;
+pub use rollout::{drain_and_remove, retire};
+pub use slot::PerformerSlot;
 
 /// Whether `name` may name a performer's environment variable: `[A-Za-z_][A-Za-z0-9_]*`, and not
 /// `PORT`, which the node sets. The one check behind the configuration, the management API and

@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use super::auth::Challenges;
 use crate::connections::Connections;
+use crate::deployments::{DeployError, Deployments, PerformerInfo};
 use crate::limits::RateLimiter;
-use crate::performers::{DeployError, PerformerInfo, Performers};
 use crate::warnings::WarningBudget;
 
 /// Full method names: what an admin signs, with the request (DESIGN §7).
@@ -48,7 +48,7 @@ const MAX_CHALLENGES_PER_SOURCE: usize = 8;
 /// The management service.
 #[derive(Debug)]
 pub struct Management {
-    performers: Arc<Performers>,
+    performers: Arc<Deployments>,
     operator: Address,
     /// `None`: authentication is off (`require_auth = false`).
     admins: Option<Vec<Address>>,
@@ -65,7 +65,7 @@ impl Management {
     /// names the node's environment variables a deploy may pass on; `calls_per_second` (in
     /// bursts of up to five times that) is what one source address may call.
     pub fn new(
-        performers: Arc<Performers>,
+        performers: Arc<Deployments>,
         operator: Address,
         admins: Option<Vec<Address>>,
         env_from_node: Vec<String>,

@@ -1,10 +1,11 @@
-//! Which performer serves each AVS, and how that changes: start-up (adopting the docker
-//! containers a previous run left), blue/green deploys, removal, and the deployments file that
-//! lets a restarted node bring its deployments back (DESIGN §7).
+//! Deployment policy: which performer serves each AVS, and when that changes — start-up (adopting
+//! the docker containers a previous run left), deploys and removals through the management API,
+//! reloads, and the deployments file that lets a restarted node bring its deployments back
+//! (DESIGN §7).
 //!
-//! The pipeline reads an AVS's [`PerformerSlot`] once per task and keeps that performer for the
-//! whole call; a deploy swaps the slot, so new tasks go to the new container while the old one
-//! finishes what it holds (it is removed once no task holds it, or after the drain timeout).
+//! The mechanism is the performer crate's: a deploy swaps the AVS's [`PerformerSlot`], so new
+//! tasks go to the new container, and the old one is drained and removed
+//! ([`avsnode_performer::drain_and_remove`]) once no task holds it, or after the drain timeout.
 //!
 //! `deployments.json` in the data dir records, per docker AVS, the performer id, image and
 //! environment of the current deployment. It holds env values (which may be secrets), so it is
@@ -13,13 +14,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use avsnode_performer::{
-    DockerPerformer, DockerRuntime, DockerSpec, Hardening, HealthPolicy, Performer, PerformerState,
-    ProcessPerformer, ProcessSpec, PullPolicy, RegistryAuth, RemotePerformer, RemoteSpec,
-    Resources, RestartPolicy, StartError,
+    DockerPerformer, DockerRuntime, DockerSpec, Hardening, HealthPolicy, Performer, PerformerSlot,
+    PerformerState, ProcessPerformer, ProcessSpec, PullPolicy, RegistryAuth, RemotePerformer,
+    RemoteSpec, Resources, RestartPolicy, StartError, drain_and_remove, retire,
 };
 use avsnode_signer::messages::Address;
 use serde::{Deserialize, Serialize};
@@ -27,66 +28,6 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, DockerPerformerConfig, PerformerConfig};
-
-/// The performer serving one AVS now, or why there is none.
-pub struct PerformerSlot(RwLock<Slot>);
-
-struct Slot {
-    performer: Option<Arc<dyn Performer>>,
-    /// Why `performer` is `None` (for errors, readiness and `ListPerformers`).
-    absent: String,
-}
-
-impl PerformerSlot {
-    /// A slot holding `performer`.
-    pub fn new(performer: Arc<dyn Performer>) -> PerformerSlot {
-        PerformerSlot(RwLock::new(Slot {
-            performer: Some(performer),
-            absent: String::new(),
-        }))
-    }
-
-    /// An empty slot; `why` says why (e.g. "no performer deployed").
-    pub fn empty(why: impl Into<String>) -> PerformerSlot {
-        PerformerSlot(RwLock::new(Slot {
-            performer: None,
-            absent: why.into(),
-        }))
-    }
-
-    /// The current performer, or why there is none.
-    pub fn current(&self) -> Result<Arc<dyn Performer>, String> {
-        let slot = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        slot.performer.clone().ok_or_else(|| slot.absent.clone())
-    }
-
-    /// The current performer's state; [`PerformerState::Failed`] when there is none.
-    pub fn state(&self) -> PerformerState {
-        self.current().map_or(PerformerState::Failed, |p| p.state())
-    }
-
-    /// Puts `performer` in service; returns the one it replaces.
-    fn replace(&self, performer: Arc<dyn Performer>) -> Option<Arc<dyn Performer>> {
-        let mut slot = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        slot.performer.replace(performer)
-    }
-
-    /// Takes the performer out of service; `why` is what tasks are told.
-    fn clear(&self, why: String) -> Option<Arc<dyn Performer>> {
-        let mut slot = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        slot.absent = why;
-        slot.performer.take()
-    }
-}
-
-impl fmt::Debug for PerformerSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.current() {
-            Ok(p) => f.debug_tuple("PerformerSlot").field(&p).finish(),
-            Err(why) => f.debug_tuple("PerformerSlot").field(&why).finish(),
-        }
-    }
-}
 
 /// Why a deploy or removal failed. Each maps to one gRPC code in the management service.
 #[derive(Debug, thiserror::Error)]
@@ -226,7 +167,7 @@ pub struct PerformerInfo {
 
 /// Every AVS's performer and the docker deployments.
 #[derive(Debug)]
-pub struct Performers {
+pub struct Deployments {
     slots: HashMap<Address, Arc<PerformerSlot>>,
     /// Process and remote performers (started from config, replaced by a reload, never
     /// deployed).
@@ -243,7 +184,7 @@ pub struct Performers {
     metrics: Arc<avsnode_metrics::Metrics>,
 }
 
-impl Performers {
+impl Deployments {
     /// Starts every AVS's performer: process and remote ones from config (an error there stops
     /// the node, as before); docker ones from the deployments file or the configured image,
     /// adopting containers left running by a previous run. A docker performer that does not
@@ -252,10 +193,10 @@ impl Performers {
     pub async fn start(
         config: &Config,
         metrics: Arc<avsnode_metrics::Metrics>,
-    ) -> Result<Performers, PerformerStartError> {
+    ) -> Result<Deployments, PerformerStartError> {
         let node_id = config.node_id();
         let file = config.node.data_dir.join("deployments.json");
-        let mut performers = Performers {
+        let mut performers = Deployments {
             slots: HashMap::new(),
             fixed: Mutex::default(),
             docker: HashMap::new(),
@@ -615,7 +556,9 @@ impl Performers {
                 }
                 info!(%avs, "reload: new performer in service");
                 if let Some(old) = old {
-                    tokio::spawn(retire(avs, old));
+                    tokio::spawn(async move {
+                        retire(&avs.to_string(), old, RETIRE_TIMEOUT).await;
+                    });
                 }
             }
             Staged::Docker { avs, config } => {
@@ -881,7 +824,6 @@ impl Performers {
     }
 }
 
-/// Waits until no task holds `old` (or `timeout`), then stops and removes its container.
 /// A reload's performer change, started or checked but not yet in service.
 #[derive(Debug)]
 pub enum Staged {
@@ -908,31 +850,6 @@ impl Staged {
             performer.shutdown().await;
         }
     }
-}
-
-/// Stops a replaced process or remote performer once no task runs on it (at most a minute).
-async fn retire(avs: Address, old: Arc<dyn Performer>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    info!(%avs, tasks_still_running = Arc::strong_count(&old) - 1, "reload: stopping the replaced performer");
-    old.shutdown().await;
-}
-
-async fn drain_and_remove(old: Arc<DockerPerformer>, id: &str, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    // The slot no longer hands it out; every other holder is a task still running on it.
-    while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let holders = Arc::strong_count(&old) - 1;
-    if holders > 0 {
-        warn!(performer = %id, tasks = holders, "drain timeout: removing the old performer with tasks still running");
-    } else {
-        info!(performer = %id, "old performer drained");
-    }
-    old.remove().await;
 }
 
 fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -981,6 +898,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// How long a replaced process or remote performer may finish its tasks before it is stopped.
+const RETIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Starts a process or remote performer from its configuration.
 pub(crate) async fn start_performer(
     avs: Address,
@@ -1014,7 +934,7 @@ pub(crate) async fn start_performer(
             .map_err(|source| PerformerStartError { avs, source })?,
         ),
         PerformerConfig::Docker(_) => {
-            unreachable!("docker performers are started by Performers")
+            unreachable!("docker performers are started by Deployments")
         }
     };
     info!(%avs, state = %performer.state(), "performer started");
