@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use avsnode::aggregator::{Aggregator, NewTask};
 use avsnode::config::Config;
 use avsnode_signing::LocalKey;
-use avsnode::validate;
+use avsnode::pipeline::validate;
 use avsnode_signer::VerifyingKey;
 use avsnode_keystore::{Curve, Eip2335Keystore, Kdf, Password, Web3Keystore};
 use avsnode_proto::executor::TaskSubmission;

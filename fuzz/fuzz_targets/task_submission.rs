@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use avsnode::config::{AvsConfig, Config};
 use avsnode_signing::LocalKey;
-use avsnode::validate::{self, Task};
+use avsnode::pipeline::validate::{self, Task};
 use avsnode_signer::VerifyingKey;
 use avsnode_proto::executor::TaskSubmission;
 use avsnode_proto::stream::StreamRequest;

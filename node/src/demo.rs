@@ -20,7 +20,7 @@ use crate::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use crate::config::Config;
 use crate::daemon::RunningNode;
 use crate::keys;
-use crate::validate::now_unix_ms;
+use crate::pipeline::validate::now_unix_ms;
 use avsnode_signing::LocalKey;
 
 /// `avsnode demo` options.

@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IntakeConfig;
 use crate::connections::{CallLimitLayer, Connections};
+use crate::pipeline::rejection::Rejection;
 use crate::pipeline::{Peer, Pipeline};
-use crate::rejection::Rejection;
 use crate::tls::{ClientCertificate, ServerTls};
 
 /// Why the intake stopped serving.
@@ -239,6 +239,6 @@ fn peer<T>(request: &Request<T>) -> Peer {
 fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Result<Option<Duration>, Rejection> {
     metadata
         .get("grpc-timeout")
-        .map(|value| crate::validate::grpc_timeout(value.as_bytes()))
+        .map(|value| crate::pipeline::validate::grpc_timeout(value.as_bytes()))
         .transpose()
 }

@@ -25,11 +25,10 @@ pub mod deployments;
 
 pub mod intake;
 pub mod keys;
-pub mod limits;
+
 pub mod management;
 pub mod pipeline;
-pub mod rejection;
 
 pub mod tls;
-pub mod validate;
+
 pub mod warnings;

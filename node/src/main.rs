@@ -918,8 +918,8 @@ fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
             older_than,
         } => {
             let ledger = data_dir.open()?;
-            let cutoff =
-                avsnode::validate::now_unix_ms().saturating_sub(older_than.as_millis() as u64);
+            let cutoff = avsnode::pipeline::validate::now_unix_ms()
+                .saturating_sub(older_than.as_millis() as u64);
             println!("pruned {} records", ledger.prune(cutoff)?);
         }
     }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use super::auth::Challenges;
 use crate::connections::Connections;
 use crate::deployments::{DeployError, Deployments, PerformerInfo};
-use crate::limits::RateLimiter;
+use crate::pipeline::rate_limit::RateLimiter;
 use crate::warnings::WarningBudget;
 
 /// Full method names: what an admin signs, with the request (DESIGN §7).

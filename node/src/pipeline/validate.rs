@@ -1,14 +1,18 @@
-//! The cheap checks of DESIGN §3.1 steps 1–6, in order: shape, addressee, AVS and operator set,
-//! deadline, freshness, aggregator signature. Nothing here calls a performer.
+//! Validation, DESIGN §3.1 steps 1–7 and their order: the shape of a submission ([`shape`]), then
+//! [`Pipeline::check`] — addressee, AVS, payload size, operator set, deadline, freshness,
+//! aggregator, its certificate, its rate limit, its signature. Nothing here calls a performer or
+//! the ledger; a task that passes is [`Checked`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use avsnode_proto::executor::TaskSubmission;
 use avsnode_proto::{HOURGLASS_TASK_VERSION, SIGNED_DEADLINE_TASK_VERSION};
 use avsnode_signer::messages::{Address, TaskId, TaskMessage};
 
+use super::{Avs, Peer, Pipeline, internal};
 use crate::config::AvsConfig;
-use crate::rejection::Rejection;
+use crate::pipeline::rejection::Rejection;
 
 /// A task whose fields parsed (step 1).
 #[derive(Debug, Clone)]
@@ -243,5 +247,99 @@ mod tests {
         let error = grpc_timeout(b"18446744073709551615S").unwrap_err();
         assert_eq!(error.code(), tonic::Code::InvalidArgument);
         assert!(error.to_string().contains("grpc-timeout"), "{error}");
+    }
+}
+
+/// A task that passed every check: its AVS, its deadline, and the hash its aggregator signed.
+#[derive(Debug)]
+pub(super) struct Checked {
+    /// The AVS it is for (its operator set is there).
+    pub(super) avs: Arc<Avs>,
+    /// When its answer is due.
+    pub(super) deadline: tokio::time::Instant,
+    /// The hash the aggregator signed (DESIGN §4.1): the single-flight key's last part.
+    pub(super) h: [u8; 32],
+}
+
+impl Pipeline {
+    /// DESIGN §3.1 steps 2–7, in this order and no other: addressee, AVS, payload size, operator
+    /// set, deadline, freshness, aggregator, its TLS certificate, its rate limit, its signature.
+    /// Each check is cheaper than the next, so a flood of bad tasks costs the node as little as
+    /// the cheapest check that refuses it; the signature check (the dear one) runs last, at most
+    /// one per core at a time.
+    pub(super) async fn check(
+        &self,
+        task: &Task,
+        grpc_timeout: Option<Duration>,
+        peer: &Peer,
+    ) -> Result<Checked, Rejection> {
+        if task.executor != self.operator {
+            return Err(Rejection::WrongExecutor {
+                got: task.executor,
+                ours: self.operator,
+            });
+        }
+        let avs = self
+            .avs_map()
+            .get(&task.avs)
+            .cloned()
+            .ok_or(Rejection::UnknownAvs(task.avs))?;
+        let validate_timer = self.metrics.stage_timer(&avs.label, "validate");
+        if task.payload.len() > avs.config.max_payload_size {
+            return Err(Rejection::PayloadTooLarge {
+                size: task.payload.len(),
+                limit: avs.config.max_payload_size,
+            });
+        }
+        if !avs.operator_sets.contains_key(&task.operator_set_id) {
+            return Err(Rejection::UnknownOperatorSet {
+                avs: task.avs,
+                id: task.operator_set_id,
+            });
+        }
+        let deadline = tokio::time::Instant::from_std(deadline(
+            task,
+            grpc_timeout,
+            &avs.config,
+            std::time::Instant::now(),
+        )?);
+        freshness(task, &avs.config)?;
+        let aggregator = avs
+            .aggregators
+            .get(&task.aggregator)
+            .cloned()
+            .ok_or(Rejection::UnknownAggregator(task.aggregator))?;
+        // Mutual TLS: the aggregator named in the task must be the one holding the connection's
+        // certificate (before rate limiting: an impostor does not spend its victim's budget).
+        if let Some(names) = avs.client_names.get(&task.aggregator)
+            && !names.is_empty()
+            && !peer
+                .certificate
+                .as_ref()
+                .is_some_and(|c| c.is_valid_for(names))
+        {
+            return Err(Rejection::ClientCertificate(task.aggregator));
+        }
+        // Before hashing the payload or checking the signature: a flood costs a lookup each.
+        if !avs
+            .rate_limiter
+            .allow(task.aggregator, peer.ip, std::time::Instant::now())
+        {
+            return Err(Rejection::RateLimited(task.aggregator));
+        }
+
+        let h = task_hash(task, self.operator);
+        let signature = task.signature.clone();
+        let verified = {
+            let _permit = self.verifying.acquire().await.map_err(internal)?;
+            tokio::task::spawn_blocking(move || aggregator.verify(&h, &signature))
+                .await
+                .map_err(|e| Rejection::Internal(format!("signature check panicked: {e}")))?
+        };
+        if !verified {
+            return Err(Rejection::BadSignature);
+        }
+        drop(validate_timer);
+        Ok(Checked { avs, deadline, h })
     }
 }
