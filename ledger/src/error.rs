@@ -178,7 +178,7 @@ impl fmt::Display for CorruptTask<'_> {
 }
 
 /// Why stored bytes could not be decoded (the key and value layouts are documented in
-/// `node/src/ledger/codec.rs`).
+/// `ledger/src/codec.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {

@@ -1,9 +1,13 @@
-//! Live signers: the keys named by `[[signer]]`, unlocked at start-up, and the two signatures a
-//! result carries (DESIGN §4.2, §4.3).
+//! Signing methods (DESIGN §4.2, §4.3, §4.5): the keys named by `[[signer]]` ([`definition`]),
+//! opened at start-up, and the two signatures a result carries.
 //!
-//! Signing methods are a closed set (STYLE §3), [`SigningMethod`]: local keys, PKCS#11 tokens and the
-//! remote signer. Every method signs only a [`SigningDigest`] (the remote signer computes it
-//! itself from typed fields).
+//! The methods are a closed set (STYLE §3), [`SigningMethod`]: a key decrypted from a keystore
+//! ([`LocalKey`]), a key on a PKCS#11 token ([`pkcs11`]), and a key on a remote signer
+//! ([`remote`]: the node's client and the `avsnode signer serve` service, which keeps its own
+//! sign-once ledger through the same `Ledger::sign_once` as the node). Every method signs only a
+//! [`SigningDigest`] (the remote signer computes it itself from typed fields).
+//!
+//! Depends on the ledger, the crypto and the keystore crates; not on the node.
 
 use std::sync::Arc;
 

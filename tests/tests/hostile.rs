@@ -1406,7 +1406,7 @@ async fn a_flood_of_hostile_tasks_does_not_disturb_honest_ones() {
     let attack = run_phase(&node, &hostile, Shape::TEST, true, &mut tally).await;
     assert_healthy(&node, &mut tally).await;
     print_sent(&tally);
-    // Hundreds of forged tasks a second, a few warnings a second (pipeline.rs,
+    // Hundreds of forged tasks a second, a few warnings a second (node/src/pipeline/,
     // REJECTION_WARNINGS_PER_SECOND = 10): each second's window lets ten through.
     let log = node.log();
     let warned = log

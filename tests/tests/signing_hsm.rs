@@ -1,7 +1,7 @@
 //! The node's PKCS#11 signing backend end to end (DESIGN §4.5): a real SoftHSM2 token, a
 //! secp256k1 key generated on it with `avsnode keys hsm-generate`, and the real `avsnode run`
 //! binary signing ECDSA results through it, checked as an aggregator and the chain would check
-//! them. The backend as a library is tested in `node/tests/hsm.rs`; this file tests the node:
+//! them. The backend as a library is tested in `signing/tests/pkcs11.rs`; this file tests the node:
 //! configuration, answers, the ledger, metrics, a token pulled mid-run, start-up errors.
 //!
 //! Every token lives in its own `SOFTHSM2_CONF` (see `avsnode_tests::softhsm`), handed to the node
