@@ -226,25 +226,16 @@ async fn supervise(shared: Arc<Shared>, mut child: Child) {
         }
         shared.pid.store(0, Ordering::Relaxed);
 
-        child = loop {
-            if let Err(crash_loop) = restarts.next(core, &shared.restarts).await {
-                core.set_state(PerformerState::Failed, Some(&crash_loop));
-                return;
-            }
-            match launch(&shared).await {
-                Ok(child) => {
-                    restarts.succeeded();
-                    break child;
-                }
-                Err(e) => {
-                    restarts.failed();
-                    tracing::warn!(
-                        error = &e as &(dyn std::error::Error + 'static),
-                        "restarting the performer failed"
-                    );
-                }
-            }
-        };
+        let relaunched = restarts
+            .relaunch(
+                core,
+                &shared.restarts,
+                async || launch(&shared).await,
+                async || {},
+            )
+            .await;
+        let Some(next) = relaunched else { return };
+        child = next;
         core.set_state(PerformerState::Healthy, None);
     }
 }

@@ -92,20 +92,48 @@ impl Restarts {
         }
     }
 
-    /// The restart just taken did not become healthy.
-    pub(crate) fn failed(&mut self) {
-        self.unhealthy_in_a_row += 1;
-    }
-
-    /// The restart just taken is serving.
-    pub(crate) fn succeeded(&mut self) {
-        self.unhealthy_in_a_row = 0;
+    /// Restarts until a launch serves, under the rule: each attempt waits its backoff
+    /// ([`Restarts::next`]); a failed one is logged, then `cleanup` runs (the docker runtime stops
+    /// a container that failed to come up). On a crash loop the performer is marked
+    /// [`PerformerState::Failed`] and `None` returned: the supervisor stops.
+    pub(crate) async fn relaunch<T, E, L, C>(
+        &mut self,
+        core: &Core,
+        count: &AtomicU32,
+        mut launch: impl FnMut() -> L,
+        mut cleanup: impl FnMut() -> C,
+    ) -> Option<T>
+    where
+        E: std::error::Error + 'static,
+        L: Future<Output = Result<T, E>>,
+        C: Future<Output = ()>,
+    {
+        loop {
+            if let Err(crash_loop) = self.next(core, count).await {
+                core.set_state(PerformerState::Failed, Some(&crash_loop));
+                return None;
+            }
+            match launch().await {
+                Ok(run) => {
+                    self.unhealthy_in_a_row = 0;
+                    return Some(run);
+                }
+                Err(e) => {
+                    self.unhealthy_in_a_row += 1;
+                    tracing::warn!(
+                        error = &e as &(dyn std::error::Error + 'static),
+                        "restarting the performer failed"
+                    );
+                    cleanup().await;
+                }
+            }
+        }
     }
 
     /// Takes the next restart: marks the performer restarting, waits out the backoff and counts
     /// the restart in `count`. A crash loop instead returns at once, changing nothing: the caller
     /// marks the performer failed and stops.
-    pub(crate) async fn next(&mut self, core: &Core, count: &AtomicU32) -> Result<(), CrashLoop> {
+    async fn next(&mut self, core: &Core, count: &AtomicU32) -> Result<(), CrashLoop> {
         let policy = &self.policy;
         let now = Instant::now();
         while self

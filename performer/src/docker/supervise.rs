@@ -26,26 +26,19 @@ pub(super) async fn supervise(shared: Arc<Shared>, mut run: Run) {
         }
         kill(docker, &id).await;
 
-        run = loop {
-            if let Err(crash_loop) = restarts.next(&core, &shared.restarts).await {
-                core.set_state(PerformerState::Failed, Some(&crash_loop));
-                return;
-            }
-            match relaunch(&shared).await {
-                Ok(run) => {
-                    restarts.succeeded();
-                    break run;
-                }
-                Err(e) => {
-                    restarts.failed();
-                    tracing::warn!(
-                        error = &e as &(dyn std::error::Error + 'static),
-                        "restarting the performer failed"
-                    );
-                    kill(docker, &shared.container_id()).await;
-                }
-            }
-        };
+        let relaunched = restarts
+            .relaunch(
+                &core,
+                &shared.restarts,
+                || relaunch(&shared),
+                || {
+                    let id = shared.container_id();
+                    async move { kill(docker, &id).await }
+                },
+            )
+            .await;
+        let Some(next) = relaunched else { return };
+        run = next;
         shared.core().set_state(PerformerState::Healthy, None);
     }
 }

@@ -8,7 +8,7 @@
 //! call after that goes through, and one success closes the circuit.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 use tracing::warn;
 
-use super::{RemoteSignerError, SignFields};
+use super::{RemoteSignerError, SignFields, read_file};
 use crate::ResultSignatures;
 
 /// Attempts per call (the first and two retries), on UNAVAILABLE only.
@@ -90,16 +90,6 @@ impl fmt::Debug for RemoteKey {
             .field("scheme", &self.scheme)
             .finish_non_exhaustive()
     }
-}
-
-async fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, RemoteSignerError> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|source| RemoteSignerError::ReadFile {
-            what: what.to_owned(),
-            path: path.to_owned(),
-            source,
-        })
 }
 
 impl RemoteKey {

@@ -26,7 +26,7 @@
 pub mod client;
 pub mod service;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use avsnode_signer::messages::{Address, EcdsaVerifier, TaskId};
@@ -270,4 +270,15 @@ impl RemoteSignerError {
     pub fn is_refusal(&self) -> bool {
         matches!(self, RemoteSignerError::Refused { .. })
     }
+}
+
+/// Reads a certificate or key file named in the configuration; the error names what it is for.
+pub(super) async fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, RemoteSignerError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|source| RemoteSignerError::ReadFile {
+            what: what.to_owned(),
+            path: path.to_owned(),
+            source,
+        })
 }

@@ -59,7 +59,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{debug, error, info, warn};
 
-use super::{FieldError, RemoteSignerError};
+use super::{FieldError, RemoteSignerError, read_file};
 use crate::LocalKey;
 use crate::definition::duration;
 use crate::{Problem, SignerBackend, SignerDefinition};
@@ -352,16 +352,6 @@ where
     let flushed = ledger.close().await.map_err(RemoteSignerError::Ledger);
     info!("signer stopped");
     served.and(flushed)
-}
-
-async fn read_file(what: &str, path: &Path) -> Result<Vec<u8>, RemoteSignerError> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|source| RemoteSignerError::ReadFile {
-            what: what.to_owned(),
-            path: path.to_owned(),
-            source,
-        })
 }
 
 /// The SHA-256 of the first certificate's DER in a PEM file.
