@@ -218,38 +218,6 @@ pub fn task_hash(task: &Task, operator: Address) -> [u8; 32] {
     .hash()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeout_header_units() {
-        for (value, expected) in [
-            ("10S", Some(Duration::from_secs(10))),
-            ("9999m", Some(Duration::from_millis(9999))),
-            ("2M", Some(Duration::from_secs(120))),
-            ("5u", Some(Duration::from_micros(5))),
-            ("7n", Some(Duration::from_nanos(7))),
-            ("99999999H", Some(Duration::from_secs(99_999_999 * 3600))),
-            ("18446744073709551615S", None),
-            ("123456789S", None),
-            ("x", None),
-            ("10", None),
-            ("S", None),
-            ("-1S", None),
-            ("+1S", None),
-            ("1 S", None),
-            ("10s", None),
-            ("", None),
-        ] {
-            assert_eq!(grpc_timeout(value.as_bytes()).ok(), expected, "{value}");
-        }
-        let error = grpc_timeout(b"18446744073709551615S").unwrap_err();
-        assert_eq!(error.code(), tonic::Code::InvalidArgument);
-        assert!(error.to_string().contains("grpc-timeout"), "{error}");
-    }
-}
-
 /// A task that passed every check: its AVS, its deadline, and the hash its aggregator signed.
 #[derive(Debug)]
 pub(super) struct Checked {
@@ -264,9 +232,9 @@ pub(super) struct Checked {
 impl Pipeline {
     /// DESIGN §3.1 steps 2–7, in this order and no other: addressee, AVS, payload size, operator
     /// set, deadline, freshness, aggregator, its TLS certificate, its rate limit, its signature.
-    /// Each check is cheaper than the next, so a flood of bad tasks costs the node as little as
-    /// the cheapest check that refuses it; the signature check (the dear one) runs last, at most
-    /// one per core at a time.
+    /// Lookups and comparisons come first, so a flood of bad tasks costs the node little; the
+    /// per-aggregator rate limit comes before the signature check (the dear one), which runs
+    /// last, at most one per core at a time.
     pub(super) async fn check(
         &self,
         task: &Task,
@@ -341,5 +309,86 @@ impl Pipeline {
         }
         drop(validate_timer);
         Ok(Checked { avs, deadline, h })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_units() {
+        for (value, expected) in [
+            ("10S", Some(Duration::from_secs(10))),
+            ("9999m", Some(Duration::from_millis(9999))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("5u", Some(Duration::from_micros(5))),
+            ("7n", Some(Duration::from_nanos(7))),
+            ("99999999H", Some(Duration::from_secs(99_999_999 * 3600))),
+            ("18446744073709551615S", None),
+            ("123456789S", None),
+            ("x", None),
+            ("10", None),
+            ("S", None),
+            ("-1S", None),
+            ("+1S", None),
+            ("1 S", None),
+            ("10s", None),
+            ("", None),
+        ] {
+            assert_eq!(grpc_timeout(value.as_bytes()).ok(), expected, "{value}");
+        }
+        let error = grpc_timeout(b"18446744073709551615S").unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert!(error.to_string().contains("grpc-timeout"), "{error}");
+    }
+
+    fn submission() -> TaskSubmission {
+        TaskSubmission {
+            task_id: format!("0x{}", "11".repeat(32)),
+            aggregator_address: format!("0x{}", "aa".repeat(20)),
+            avs_address: format!("0x{}", "bb".repeat(20)),
+            executor_address: format!("0x{}", "cc".repeat(20)),
+            operator_set_id: 3,
+            reference_timestamp: 1_700_000_000,
+            task_block_number: 7,
+            payload: b"payload".to_vec(),
+            signature: vec![1; 65],
+            version: HOURGLASS_TASK_VERSION,
+            ..TaskSubmission::default()
+        }
+    }
+
+    #[test]
+    fn shape_parses_a_well_formed_task_and_names_the_first_bad_field() {
+        let task = shape(submission()).expect("well formed");
+        assert_eq!(task.operator_set_id, 3);
+        assert_eq!(task.deadline_unix_ms, None);
+        assert_eq!(task.task_id_wire, submission().task_id);
+
+        let cases: [(&str, fn(&mut TaskSubmission)); 5] = [
+            ("avs_address", |s| s.avs_address = "0x12".into()),
+            ("signature is empty", |s| s.signature.clear()),
+            ("reference_timestamp is 0", |s| s.reference_timestamp = 0),
+            ("without deadline_unix_ms", |s| {
+                s.version = SIGNED_DEADLINE_TASK_VERSION;
+            }),
+            ("unsupported version 2", |s| s.version = 2),
+        ];
+        for (expected, spoil) in cases {
+            let mut sub = submission();
+            spoil(&mut sub);
+            let error = shape(sub).expect_err(expected);
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{expected}");
+            assert!(error.to_string().contains(expected), "{error} / {expected}");
+        }
+
+        let mut signed = submission();
+        signed.version = SIGNED_DEADLINE_TASK_VERSION;
+        signed.deadline_unix_ms = 1_700_000_123_000;
+        assert_eq!(
+            shape(signed).expect("signed deadline").deadline_unix_ms,
+            Some(1_700_000_123_000)
+        );
     }
 }
