@@ -366,7 +366,8 @@ mod tests {
         assert_eq!(task.deadline_unix_ms, None);
         assert_eq!(task.task_id_wire, submission().task_id);
 
-        let cases: [(&str, fn(&mut TaskSubmission)); 5] = [
+        type Spoil = fn(&mut TaskSubmission);
+        let cases: [(&str, Spoil); 5] = [
             ("avs_address", |s| s.avs_address = "0x12".into()),
             ("signature is empty", |s| s.signature.clear()),
             ("reference_timestamp is 0", |s| s.reference_timestamp = 0),
