@@ -36,7 +36,7 @@ use serde::Deserialize;
 pub use eip2335::Eip2335Keystore;
 pub use error::Error;
 pub use kdf::Kdf;
-pub use password::Password;
+pub use password::{Password, strip_file_newline};
 pub use secret::SecretBytes;
 pub use web3::Web3Keystore;
 

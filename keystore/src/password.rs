@@ -3,6 +3,15 @@ use std::fmt;
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
+/// A secret as a file holds it (a password, a PIN): without one trailing `"\n"` or `"\r\n"`, which
+/// editors and `echo` end files with; any other whitespace is part of the secret.
+pub fn strip_file_newline(contents: &str) -> &str {
+    contents
+        .strip_suffix("\r\n")
+        .or_else(|| contents.strip_suffix('\n'))
+        .unwrap_or(contents)
+}
+
 /// A keystore password, wiped from memory on drop; `Debug` never shows it.
 pub struct Password(Zeroizing<String>);
 
@@ -15,11 +24,7 @@ impl Password {
     /// A password read from a file: strips one trailing `"\n"` or `"\r\n"`, since editors and
     /// `echo` end files with one; any other whitespace is part of the password.
     pub fn from_file_contents(contents: &str) -> Self {
-        let trimmed = contents
-            .strip_suffix("\r\n")
-            .or_else(|| contents.strip_suffix('\n'))
-            .unwrap_or(contents);
-        Self::new(trimmed)
+        Self::new(strip_file_newline(contents))
     }
 
     /// The raw UTF-8 bytes (what Web3 Secret Storage feeds the KDF).

@@ -68,11 +68,7 @@ impl Pin {
     /// A PIN read from a file: strips one trailing `"\n"` or `"\r\n"` (editors and `echo` end files
     /// with one); any other whitespace is part of the PIN.
     pub fn from_file_contents(contents: &str) -> Self {
-        let trimmed = contents
-            .strip_suffix("\r\n")
-            .or_else(|| contents.strip_suffix('\n'))
-            .unwrap_or(contents);
-        Self::new(trimmed)
+        Self::new(avsnode_keystore::strip_file_newline(contents))
     }
 
     fn auth_pin(&self) -> AuthPin {
