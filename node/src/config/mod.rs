@@ -56,6 +56,15 @@ pub struct Config {
     /// The AVSs this node serves (`[[avs]]` tables).
     #[serde(default)]
     pub avs: Vec<AvsConfig>,
+    /// `node.operator_address`, typed: set once the whole configuration is valid (a `Config`
+    /// exists only then), so nothing parses it again or falls back to a default.
+    #[serde(skip, default = "unvalidated_operator")]
+    operator: Address,
+}
+
+/// What `operator` holds between deserializing and validating (never seen outside `from_toml`).
+fn unvalidated_operator() -> Address {
+    Address([0; 20])
 }
 
 /// Why a configuration could not be used.
@@ -123,14 +132,15 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         problems.extend(config.problems());
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
-            })
+        // `problems` includes an unparsable operator address: empty means this parses.
+        if let (true, Ok(operator)) = (problems.is_empty(), config.node.operator_address.parse()) {
+            config.operator = operator;
+            return Ok(config);
         }
+        Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
     }
 
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Vec<Problem> {
@@ -258,12 +268,9 @@ impl Config {
             .unwrap_or_else(|| format!("avsnode-{}", self.node_id()))
     }
 
-    /// The operator address (validated).
+    /// The operator address.
     pub fn operator(&self) -> Address {
-        self.node
-            .operator_address
-            .parse()
-            .unwrap_or(Address([0; 20]))
+        self.operator
     }
 
     /// A few lines for `check-config`: listeners, signers, AVSs and operator sets.
