@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::deployments::{Deployments, PerformerStartError};
 use crate::management::Management;
-use avsnode_signer::VerifyingKey;
 use avsnode_signer::messages::{Address, ResultCertificate};
 use std::sync::OnceLock;
 
@@ -186,13 +185,9 @@ impl RunningNode {
                     source,
                 }
             })?;
-            let admins = management.require_auth.then(|| {
-                management
-                    .admins
-                    .iter()
-                    .filter_map(|a| a.parse().ok())
-                    .collect()
-            });
+            let admins = management
+                .require_auth
+                .then(|| management.admins.iter().map(|a| *a.get()).collect());
             if admins.is_none() {
                 warn!(
                     "the management API is UNAUTHENTICATED (require_auth = false): anyone who reaches it can replace performers"
@@ -350,7 +345,7 @@ impl RunningNode {
             ));
         }
         let addresses = |c: &Config| -> Vec<String> {
-            let mut a: Vec<String> = c.avs.iter().map(|a| a.address.to_lowercase()).collect();
+            let mut a: Vec<String> = c.avs.iter().map(|a| a.address.get().to_string()).collect();
             a.sort();
             a
         };
@@ -402,13 +397,11 @@ impl RunningNode {
                 let Some(old) = running
                     .avs
                     .iter()
-                    .find(|a| a.address.eq_ignore_ascii_case(&avs.address))
+                    .find(|a| a.address.get() == avs.address.get())
                 else {
                     continue;
                 };
-                let Ok(address) = avs.address.parse::<Address>() else {
-                    continue;
-                };
+                let address = *avs.address.get();
                 match self
                     .performers
                     .stage(address, &old.performer, &avs.performer)
@@ -531,25 +524,11 @@ fn build_avs(
 ) -> Result<Vec<Avs>, NodeError> {
     let mut avs_list = Vec::new();
     for (i, avs) in config.avs.iter().enumerate() {
-        let address: Address = avs.address.parse().map_err(|e: avsnode_signer::Error| {
-            NodeError::from(ConfigError::Invalid {
-                path: "(configuration)".into(),
-                problems: vec![Problem {
-                    path: format!("avs[{i}].address"),
-                    message: e.to_string(),
-                }],
-            })
-        })?;
+        let address = *avs.address.get();
         let aggregators = avs
             .aggregators
             .iter()
-            .filter_map(|a| {
-                Some((
-                    a.address.parse().ok()?,
-                    VerifyingKey::from_config(a.scheme, &a.address, a.public_key.as_deref())
-                        .ok()?,
-                ))
-            })
+            .map(|a| (*a.address.get(), a.key().clone()))
             .collect();
         let mut operator_sets = HashMap::new();
         for (j, set) in avs.operator_sets.iter().enumerate() {

@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use avsnode_performer::{
     DockerPerformer, DockerRuntime, DockerSpec, Hardening, HealthPolicy, Performer, PerformerSlot,
-    PerformerState, ProcessPerformer, ProcessSpec, PullPolicy, RegistryAuth, RemotePerformer,
-    RemoteSpec, Resources, RestartPolicy, StartError, drain_and_remove, retire,
+    PerformerState, ProcessPerformer, ProcessSpec, RegistryAuth, RemotePerformer, RemoteSpec,
+    Resources, RestartPolicy, StartError, drain_and_remove, retire,
 };
 use avsnode_signer::messages::Address;
 use serde::{Deserialize, Serialize};
@@ -227,9 +227,7 @@ impl Deployments {
         let saved = performers.load_file();
 
         for avs in &config.avs {
-            let Ok(address) = avs.address.parse::<Address>() else {
-                continue; // validated earlier
-            };
+            let address = *avs.address.get();
             match &avs.performer {
                 PerformerConfig::Docker(docker) => {
                     let slot = Arc::new(PerformerSlot::empty("no performer deployed"));
@@ -361,10 +359,7 @@ impl Deployments {
 
     fn spec(&self, avs: Address, record: &Record) -> Result<DockerSpec, DeployError> {
         let config = lock(&self.docker[&avs].config).clone();
-        let pull: PullPolicy = config
-            .pull
-            .parse()
-            .map_err(|e: avsnode_performer::DockerError| DeployError::Invalid(e.to_string()))?;
+        let pull = *config.pull.get();
         let auth = match &config.registry_auth {
             Some(auth) => {
                 let password = std::fs::read_to_string(&auth.password_file).map_err(|e| {

@@ -1,21 +1,23 @@
 //! `[[avs]]`: the AVSs this node serves, their aggregators and operator sets.
 
 use std::collections::{BTreeMap, HashSet};
+use std::str::FromStr;
 use std::time::Duration;
 
-use avsnode_signer::Scheme;
 use avsnode_signer::messages::{Address, EcdsaVerifier};
+use avsnode_signer::{Scheme, VerifyingKey};
 use avsnode_signing::definition::{duration, scheme};
+use rustls_pki_types::DnsName;
 use serde::Deserialize;
 
-use super::{Config, PerformerConfig, defaults};
+use super::{Config, Parsed, PerformerConfig, Problem, defaults};
 
 /// `[[avs]]`: one AVS this node serves.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AvsConfig {
     /// The AVS's address.
-    pub address: String,
+    pub address: Parsed<Address>,
     /// Oldest `reference_timestamp` accepted (default `"1h"`); must be below `ledger.retention`.
     #[serde(default = "defaults::max_staleness", deserialize_with = "duration")]
     pub max_staleness: Duration,
@@ -60,14 +62,14 @@ pub struct AvsConfig {
 }
 
 /// An aggregator allowed to send tasks.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
     /// The scheme of its task signatures.
     #[serde(deserialize_with = "scheme")]
     pub scheme: Scheme,
     /// Its address, as sent in `aggregator_address` (for ecdsa, also the signer recovered).
-    pub address: String,
+    pub address: Parsed<Address>,
     /// For bn254: its G2 public key (128-byte EVM wire hex); for bls12-381: its 48-byte
     /// compressed public key. Not used for ecdsa.
     #[serde(default)]
@@ -77,7 +79,55 @@ pub struct AggregatorConfig {
     /// connection whose certificate is valid for none of them is refused (PERMISSION_DENIED
     /// `client_certificate`). Required with mutual TLS; not allowed without it.
     #[serde(default)]
-    pub tls_client_names: Vec<String>,
+    pub tls_client_names: Vec<Parsed<TlsName>>,
+    /// The key its task signatures verify with, decoded from `scheme`, `address` and
+    /// `public_key` once the file is read (`Config::from_toml`).
+    #[serde(skip)]
+    key: Option<VerifyingKey>,
+}
+
+/// Equal when written the same (the key is decoded from what is compared).
+impl PartialEq for AggregatorConfig {
+    fn eq(&self, other: &AggregatorConfig) -> bool {
+        (
+            self.scheme,
+            &self.address,
+            &self.public_key,
+            &self.tls_client_names,
+        ) == (
+            other.scheme,
+            &other.address,
+            &other.public_key,
+            &other.tls_client_names,
+        )
+    }
+}
+
+impl AggregatorConfig {
+    /// The key its task signatures verify with.
+    ///
+    /// # Panics
+    /// On a configuration that did not come from `Config::from_toml`, which decodes every key
+    /// (and refuses the file if one does not decode).
+    pub fn key(&self) -> &VerifyingKey {
+        self.key
+            .as_ref()
+            .expect("aggregator keys are decoded when the configuration is read")
+    }
+}
+
+/// A DNS name a client certificate must be valid for (`tls_client_names`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsName(pub DnsName<'static>);
+
+impl FromStr for TlsName {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<TlsName, String> {
+        DnsName::try_from(s.to_owned())
+            .map(TlsName)
+            .map_err(|_| format!("{s:?} is not a DNS name"))
+    }
 }
 
 /// An operator set this node signs for.
@@ -90,7 +140,7 @@ pub struct OperatorSetConfig {
     pub signer: String,
     /// ecdsa only: the certificate verifier contract (part of the EIP-712 domain).
     #[serde(default)]
-    pub verifier: Option<String>,
+    pub verifier: Option<Parsed<Address>>,
     /// ecdsa only: the verifier contract's `version()` string, e.g. `"1.2.3"`. The EIP-712
     /// `version` is derived from it by the contract's rule (its first character, as
     /// eigenlayer-contracts v1.7.0–v1.9.0 do); a bare `"1"` means the same.
@@ -115,13 +165,37 @@ impl OperatorSetConfig {
     /// reports the rest).
     pub fn ecdsa_verifier(&self) -> Option<EcdsaVerifier> {
         Some(EcdsaVerifier {
-            address: self.verifier.as_deref()?.parse().ok()?,
+            address: *self.verifier.as_ref()?.ok()?,
             version: self.verifier_version.clone()?,
         })
     }
 }
 
 impl Config {
+    /// Decodes every aggregator's key (what [`AggregatorConfig::key`] returns); a key that does
+    /// not decode is a problem of its `public_key` (for ecdsa, of its `address`).
+    pub(super) fn decode_aggregator_keys(&mut self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (i, avs) in self.avs.iter_mut().enumerate() {
+            for (j, agg) in avs.aggregators.iter_mut().enumerate() {
+                match VerifyingKey::from_config(
+                    agg.scheme,
+                    agg.address.as_str(),
+                    agg.public_key.as_deref(),
+                ) {
+                    Ok(key) => agg.key = Some(key),
+                    // An unparsable ecdsa address is already its `address` problem.
+                    Err(_) if agg.scheme == Scheme::Ecdsa && agg.address.error().is_some() => {}
+                    Err(message) => problems.push(Problem {
+                        path: format!("avs[{i}].aggregators[{j}].public_key"),
+                        message,
+                    }),
+                }
+            }
+        }
+        problems
+    }
+
     /// Problems of every `[[avs]]`, including what ties them to `[[signer]]`, `[ledger]` and the intake's TLS.
     pub(super) fn avs_problems(&self, problem: &mut dyn FnMut(String, String)) {
         if self.avs.is_empty() {
@@ -139,12 +213,15 @@ impl Config {
         let mut avs_seen = HashSet::new();
         for (i, avs) in self.avs.iter().enumerate() {
             let at = |key: &str| format!("avs[{i}].{key}");
-            match avs.address.parse::<Address>() {
-                Ok(a) if !avs_seen.insert(a) => {
+            match avs.address.ok() {
+                Some(a) if !avs_seen.insert(*a) => {
                     problem(at("address"), format!("AVS {a} is configured twice"))
                 }
-                Ok(_) => {}
-                Err(e) => problem(at("address"), e.to_string()),
+                Some(_) => {}
+                None => problem(
+                    at("address"),
+                    avs.address.error().unwrap_or_default().into(),
+                ),
             }
             if avs.max_staleness >= self.ledger.retention {
                 problem(
@@ -178,15 +255,8 @@ impl Config {
             }
             for (j, agg) in avs.aggregators.iter().enumerate() {
                 let at = |key: &str| format!("avs[{i}].aggregators[{j}].{key}");
-                if let Err(e) = agg.address.parse::<Address>() {
-                    problem(at("address"), e.to_string());
-                }
-                if let Err(message) = avsnode_signer::VerifyingKey::from_config(
-                    agg.scheme,
-                    &agg.address,
-                    agg.public_key.as_deref(),
-                ) {
-                    problem(at("public_key"), message);
+                if let Some(e) = agg.address.error() {
+                    problem(at("address"), e.to_owned());
                 }
                 match (mutual_tls, agg.tls_client_names.is_empty()) {
                     (true, true) => problem(
@@ -202,11 +272,8 @@ impl Config {
                     _ => {}
                 }
                 for name in &agg.tls_client_names {
-                    if rustls_pki_types::DnsName::try_from(name.as_str()).is_err() {
-                        problem(
-                            at("tls_client_names"),
-                            format!("{name:?} is not a DNS name"),
-                        );
+                    if let Some(e) = name.error() {
+                        problem(at("tls_client_names"), e.to_owned());
                     }
                 }
             }
@@ -229,8 +296,8 @@ impl Config {
                 let is_ecdsa = signer.scheme == Scheme::Ecdsa;
                 match (&set.verifier, is_ecdsa) {
                     (Some(v), true) => {
-                        if let Err(e) = v.parse::<Address>() {
-                            problem(at("verifier"), e.to_string());
+                        if let Some(e) = v.error() {
+                            problem(at("verifier"), e.to_owned());
                         }
                     }
                     (None, true) => problem(
@@ -319,8 +386,8 @@ impl Config {
                             "must not be empty (leave it out to deploy later)".into(),
                         );
                     }
-                    if let Err(e) = docker.pull.parse::<avsnode_performer::PullPolicy>() {
-                        problem(at("pull"), e.to_string());
+                    if let Some(e) = docker.pull.error() {
+                        problem(at("pull"), e.to_owned());
                     }
                     if docker.port == 0 {
                         problem(at("port"), "must not be 0".into());

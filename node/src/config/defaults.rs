@@ -16,8 +16,8 @@ pub(super) fn management_listen() -> SocketAddr {
 pub(super) fn log_lines_per_second() -> u32 {
     50
 }
-pub(super) fn pull() -> String {
-    "if-not-present".into()
+pub(super) fn pull() -> super::Parsed<avsnode_performer::PullPolicy> {
+    super::Parsed::new("if-not-present")
 }
 pub(super) fn performer_port() -> u16 {
     8080

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use avsnode_signer::messages::Address;
 use serde::Deserialize;
 
-use super::{Config, TlsConfig, defaults};
+use super::{Config, Parsed, TlsConfig, defaults};
 
 /// `[management]`: the `ExecutorManagementService` listener (DESIGN §7).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -18,7 +18,7 @@ pub struct ManagementConfig {
     /// Addresses of the admin keys allowed to deploy, list and remove performers (ECDSA; not the
     /// operator's signing keys). Required while `require_auth` is on.
     #[serde(default)]
-    pub admins: Vec<String>,
+    pub admins: Vec<Parsed<Address>>,
     /// Require a signed single-use challenge on every call (default true). Turning it off lets
     /// anyone who reaches the listener replace performers.
     #[serde(default = "defaults::yes")]
@@ -62,8 +62,8 @@ impl Config {
 
         if let Some(management) = &self.management {
             for (i, admin) in management.admins.iter().enumerate() {
-                if let Err(e) = admin.parse::<Address>() {
-                    problem(format!("management.admins[{i}]"), e.to_string());
+                if let Some(e) = admin.error() {
+                    problem(format!("management.admins[{i}]"), e.to_owned());
                 }
             }
             if management.require_auth && management.admins.is_empty() {

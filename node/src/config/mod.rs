@@ -10,6 +10,7 @@ mod ledger;
 mod management;
 mod metrics;
 mod node;
+mod parsed;
 mod performer;
 
 pub use avs::{AggregatorConfig, AvsConfig, OperatorSetConfig};
@@ -19,6 +20,7 @@ pub use ledger::LedgerConfig;
 pub use management::ManagementConfig;
 pub use metrics::MetricsConfig;
 pub use node::NodeConfig;
+pub use parsed::Parsed;
 pub use performer::{DockerPerformerConfig, PerformerConfig, RegistryAuthConfig, ResourcesConfig};
 
 use std::collections::HashSet;
@@ -56,15 +58,6 @@ pub struct Config {
     /// The AVSs this node serves (`[[avs]]` tables).
     #[serde(default)]
     pub avs: Vec<AvsConfig>,
-    /// `node.operator_address`, typed: set once the whole configuration is valid (a `Config`
-    /// exists only then), so nothing parses it again or falls back to a default.
-    #[serde(skip, default = "unvalidated_operator")]
-    operator: Address,
-}
-
-/// What `operator` holds between deserializing and validating (never seen outside `from_toml`).
-fn unvalidated_operator() -> Address {
-    Address([0; 20])
 }
 
 /// Why a configuration could not be used.
@@ -131,10 +124,9 @@ impl Config {
         let mut problems = config.apply_env(&env);
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
+        problems.extend(config.decode_aggregator_keys());
         problems.extend(config.problems());
-        // `problems` includes an unparsable operator address: empty means this parses.
-        if let (true, Ok(operator)) = (problems.is_empty(), config.node.operator_address.parse()) {
-            config.operator = operator;
+        if problems.is_empty() {
             return Ok(config);
         }
         Err(ConfigError::Invalid {
@@ -146,7 +138,7 @@ impl Config {
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Vec<Problem> {
         let mut problems = Vec::new();
         if let Some(v) = env("AVSNODE_OPERATOR_ADDRESS") {
-            self.node.operator_address = v;
+            self.node.operator_address = Parsed::new(v);
         }
         if let Some(v) = env("AVSNODE_DATA_DIR") {
             self.node.data_dir = v.into();
@@ -270,7 +262,7 @@ impl Config {
 
     /// The operator address.
     pub fn operator(&self) -> Address {
-        self.operator
+        *self.node.operator_address.get()
     }
 
     /// A few lines for `check-config`: listeners, signers, AVSs and operator sets.
@@ -326,7 +318,7 @@ impl Config {
                     s += &format!(
                         "avs {} operator set {}: ecdsa verifier {} version {:?} (EIP-712 version \
                          {version:?}), domain separator 0x{}\n",
-                        avs.address.to_lowercase(),
+                        avs.address.get(),
                         set.id,
                         verifier.address,
                         verifier.version,
@@ -346,7 +338,7 @@ impl Config {
             };
             s += &format!(
                 "avs {}: operator sets {}; {} aggregator(s); performer {runtime}\n",
-                avs.address.to_lowercase(),
+                avs.address.get(),
                 sets.join(", "),
                 avs.aggregators.len()
             );
@@ -454,7 +446,7 @@ command = "./performer"
             panic!("docker performer expected")
         };
         assert!(docker.read_only_rootfs && docker.drop_capabilities && docker.no_new_privileges);
-        assert_eq!(docker.pull, "if-not-present");
+        assert_eq!(docker.pull.as_str(), "if-not-present");
         assert_eq!(
             (docker.resources.memory_mib, docker.resources.pids),
             (1024, 512)

@@ -8,7 +8,7 @@ use avsnode_signing::definition::duration;
 use serde::Deserialize;
 
 use super::docker::valid_docker_name;
-use super::{Config, defaults};
+use super::{Config, Parsed, defaults};
 
 /// `[node]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -16,7 +16,7 @@ use super::{Config, defaults};
 pub struct NodeConfig {
     /// The operator's address (`0x` + 40 hex): tasks must be addressed to it, and it is signed
     /// into every result. Environment override: `AVSNODE_OPERATOR_ADDRESS`.
-    pub operator_address: String,
+    pub operator_address: Parsed<Address>,
     /// Where the ledger lives; one node per directory (an OS lock enforces it). Relative paths
     /// are relative to the config file. Environment override: `AVSNODE_DATA_DIR`.
     pub data_dir: PathBuf,
@@ -33,8 +33,8 @@ pub struct NodeConfig {
 impl Config {
     /// Problems of `[node]`.
     pub(super) fn node_problems(&self, problem: &mut dyn FnMut(String, String)) {
-        if let Err(e) = self.node.operator_address.parse::<Address>() {
-            problem("node.operator_address".into(), e.to_string());
+        if let Some(e) = self.node.operator_address.error() {
+            problem("node.operator_address".into(), e.to_owned());
         }
         if let Some(id) = &self.node.id
             && !valid_docker_name(id)

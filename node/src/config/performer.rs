@@ -5,10 +5,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use avsnode_performer::PullPolicy;
 use avsnode_signing::definition::duration;
 use serde::Deserialize;
 
-use super::defaults;
+use super::{Parsed, defaults};
 
 /// `[avs.performer]`: the runtime that executes this AVS's tasks.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -49,7 +50,7 @@ pub struct DockerPerformerConfig {
     pub image: Option<String>,
     /// `always`, `if-not-present` (default) or `never` (the image must already be present).
     #[serde(default = "defaults::pull")]
-    pub pull: String,
+    pub pull: Parsed<PullPolicy>,
     /// Registry credentials for pulls.
     #[serde(default)]
     pub registry_auth: Option<RegistryAuthConfig>,

@@ -94,13 +94,13 @@ impl Avs {
         let client_names = config
             .aggregators
             .iter()
-            .filter_map(|a| {
+            .map(|a| {
                 let names = a
                     .tls_client_names
                     .iter()
-                    .filter_map(|n| Some(DnsName::try_from(n.as_str()).ok()?.to_owned()))
+                    .map(|n| n.get().0.clone())
                     .collect();
-                Some((a.address.parse().ok()?, names))
+                (*a.address.get(), names)
             })
             .collect();
         Avs {
@@ -249,13 +249,13 @@ impl Pipeline {
     }
 
     /// The `avs` label for a request: a configured AVS's address, else `unknown` (an attacker
-    /// cannot grow the label set).
+    /// cannot grow the label set). Compared as text (an address is `0x` and hex digits in either
+    /// case), so the address is parsed once per task, by `validate::shape`.
     fn avs_label(&self, avs_address: &str) -> String {
-        avs_address
-            .parse::<Address>()
-            .ok()
-            .and_then(|a| self.avs_map().get(&a).map(|a| a.label.clone()))
-            .unwrap_or_else(|| UNKNOWN_AVS.to_owned())
+        self.avs_map()
+            .values()
+            .find(|a| a.label.eq_ignore_ascii_case(avs_address))
+            .map_or_else(|| UNKNOWN_AVS.to_owned(), |a| a.label.clone())
     }
 
     fn completed(&self, avs: &Avs, outcome: &str) {
