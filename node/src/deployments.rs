@@ -232,7 +232,7 @@ impl Deployments {
                 PerformerConfig::Docker(docker) => {
                     let slot = Arc::new(PerformerSlot::empty("no performer deployed"));
                     let entry = DockerAvs {
-                        config: Mutex::new(docker.clone()),
+                        config: Mutex::new((**docker).clone()),
                         slot: slot.clone(),
                         current: Mutex::new(None),
                         busy: tokio::sync::Mutex::new(()),
@@ -517,7 +517,7 @@ impl Deployments {
             (PerformerConfig::Docker(_), PerformerConfig::Docker(new)) => {
                 Ok(Some(Staged::Docker {
                     avs,
-                    config: Box::new(new.clone()),
+                    config: new.clone(),
                 }))
             }
             (PerformerConfig::Docker(_), _) | (_, PerformerConfig::Docker(_)) => {

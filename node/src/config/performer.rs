@@ -35,7 +35,7 @@ pub enum PerformerConfig {
         endpoint: String,
     },
     /// A container the node runs through the Docker Engine API, hardened, on a private network.
-    Docker(DockerPerformerConfig),
+    Docker(Box<DockerPerformerConfig>),
 }
 
 /// `[avs.performer]` with `runtime = "docker"`. Every hardening switch is on unless turned off
