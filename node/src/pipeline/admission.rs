@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 
-use avsnode_ledger::RecordKey;
+use avsnode_ledger::{Record, RecordKey};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -27,11 +27,7 @@ impl Pipeline {
         if let Some(record) = self.ledger.lookup(&key).map_err(internal)?
             && record.signatures.is_some()
         {
-            let outcome = self.answer_from_record(&task, set, &record);
-            if outcome.is_ok() {
-                self.completed(&avs, "cached");
-            }
-            return outcome;
+            return self.cached(&avs, &task, &record);
         }
         self.join_flight(avs, task, key, h, deadline).await
     }
@@ -113,13 +109,7 @@ impl Pipeline {
         // again. `sign_once` refuses it if this request's origin or digest differs.
         let set = &avs.operator_sets[&task.operator_set_id];
         let output = match self.ledger.lookup(&key).map_err(internal)? {
-            Some(record) if record.signatures.is_some() => {
-                let outcome = self.answer_from_record(task, set, &record);
-                if outcome.is_ok() {
-                    self.completed(avs, "cached");
-                }
-                return outcome;
-            }
+            Some(record) if record.signatures.is_some() => return self.cached(avs, task, &record),
             Some(record) => record.output,
             None => {
                 let _execute = m.stage_timer(&avs.label, "execute");
@@ -127,6 +117,16 @@ impl Pipeline {
             }
         };
         self.sign_and_commit(avs, set, task, output, deadline).await
+    }
+
+    /// The answer to `task` from its signed `record`, counted as a `cached` completion.
+    fn cached(&self, avs: &Avs, task: &Task, record: &Record) -> Outcome {
+        let set = &avs.operator_sets[&task.operator_set_id];
+        let outcome = self.answer_from_record(task, set, record);
+        if outcome.is_ok() {
+            self.completed(avs, "cached");
+        }
+        outcome
     }
 }
 
