@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use avsnode::aggregator::{Aggregator, NewTask};
+use avsnode_aggregator::{Aggregator, NewTask};
 use avsnode::config::Config;
 use avsnode_signing::LocalKey;
 use avsnode::pipeline::validate;

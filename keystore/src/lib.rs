@@ -123,6 +123,14 @@ impl Keystore {
         }
     }
 
+    /// Writes the file, new and readable by its owner only ([`write_private`]).
+    pub fn write_new(&self, path: &Path) -> Result<(), Error> {
+        write_private(path, self.to_json().as_bytes()).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
     /// The file as pretty-printed JSON.
     pub fn to_json(&self) -> String {
         match self {
@@ -130,6 +138,20 @@ impl Keystore {
             Keystore::Web3(k) => k.to_json(),
         }
     }
+}
+
+/// Writes a new file readable by its owner only, synced to disk; refuses to overwrite one (a key or
+/// password file replaced by mistake cannot be recovered).
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 /// Reads only `version`, so a file of the other format is refused by version rather than by

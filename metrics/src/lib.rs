@@ -6,6 +6,10 @@
 //! addresses (anything else is counted as `unknown`), operator sets, schemes, backends, reasons,
 //! stages — never task ids.
 
+mod warnings;
+
+pub use warnings::WarningBudget;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

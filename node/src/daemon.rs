@@ -19,11 +19,12 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError, Problem};
-use crate::connections::{Gate, GatedListener, ListenerLimits, raise_open_files_limit};
 use crate::intake::{self, IntakeError};
+use crate::listeners::ListenerLimits;
 use crate::pipeline::{Avs, OperatorSet, Pipeline};
-use crate::tls::ServerTls;
 use avsnode_ledger::{Collisions, Ledger, LedgerError, LedgerOptions, MigrationOptions};
+use avsnode_listener::tls::ServerTls;
+use avsnode_listener::{Gate, GatedListener, raise_open_files_limit};
 use avsnode_signing::{SignerError, SigningMethod};
 
 /// Why the node could not start or stopped with an error.
@@ -67,7 +68,7 @@ pub enum NodeError {
     },
     /// A TLS certificate, key or CA could not be used.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] avsnode_listener::tls::TlsError),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -125,13 +126,12 @@ impl RunningNode {
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let live: Arc<OnceLock<Arc<Pipeline>>> = Arc::default();
-        let metrics_listener =
-            crate::connections::bind(config.metrics.listen).map_err(|source| {
-                NodeError::MetricsListen {
-                    addr: config.metrics.listen,
-                    source,
-                }
-            })?;
+        let metrics_listener = avsnode_listener::bind(config.metrics.listen).map_err(|source| {
+            NodeError::MetricsListen {
+                addr: config.metrics.listen,
+                source,
+            }
+        })?;
         info!(listen = %metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics serving");
         tokio::spawn(avsnode_metrics::serve(
             GatedListener::new(
@@ -179,7 +179,7 @@ impl RunningNode {
         let _ = live.set(pipeline.clone());
         tokio::spawn(refresh_gauges(pipeline.clone(), stopped.clone()));
         if let Some(management) = &config.management {
-            let listener = crate::connections::bind(management.listen).map_err(|source| {
+            let listener = avsnode_listener::bind(management.listen).map_err(|source| {
                 NodeError::ManagementListen {
                     addr: management.listen,
                     source,

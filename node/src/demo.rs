@@ -16,11 +16,10 @@ use avsnode_signer::messages::{Address, EcdsaVerifier, TaskId, keccak256};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use crate::config::Config;
 use crate::daemon::RunningNode;
-use crate::keys;
 use crate::pipeline::validate::now_unix_ms;
+use avsnode_aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use avsnode_signing::LocalKey;
 
 /// `avsnode demo` options.
@@ -96,11 +95,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         let key = LocalKey::generate(*scheme);
         let password = avsnode_keystore::Password::new("demo");
         let name = format!("{scheme}-demo");
-        keys::write_private(
-            &dir.path().join(format!("{name}.json")),
-            &keys::encrypt(&key, &password, &avsnode_keystore::Kdf::light())?.to_json(),
-        )?;
-        keys::write_private(&dir.path().join(format!("{name}.pass")), "demo\n")?;
+        key.encrypt(&password, &avsnode_keystore::Kdf::light())?
+            .write_new(&dir.path().join(format!("{name}.json")))?;
+        avsnode_keystore::write_private(&dir.path().join(format!("{name}.pass")), b"demo\n")?;
         writeln!(
             toml,
             "[[signer]]\nname = \"{name}\"\nscheme = \"{scheme}\"\nkeystore = \"{name}.json\"\npassword_file = \"{name}.pass\"\n"

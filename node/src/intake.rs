@@ -16,10 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::IntakeConfig;
-use crate::connections::{CallLimitLayer, Connections};
 use crate::pipeline::rejection::Rejection;
 use crate::pipeline::{Peer, Pipeline};
-use crate::tls::{ClientCertificate, ServerTls};
+use avsnode_listener::tls::{ClientCertificate, ServerTls};
+use avsnode_listener::{CallLimitLayer, Connections};
 
 /// Why the intake stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ pub async fn serve(
         Some(tls) => {
             router
                 .serve_with_incoming_shutdown(
-                    crate::tls::incoming(connections, tls, handshake_timeout),
+                    avsnode_listener::tls::incoming(connections, tls, handshake_timeout),
                     shutdown,
                 )
                 .await?

@@ -1,12 +1,13 @@
 //! The avsnode daemon.
 //!
 //! Owns (DESIGN §3, §7, §9): the TOML configuration, one module per section, each reporting its
-//! own problems ([`config`]); the intake services ([`intake`]) behind connection bounds
-//! ([`connections`]) and TLS ([`tls`]); the task pipeline, one module per stage ([`pipeline`]:
+//! own problems ([`config`]); the intake services ([`intake`]) and the limits each listener
+//! gets ([`listeners`]; the gates and TLS themselves are `avsnode-listener`'s); the task pipeline, one module per stage ([`pipeline`]:
 //! validate, admission, execute, sign); which performer serves each AVS and its deploys
-//! ([`deployments`], [`management`]); start-up, reload and shutdown ([`daemon`]); the demo and
-//! its aggregator ([`demo`], [`aggregator`]). The ledger, the signing methods and the performer
-//! runtimes are crates of their own (`avsnode-ledger`, `avsnode-signing`, `avsnode-performer`);
+//! ([`deployments`], [`management`]); start-up, reload and shutdown ([`daemon`]); the demo ([`demo`], whose
+//! aggregator is `avsnode-aggregator`). The ledger, the signing methods, the performer
+//! runtimes and the listeners' admission are crates of their own (`avsnode-ledger`,
+//! `avsnode-signing`, `avsnode-performer`, `avsnode-listener`);
 //! this crate depends on them and nothing depends on it.
 //!
 //! # Invariant
@@ -18,15 +19,11 @@
 //! returns (whose signatures may be an earlier attempt's). Signatures that lose the check (another
 //! digest or origin already recorded) are dropped in memory, never stored or released.
 
-pub mod aggregator;
 pub mod config;
-pub mod connections;
 pub mod daemon;
 pub mod demo;
 pub mod deployments;
 pub mod intake;
-pub mod keys;
+pub mod listeners;
 pub mod management;
 pub mod pipeline;
-pub mod tls;
-pub mod warnings;

@@ -156,7 +156,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let hangups =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                         .context("installing the SIGHUP handler")?;
-                let listener = avsnode::connections::bind(config.intake.listen)
+                let listener = avsnode_listener::bind(config.intake.listen)
                     .with_context(|| format!("binding the intake to {}", config.intake.listen))?;
                 let node = RunningNode::start(config, listener).await?;
                 node.run_until(stop, Some((&file, hangups))).await?;
@@ -183,7 +183,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ];
                 for (key, tls) in tls {
                     if let Some(tls) = tls
-                        && let Err(e) = avsnode::tls::ServerTls::load(key, tls)
+                        && let Err(e) = avsnode_listener::tls::ServerTls::load(key, tls)
                     {
                         println!("{}: {e}", file.display());
                         return Ok(ExitCode::FAILURE);
@@ -202,14 +202,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Signer(SignerCommand::Serve { config }) => {
             let config = avsnode_signing::remote::SignerServiceConfig::load(&config)?;
             runtime()?.block_on(async {
-                let listener = avsnode::connections::bind(config.listen)
+                let listener = avsnode_listener::bind(config.listen)
                     .with_context(|| format!("binding the signer to {}", config.listen))?;
-                let incoming = avsnode::connections::Gate::new(
-                    "signer",
-                    avsnode::connections::SIGNER_LIMITS,
-                    None,
-                )
-                .incoming(listener);
+                let incoming =
+                    avsnode_listener::Gate::new("signer", avsnode::listeners::SIGNER_LIMITS, None)
+                        .incoming(listener);
                 avsnode_signing::remote::serve(config, incoming, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;

@@ -22,7 +22,7 @@ pub mod remote;
 
 pub use definition::{Problem, SignerBackend, SignerDefinition};
 pub use error::{SignerError, check_permissions};
-pub use local::LocalKey;
+pub use local::{KeyFileError, LocalKey, scheme_of};
 
 use pkcs11::{HsmError, Pin, Pkcs11Key, Pkcs11Spec};
 use remote::{RemoteKey, RemoteSignerSpec, SignFields};

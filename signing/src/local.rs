@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use avsnode_keystore::{Curve, Keystore, Password};
+use avsnode_keystore::{Curve, Eip2335Keystore, Kdf, Keystore, Password, Web3Keystore};
 use avsnode_signer::bn254::{self, HashToG1};
 use avsnode_signer::messages::{AuthMessage, SigningDigest, keccak256};
 use avsnode_signer::{Scheme, bls12_381, ecdsa};
@@ -20,6 +20,26 @@ pub enum LocalKey {
     Bn254(bn254::SecretKey),
     /// BLS12-381.
     Bls12381(bls12_381::SecretKey),
+}
+
+/// The scheme of the keys of a keystore's curve.
+pub fn scheme_of(curve: Curve) -> Scheme {
+    match curve {
+        Curve::Secp256k1 => Scheme::Ecdsa,
+        Curve::Bn254 => Scheme::Bn254,
+        Curve::Bls12381 => Scheme::Bls12381,
+    }
+}
+
+/// Why a keystore file does not give a key.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Unreadable, malformed, or the password is wrong.
+    #[error(transparent)]
+    Keystore(#[from] avsnode_keystore::Error),
+    /// The secret is not a key of the file's curve, or not the key the file records.
+    #[error("{0}")]
+    BadKey(String),
 }
 
 impl fmt::Debug for LocalKey {
@@ -158,32 +178,80 @@ impl LocalKey {
             source,
         };
         let keystore = Keystore::read(keystore_path).map_err(keystore_error)?;
-        let expected_curve = match config.scheme {
-            Scheme::Ecdsa => Curve::Secp256k1,
-            Scheme::Bn254 => Curve::Bn254,
-            Scheme::Bls12381 => Curve::Bls12381,
-        };
-        if keystore.curve() != expected_curve {
+        if scheme_of(keystore.curve()) != config.scheme {
             return Err(SignerError::WrongCurve {
                 name: name.clone(),
                 scheme: config.scheme,
                 curve: keystore.curve(),
             });
         }
-        let secret = keystore.decrypt(&password).map_err(keystore_error)?;
-        let key =
-            LocalKey::from_keystore_secret(config.scheme, secret.as_bytes()).map_err(|e| {
-                SignerError::BadKey {
-                    name: name.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        key.check_recorded_public_key(&keystore)
-            .map_err(|reason| SignerError::BadKey {
+        LocalKey::decrypt(&keystore, &password).map_err(|e| match e {
+            KeyFileError::Keystore(source) => keystore_error(source),
+            KeyFileError::BadKey(reason) => SignerError::BadKey {
                 name: name.clone(),
                 reason,
-            })?;
+            },
+        })
+    }
+
+    /// Decrypts `keystore` into the key of its curve, checked against the public key the file
+    /// records.
+    pub fn decrypt(keystore: &Keystore, password: &Password) -> Result<LocalKey, KeyFileError> {
+        let secret = keystore.decrypt(password)?;
+        let scheme = scheme_of(keystore.curve());
+        let key = LocalKey::from_keystore_secret(scheme, secret.as_bytes())
+            .map_err(|e| KeyFileError::BadKey(format!("not a valid {scheme} key: {e}")))?;
+        key.check_recorded_public_key(keystore)
+            .map_err(KeyFileError::BadKey)?;
         Ok(key)
+    }
+
+    /// Encrypts the key into its scheme's keystore format (Web3 Secret Storage v3 for ecdsa,
+    /// EIP-2335 for bn254 and bls12-381).
+    pub fn encrypt(
+        &self,
+        password: &Password,
+        kdf: &Kdf,
+    ) -> Result<Keystore, avsnode_keystore::Error> {
+        let (secret, public) = match self {
+            LocalKey::Ecdsa(k) => (k.to_bytes(), hex::encode(k.public_key().address().0)),
+            LocalKey::Bn254(k) => (k.to_bytes(), hex::encode(self.public_bytes())),
+            LocalKey::Bls12381(k) => (k.to_bytes(), hex::encode(self.public_bytes())),
+        };
+        let eip2335 =
+            |curve| Eip2335Keystore::encrypt(secret.as_ref(), password, curve, &public, "", kdf);
+        Ok(match self {
+            LocalKey::Ecdsa(_) => Keystore::Web3(Web3Keystore::encrypt(
+                secret.as_ref(),
+                password,
+                Some(&public),
+                kdf,
+            )?),
+            LocalKey::Bn254(_) => Keystore::Eip2335(eip2335(Curve::Bn254)?),
+            LocalKey::Bls12381(_) => Keystore::Eip2335(eip2335(Curve::Bls12381)?),
+        })
+    }
+
+    /// The public facts about the key, as `avsnode keys inspect` shows them.
+    pub fn public_facts(&self) -> Vec<(&'static str, String)> {
+        let hex = |bytes: &[u8]| format!("0x{}", hex::encode(bytes));
+        match self {
+            LocalKey::Ecdsa(k) => vec![
+                ("scheme", "ecdsa".into()),
+                ("address", k.public_key().address().to_string()),
+                ("public_key", hex(&k.public_key().to_uncompressed())),
+            ],
+            LocalKey::Bn254(k) => vec![
+                ("scheme", "bn254".into()),
+                ("g1_public_key", hex(&k.public_key_g1().to_wire())),
+                ("g2_public_key", hex(&k.public_key_g2().to_wire())),
+                ("operator_id", hex(&k.public_key_g1().operator_id())),
+            ],
+            LocalKey::Bls12381(k) => vec![
+                ("scheme", "bls12-381".into()),
+                ("public_key", hex(&k.public_key().to_bytes())),
+            ],
+        }
     }
 
     /// The keystores leave `pubkey`/`address` outside their checksum: a decrypted key that does

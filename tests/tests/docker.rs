@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::NewTask;
 use avsnode::management::AdminClient;
+use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::TaskResult;
 use avsnode_signer::Scheme;
 use avsnode_signer::ecdsa;

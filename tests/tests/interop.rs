@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::NewTask;
+use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::TaskResult;
 use avsnode_signer::Scheme;
 use common::{AVS, SCHEMES, TestNode, now_ms};

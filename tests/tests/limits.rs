@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::Aggregator;
+use avsnode_aggregator::Aggregator;
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamRequest, stream_request};
 use avsnode_signer::Scheme;

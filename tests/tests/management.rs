@@ -7,7 +7,6 @@
 
 mod common;
 
-use avsnode::keys;
 use avsnode::management::{AdminClient, methods, sign_request};
 use avsnode_keystore::{Kdf, Password};
 use avsnode_proto::executor::common::AuthSignature;
@@ -201,18 +200,12 @@ async fn management_calls_need_a_fresh_challenge_signed_by_an_admin() {
     let dir = node.fixture().dir();
     let keystore = dir.join("admin.json");
     let password_file = dir.join("admin.pass");
-    keys::write_private(
-        &keystore,
-        &keys::encrypt(
-            &LocalKey::Ecdsa(copy(&admin)),
-            &Password::new("admin-pw"),
-            &Kdf::light(),
-        )
+    LocalKey::Ecdsa(copy(&admin))
+        .encrypt(&Password::new("admin-pw"), &Kdf::light())
         .unwrap()
-        .to_json(),
-    )
-    .unwrap();
-    keys::write_private(&password_file, "admin-pw\n").unwrap();
+        .write_new(&keystore)
+        .unwrap();
+    avsnode_keystore::write_private(&password_file, b"admin-pw\n").unwrap();
     let operator = node.fixture().operator.to_string();
     let (status, stdout, stderr) = avsnode_cli(&[
         "performer".as_ref(),

@@ -11,7 +11,7 @@ mod common;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
+use avsnode_aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::EcdsaVerifier;

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::{Aggregator, NewTask};
+use avsnode_aggregator::{Aggregator, NewTask};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;

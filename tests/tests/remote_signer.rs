@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::{NewTask, OperatorKey, verify_result};
-use avsnode::connections::{Gate, SIGNER_LIMITS};
-use avsnode::keys;
+use avsnode::listeners::SIGNER_LIMITS;
+use avsnode_aggregator::{NewTask, OperatorKey, verify_result};
 use avsnode_keystore::{Kdf, Password};
+use avsnode_listener::Gate;
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::signer::signer_client::SignerClient;
 use avsnode_proto::signer::{ListKeysRequest, SignResultRequest};
@@ -92,9 +92,15 @@ impl Setup {
             .collect();
         for (scheme, name) in &names {
             let key = LocalKey::generate(*scheme);
-            let keystore = keys::encrypt(&key, &password, &Kdf::light()).unwrap();
-            keys::write_private(&d.join(format!("{name}.json")), &keystore.to_json()).unwrap();
-            keys::write_private(&d.join(format!("{name}.pass")), &format!("{PASSWORD}\n")).unwrap();
+            key.encrypt(&password, &Kdf::light())
+                .unwrap()
+                .write_new(&d.join(format!("{name}.json")))
+                .unwrap();
+            avsnode_keystore::write_private(
+                &d.join(format!("{name}.pass")),
+                format!("{PASSWORD}\n").as_bytes(),
+            )
+            .unwrap();
             key_tables.push_str(&format!(
                 "[[key]]\nname = \"{name}\"\nscheme = \"{scheme}\"\nkeystore = \"{name}.json\"\npassword_file = \"{name}.pass\"\n\n"
             ));

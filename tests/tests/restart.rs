@@ -8,7 +8,7 @@ mod common;
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use avsnode::aggregator::NewTask;
+use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
@@ -274,7 +274,7 @@ async fn sigterm_refuses_new_tasks_and_answers_the_rest_unavailable_after_the_gr
 fn write_layout_1_ledger(fixture: &Fixture, records: &[(&str, &NewTask, &[u8], u64)]) {
     use avsnode_signer::messages::{ResultCertificate, certificate_digest, keccak256};
     let common::OperatorSetKey {
-        public: avsnode::aggregator::OperatorKey::Bn254(public),
+        public: avsnode_aggregator::OperatorKey::Bn254(public),
         ..
     } = fixture.set(Scheme::Bn254)
     else {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use avsnode::aggregator::{NewTask, OperatorKey, verify_result};
+use avsnode_aggregator::{NewTask, OperatorKey, verify_result};
 use avsnode_keystore::{Keystore, Password};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::signer::signer_client::SignerClient;
@@ -1380,7 +1380,7 @@ async fn no_secret_reaches_any_output() {
             .dir()
             .join(format!("keys/{}.json", key_name(scheme)));
         let decrypted = Keystore::read(&path).unwrap().decrypt(&pw).unwrap();
-        let key = avsnode::keys::open(&path, &pw).unwrap();
+        let key = LocalKey::decrypt(&Keystore::read(&path).unwrap(), &pw).unwrap();
         let secret = match &key {
             LocalKey::Ecdsa(k) => k.to_bytes(),
             LocalKey::Bn254(k) => k.to_bytes(),

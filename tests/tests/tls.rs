@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use avsnode::aggregator::NewTask;
+use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::executor_management_service_client::ExecutorManagementServiceClient;
 use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
 use avsnode_proto::executor::{GetChallengeTokenRequest, TaskResult, TaskSubmission};

@@ -1,15 +1,14 @@
 //! `avsnode keys`: generate, import, inspect and list operator keys (keystore files and PKCS#11).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use avsnode::keys;
-use avsnode_keystore::Kdf;
+use avsnode_keystore::{Kdf, Keystore};
 use avsnode_signer::Scheme;
-use avsnode_signing::LocalKey;
+use avsnode_signing::{LocalKey, scheme_of};
 use clap::{Subcommand, ValueEnum};
 
-use super::PasswordArgs;
+use super::{PasswordArgs, open_keystore};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -148,19 +147,8 @@ pub(crate) fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
             password,
             kdf,
         } => {
-            let pw = keys::read_password(
-                password.password_file.as_deref(),
-                "New keystore password: ",
-                true,
-                password.allow_insecure_permissions,
-            )?;
-            let key = LocalKey::generate(scheme);
-            keys::write_private(&out, &keys::encrypt(&key, &pw, &kdf.kdf())?.to_json())?;
-            println!(
-                "wrote {}\n{}",
-                out.display(),
-                serde_json::to_string_pretty(&keys::describe(&key))?
-            );
+            let pw = password.read("New keystore password: ", true)?;
+            write_keystore(&LocalKey::generate(scheme), &pw, &kdf.kdf(), &out)?;
         }
         KeysCommand::Import {
             scheme,
@@ -191,18 +179,12 @@ pub(crate) fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                     })?
                 }
                 (None, Some(path)) => {
-                    avsnode_signing::check_permissions(
-                        "keystore",
+                    let key = open_keystore(
                         &path,
-                        password.allow_insecure_permissions,
-                    )?;
-                    let pw = keys::read_password(
                         from_password_file.as_deref(),
                         "Password of the keystore to import: ",
-                        false,
                         password.allow_insecure_permissions,
                     )?;
-                    let key = keys::open(&path, &pw)?;
                     if key.scheme() != scheme {
                         bail!(
                             "{} holds a {} key, not {scheme}",
@@ -214,18 +196,8 @@ pub(crate) fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
                 }
                 (None, None) => bail!("give --secret-file or --from-keystore"),
             };
-            let pw = keys::read_password(
-                password.password_file.as_deref(),
-                "New keystore password: ",
-                true,
-                password.allow_insecure_permissions,
-            )?;
-            keys::write_private(&out, &keys::encrypt(&key, &pw, &kdf.kdf())?.to_json())?;
-            println!(
-                "wrote {}\n{}",
-                out.display(),
-                serde_json::to_string_pretty(&keys::describe(&key))?
-            );
+            let pw = password.read("New keystore password: ", true)?;
+            write_keystore(&key, &pw, &kdf.kdf(), &out)?;
         }
         KeysCommand::HsmGenerate { token, label, id } => {
             let key_id = id
@@ -271,7 +243,7 @@ pub(crate) fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::List { dir } => {
-            for line in keys::list(&dir)? {
+            for line in list(&dir)? {
                 println!("{line}");
             }
         }
@@ -280,28 +252,83 @@ pub(crate) fn keys_command(command: KeysCommand) -> anyhow::Result<()> {
             password,
             json,
         } => {
-            avsnode_signing::check_permissions(
-                "keystore",
+            let key = open_keystore(
                 &file,
-                password.allow_insecure_permissions,
-            )?;
-            let pw = keys::read_password(
                 password.password_file.as_deref(),
                 "Keystore password: ",
-                false,
                 password.allow_insecure_permissions,
             )?;
-            let facts = keys::describe(&keys::open(&file, &pw)?);
+            let facts = describe(&key);
             if json {
                 println!("{}", serde_json::to_string_pretty(&facts)?);
-            } else if let Some(map) = facts.as_object() {
-                for (k, v) in map {
+            } else {
+                for (k, v) in facts {
                     println!("{k}: {}", v.as_str().unwrap_or_default());
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The public facts about `key` as a JSON object (keys in order).
+fn describe(key: &LocalKey) -> serde_json::Map<String, serde_json::Value> {
+    key.public_facts()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect()
+}
+
+/// Encrypts `key` into a new owner-only file at `out` and says what it wrote.
+#[allow(clippy::print_stdout)]
+fn write_keystore(
+    key: &LocalKey,
+    password: &avsnode_keystore::Password,
+    kdf: &Kdf,
+    out: &Path,
+) -> anyhow::Result<()> {
+    key.encrypt(password, kdf)?
+        .write_new(out)
+        .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?;
+    println!(
+        "wrote {}\n{}",
+        out.display(),
+        serde_json::to_string_pretty(&describe(key))?
+    );
+    Ok(())
+}
+
+/// One line per keystore in `dir`, from the files alone (no password needed).
+fn list(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    entries.sort();
+    Ok(entries
+        .iter()
+        .map(|path| match Keystore::read(path) {
+            Ok(Keystore::Web3(w)) => format!(
+                "{}\tecdsa\t{}",
+                path.display(),
+                w.address()
+                    .map_or("(no address recorded)".into(), |a| format!(
+                        "0x{}",
+                        a.trim_start_matches("0x")
+                    ))
+            ),
+            Ok(Keystore::Eip2335(e)) => {
+                format!(
+                    "{}\t{}\t0x{}",
+                    path.display(),
+                    scheme_of(e.curve()),
+                    e.pubkey_hex()
+                )
+            }
+            Err(e) => format!("{}\tnot a keystore: {e}", path.display()),
+        })
+        .collect())
 }
 
 fn parse_scheme(s: &str) -> Result<Scheme, String> {

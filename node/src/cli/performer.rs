@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use avsnode::keys;
 use avsnode_signing::LocalKey;
 use clap::Subcommand;
 
-use super::PasswordArgs;
+use super::{PasswordArgs, open_keystore};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PerformerCommand {
@@ -88,18 +87,12 @@ impl ManagementArgs {
         let key = match &self.admin_key {
             None => None,
             Some(path) => {
-                avsnode_signing::check_permissions(
-                    "admin keystore",
+                match open_keystore(
                     path,
-                    self.password.allow_insecure_permissions,
-                )?;
-                let password = keys::read_password(
                     self.password.password_file.as_deref(),
                     "Admin keystore password: ",
-                    false,
                     self.password.allow_insecure_permissions,
-                )?;
-                match keys::open(path, &password)? {
+                )? {
                     LocalKey::Ecdsa(key) => Some(key),
                     other => bail!(
                         "{}: admin keys are ecdsa; this is a {} key",

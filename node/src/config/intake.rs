@@ -1,13 +1,12 @@
 //! `[intake]`: the task listener, its limits, and the TLS of any listener (`[intake.tls]`, `[management.tls]`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use avsnode_signing::definition::duration;
 use serde::Deserialize;
 
-use super::{Config, defaults};
+use super::{Config, TlsConfig, defaults};
 
 /// `[intake]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -97,24 +96,6 @@ impl Default for IntakeConfig {
             tls: None,
         }
     }
-}
-
-/// `[intake.tls]` / `[management.tls]`: serve TLS 1.2/1.3 (rustls). The files are read at start
-/// and again on SIGHUP, so certificates can be rotated without a restart (connections already
-/// open keep the certificate they were made with).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM certificate chain, the listener's own certificate first (relative paths are relative
-    /// to the config file).
-    pub cert: PathBuf,
-    /// PEM private key of that certificate (PKCS#8, SEC1 or PKCS#1).
-    pub key: PathBuf,
-    /// PEM CA certificate(s) that client certificates must chain to. Set: mutual TLS, a client
-    /// without such a certificate cannot connect, and on the intake each aggregator is bound to
-    /// its certificate (`tls_client_names`).
-    #[serde(default)]
-    pub client_ca: Option<PathBuf>,
 }
 
 impl Config {

@@ -14,8 +14,9 @@ mod parsed;
 mod performer;
 
 pub use avs::{AggregatorConfig, AvsConfig, OperatorSetConfig};
+pub use avsnode_listener::TlsConfig;
 pub use docker::DockerConfig;
-pub use intake::{IntakeConfig, TlsConfig};
+pub use intake::IntakeConfig;
 pub use ledger::LedgerConfig;
 pub use management::ManagementConfig;
 pub use metrics::MetricsConfig;

@@ -22,10 +22,10 @@ use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
 use super::auth::Challenges;
-use crate::connections::Connections;
 use crate::deployments::{DeployError, Deployments, PerformerInfo};
 use crate::pipeline::rate_limit::RateLimiter;
-use crate::warnings::WarningBudget;
+use avsnode_listener::Connections;
+use avsnode_metrics::WarningBudget;
 
 /// Full method names: what an admin signs, with the request (DESIGN §7).
 pub mod methods {
@@ -121,7 +121,7 @@ pub async fn serve(
     service: Management,
     connections: Connections,
     max_message_size: usize,
-    tls: Option<(Arc<crate::tls::ServerTls>, Duration)>,
+    tls: Option<(Arc<avsnode_listener::tls::ServerTls>, Duration)>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let calls = service.calls.clone();
@@ -161,7 +161,7 @@ pub async fn serve(
         Some((tls, handshake_timeout)) => {
             router
                 .serve_with_incoming_shutdown(
-                    crate::tls::incoming(connections, tls, handshake_timeout),
+                    avsnode_listener::tls::incoming(connections, tls, handshake_timeout),
                     shutdown,
                 )
                 .await

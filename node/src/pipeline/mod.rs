@@ -31,9 +31,9 @@ mod sign;
 pub mod validate;
 
 use crate::config::AvsConfig;
-use crate::tls::ClientCertificate;
-use crate::warnings::WarningBudget;
 use avsnode_ledger::Ledger;
+use avsnode_listener::tls::ClientCertificate;
+use avsnode_metrics::WarningBudget;
 use avsnode_signing::SigningMethod;
 use rate_limit::RateLimiter;
 use rejection::Rejection;

@@ -23,8 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use avsnode::aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
-use avsnode::keys;
+use avsnode_aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use avsnode_keystore::{Kdf, Password};
 use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
@@ -134,15 +133,13 @@ impl Fixture {
         for (id, scheme) in SCHEMES.into_iter().enumerate() {
             let key = LocalKey::generate(scheme);
             let signer = format!("{scheme}-key");
-            let keystore = keys::encrypt(&key, &password, &Kdf::light()).unwrap();
-            keys::write_private(
-                &keys_dir.join(format!("{signer}.json")),
-                &keystore.to_json(),
-            )
-            .unwrap();
-            keys::write_private(
+            key.encrypt(&password, &Kdf::light())
+                .unwrap()
+                .write_new(&keys_dir.join(format!("{signer}.json")))
+                .unwrap();
+            avsnode_keystore::write_private(
                 &keys_dir.join(format!("{signer}.pass")),
-                &format!("{PASSWORD}\n"),
+                format!("{PASSWORD}\n").as_bytes(),
             )
             .unwrap();
             let public =

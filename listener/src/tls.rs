@@ -22,9 +22,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::config::TlsConfig;
+use avsnode_metrics::WarningBudget;
+use serde::Deserialize;
+
 use crate::connections::{Connections, Guarded};
-use crate::warnings::WarningBudget;
 
 /// Handshakes under way at once; connections beyond it are closed at once.
 const MAX_HANDSHAKES: usize = 1024;
@@ -62,6 +63,24 @@ pub enum TlsError {
         /// What rustls said.
         message: String,
     },
+}
+
+/// `[intake.tls]` / `[management.tls]`: serve TLS 1.2/1.3 (rustls). The files are read at start
+/// and again on SIGHUP, so certificates can be rotated without a restart (connections already
+/// open keep the certificate they were made with).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the listener's own certificate first (relative paths are relative
+    /// to the config file).
+    pub cert: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// PEM CA certificate(s) that client certificates must chain to. Set: mutual TLS, a client
+    /// without such a certificate cannot connect, and on the intake each aggregator is bound to
+    /// its certificate (`tls_client_names`).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A listener's TLS settings, swappable while it serves.
