@@ -1,14 +1,11 @@
 //! The PKCS#11 backend against a real SoftHSM2 token (DESIGN §4.5, §10).
 //!
-//! SoftHSM reads `SOFTHSM2_CONF` once, in `C_Initialize`, and the variable is process-wide (and
-//! setting it is `unsafe`, which the workspace forbids). So each test re-runs this test binary as a
-//! child process, filtered to itself, with `SOFTHSM2_CONF` pointing at a fresh token directory in
-//! a temporary directory: tests are isolated and still run in parallel. Tokens are made with
-//! `softhsm2-util --init-token`, foreign keys with `pkcs11-tool`.
+//! Each test runs in a child process with a fresh token of its own (`avsnode_tests::softhsm::in_child`:
+//! SoftHSM reads `SOFTHSM2_CONF` once, when the module is loaded), so tests are isolated and still
+//! run in parallel. Foreign keys are made with `pkcs11-tool`.
 //!
 //! Without SoftHSM the tests print why and pass, except under `CI=true`, where they fail.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,60 +15,19 @@ use std::time::{Duration, Instant};
 use avsnode_signer::ecdsa;
 use avsnode_signer::messages::{Address, AuthMessage, SigningDigest, TaskId};
 use avsnode_signing::pkcs11::{self, HsmError, Pin, Pkcs11Key, Pkcs11Spec};
+use avsnode_tests::softhsm::{MODULE, PIN, SO_PIN, in_child};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-/// Set in the child process to its token directory's parent.
-const CHILD_ENV: &str = "AVSNODE_HSM_TEST_DIR";
-const PIN: &str = "7391-pin-Qx";
-const SO_PIN: &str = "so-5520-Zk";
 /// Generous: SoftHSM answers in microseconds, but CI machines are loaded.
 const FAST: Duration = Duration::from_secs(5);
 
-/// The child's view: a SoftHSM whose token directory is `dir/tokens`.
-struct SoftHsm {
-    dir: PathBuf,
-}
-
-impl SoftHsm {
-    fn tokens(&self) -> PathBuf {
-        self.dir.join("tokens")
-    }
-
-    /// Initialises a token in the first free slot and returns its directory (SoftHSM names it by
-    /// a UUID).
-    fn init_token(&self, label: &str) -> PathBuf {
-        let before = self.token_dirs();
-        run(Command::new("softhsm2-util").args([
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--pin",
-            PIN,
-            "--so-pin",
-            SO_PIN,
-        ]));
-        let mut new: Vec<_> = self.token_dirs().difference(&before).cloned().collect();
-        assert_eq!(new.len(), 1, "one new token directory");
-        new.remove(0)
-    }
-
-    fn token_dirs(&self) -> HashSet<PathBuf> {
-        std::fs::read_dir(self.tokens())
-            .expect("token dir")
-            .map(|e| e.expect("entry").path())
-            .filter(|p| p.is_dir())
-            .collect()
-    }
-
-    fn spec(&self, token: &str, key_label: &str) -> Pkcs11Spec {
-        Pkcs11Spec {
-            module: PathBuf::from(MODULE),
-            token_label: token.to_owned(),
-            key_label: Some(key_label.to_owned()),
-            key_id: None,
-            pin: Pin::new(PIN),
-        }
+/// The key `key_label` on the token `token_label`, opened with the test PIN.
+fn key_spec(token_label: &str, key_label: &str) -> Pkcs11Spec {
+    Pkcs11Spec {
+        module: PathBuf::from(MODULE),
+        token_label: token_label.to_owned(),
+        key_label: Some(key_label.to_owned()),
+        key_id: None,
+        pin: Pin::new(PIN),
     }
 }
 
@@ -84,75 +40,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-fn softhsm_missing() -> Option<String> {
-    if !Path::new(MODULE).exists() {
-        return Some(format!("{MODULE} not found"));
-    }
-    for tool in ["softhsm2-util", "pkcs11-tool"] {
-        if Command::new(tool).arg("--help").output().is_err() {
-            return Some(format!("{tool} not on PATH"));
-        }
-    }
-    None
-}
-
-/// Runs `body` with a fresh SoftHSM in a child process of this test binary (see the module doc).
-/// `name` is the test function's name.
-fn with_softhsm(name: &str, body: impl FnOnce(&SoftHsm)) {
-    if let Ok(dir) = std::env::var(CHILD_ENV) {
-        let hsm = SoftHsm {
-            dir: PathBuf::from(dir),
-        };
-        body(&hsm);
-        std::fs::write(hsm.dir.join("passed"), name).expect("marker");
-        return;
-    }
-    if let Some(reason) = softhsm_missing() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("SoftHSM2 is required on CI: {reason}");
-        }
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("skipping {name}: {reason} (apt-get install softhsm2 opensc)");
-        }
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("tokens")).expect("tokens dir");
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-            dir.path().join("tokens").display()
-        ),
-    )
-    .expect("conf");
-    let status = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            name,
-            "--exact",
-            "--nocapture",
-            "--include-ignored",
-            "--test-threads=1",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD_ENV, dir.path())
-        .status()
-        .expect("spawn the test binary");
-    assert!(
-        status.success(),
-        "{name} failed in its SoftHSM child process"
-    );
-    // Guards against a filter that matched nothing (the child would pass without running).
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("passed"))
-            .ok()
-            .as_deref(),
-        Some(name)
-    );
 }
 
 /// A distinct digest per `n`, made the only way outside the signer crate: from a typed layout.
@@ -203,160 +90,166 @@ fn assert_error_redacted(error: &HsmError) {
 /// pool); open by key id; `hsm-list`; and the named errors.
 #[test]
 fn generated_key_signs_low_s_with_the_right_v() {
-    with_softhsm("generated_key_signs_low_s_with_the_right_v", |hsm| {
-        hsm.init_token("avs-a");
-        let spec = hsm.spec("avs-a", "operator");
-        assert_redacted(&spec, None);
-        let public = pkcs11::generate(&spec).expect("generate");
-        let key = Pkcs11Key::open(spec.clone()).expect("open by label");
-        assert_eq!(key.public_key(), &public);
-        let address = key.address();
-        assert_redacted(&key, None);
-        assert!(format!("{key:?}").contains(&address.to_string()));
+    in_child(
+        "generated_key_signs_low_s_with_the_right_v",
+        "avs-a",
+        |_token| {
+            let spec = key_spec("avs-a", "operator");
+            assert_redacted(&spec, None);
+            let public = pkcs11::generate(&spec).expect("generate");
+            let key = Pkcs11Key::open(spec.clone()).expect("open by label");
+            assert_eq!(key.public_key(), &public);
+            let address = key.address();
+            assert_redacted(&key, None);
+            assert!(format!("{key:?}").contains(&address.to_string()));
 
-        // Sequential, timed: signatures/s and latency percentiles of one caller.
-        let mut latencies = Vec::with_capacity(1000);
-        let started = Instant::now();
-        for n in 0..1000 {
-            let d = digest(n);
-            let t = Instant::now();
-            let sig = key.sign(&d).expect("sign");
-            latencies.push(t.elapsed());
-            check(&sig, &d, &address);
-        }
-        let elapsed = started.elapsed();
-        latencies.sort();
-        println!(
-            "PKCS#11 (SoftHSM) sequential: 1000 signatures in {elapsed:?} = {:.0} signatures/s; p50 {:?}, p99 {:?}, max {:?}",
-            1000.0 / elapsed.as_secs_f64(),
-            latencies[499],
-            latencies[989],
-            latencies[999],
-        );
-
-        // Concurrent: 8 callers share the pool (at most 4 sessions).
-        let started = Instant::now();
-        let latencies = Mutex::new(Vec::with_capacity(1000));
-        std::thread::scope(|s| {
-            for t in 0..8u64 {
-                let key = &key;
-                let latencies = &latencies;
-                s.spawn(move || {
-                    for n in (1000 + t * 125)..(1000 + (t + 1) * 125) {
-                        let d = digest(n);
-                        let started = Instant::now();
-                        let sig = key.sign(&d).expect("sign");
-                        latencies.lock().expect("lock").push(started.elapsed());
-                        check(&sig, &d, &address);
-                    }
-                });
+            // Sequential, timed: signatures/s and latency percentiles of one caller.
+            let mut latencies = Vec::with_capacity(1000);
+            let started = Instant::now();
+            for n in 0..1000 {
+                let d = digest(n);
+                let t = Instant::now();
+                let sig = key.sign(&d).expect("sign");
+                latencies.push(t.elapsed());
+                check(&sig, &d, &address);
             }
-        });
-        let elapsed = started.elapsed();
-        let mut latencies = latencies.into_inner().expect("lock");
-        latencies.sort();
-        println!(
-            "PKCS#11 (SoftHSM) 8 threads: 1000 signatures in {elapsed:?} = {:.0} signatures/s; p50 {:?}, p99 {:?}",
-            1000.0 / elapsed.as_secs_f64(),
-            latencies[499],
-            latencies[989],
-        );
+            let elapsed = started.elapsed();
+            latencies.sort();
+            println!(
+                "PKCS#11 (SoftHSM) sequential: 1000 signatures in {elapsed:?} = {:.0} signatures/s; p50 {:?}, p99 {:?}, max {:?}",
+                1000.0 / elapsed.as_secs_f64(),
+                latencies[499],
+                latencies[989],
+                latencies[999],
+            );
 
-        // Randomised: the same digest signed twice gives different (both valid) signatures.
-        let d = digest(7);
-        let (a, b) = (key.sign(&d).expect("sign"), key.sign(&d).expect("sign"));
-        assert_ne!(a, b);
-        check(&b, &d, &address);
+            // Concurrent: 8 callers share the pool (at most 4 sessions).
+            let started = Instant::now();
+            let latencies = Mutex::new(Vec::with_capacity(1000));
+            std::thread::scope(|s| {
+                for t in 0..8u64 {
+                    let key = &key;
+                    let latencies = &latencies;
+                    s.spawn(move || {
+                        for n in (1000 + t * 125)..(1000 + (t + 1) * 125) {
+                            let d = digest(n);
+                            let started = Instant::now();
+                            let sig = key.sign(&d).expect("sign");
+                            latencies.lock().expect("lock").push(started.elapsed());
+                            check(&sig, &d, &address);
+                        }
+                    });
+                }
+            });
+            let elapsed = started.elapsed();
+            let mut latencies = latencies.into_inner().expect("lock");
+            latencies.sort();
+            println!(
+                "PKCS#11 (SoftHSM) 8 threads: 1000 signatures in {elapsed:?} = {:.0} signatures/s; p50 {:?}, p99 {:?}",
+                1000.0 / elapsed.as_secs_f64(),
+                latencies[499],
+                latencies[989],
+            );
 
-        // hsm-list shows the key; its id opens the same key.
-        let listed = pkcs11::list(Path::new(MODULE), "avs-a", &Pin::new(PIN)).expect("list");
-        assert_eq!(listed.len(), 1, "{listed:?}");
-        assert_eq!(listed[0].label, "operator");
-        assert_eq!(listed[0].address, address);
-        assert_eq!(listed[0].id.len(), 16, "random 16-byte CKA_ID");
-        let by_id = Pkcs11Key::open(Pkcs11Spec {
-            key_label: None,
-            key_id: Some(listed[0].id.clone()),
-            ..spec.clone()
-        })
-        .expect("open by id");
-        assert_eq!(by_id.address(), address);
-        let d = digest(5000);
-        check(&by_id.sign(&d).expect("sign by id"), &d, &address);
+            // Randomised: the same digest signed twice gives different (both valid) signatures.
+            let d = digest(7);
+            let (a, b) = (key.sign(&d).expect("sign"), key.sign(&d).expect("sign"));
+            assert_ne!(a, b);
+            check(&b, &d, &address);
 
-        // The label is taken now.
-        let error = pkcs11::generate(&spec).expect_err("label taken");
-        assert!(
-            matches!(&error, HsmError::KeyExists { label, .. } if label == "operator"),
-            "{error:?}"
-        );
-        assert_error_redacted(&error);
+            // hsm-list shows the key; its id opens the same key.
+            let listed = pkcs11::list(Path::new(MODULE), "avs-a", &Pin::new(PIN)).expect("list");
+            assert_eq!(listed.len(), 1, "{listed:?}");
+            assert_eq!(listed[0].label, "operator");
+            assert_eq!(listed[0].address, address);
+            assert_eq!(listed[0].id.len(), 16, "random 16-byte CKA_ID");
+            let by_id = Pkcs11Key::open(Pkcs11Spec {
+                key_label: None,
+                key_id: Some(listed[0].id.clone()),
+                ..spec.clone()
+            })
+            .expect("open by id");
+            assert_eq!(by_id.address(), address);
+            let d = digest(5000);
+            check(&by_id.sign(&d).expect("sign by id"), &d, &address);
 
-        // No such key, by label or by id.
-        let error = Pkcs11Key::open(hsm.spec("avs-a", "nobody")).expect_err("no key");
-        assert!(matches!(error, HsmError::KeyNotFound { .. }), "{error:?}");
-        assert!(error.to_string().contains("\"nobody\""), "{error}");
-        assert_error_redacted(&error);
-        let error = Pkcs11Key::open(Pkcs11Spec {
-            key_label: None,
-            key_id: Some(vec![0xde, 0xad]),
-            ..spec.clone()
-        })
-        .expect_err("no key");
-        assert!(error.to_string().contains("id dead"), "{error}");
-        assert_error_redacted(&error);
+            // The label is taken now.
+            let error = pkcs11::generate(&spec).expect_err("label taken");
+            assert!(
+                matches!(&error, HsmError::KeyExists { label, .. } if label == "operator"),
+                "{error:?}"
+            );
+            assert_error_redacted(&error);
 
-        // No such token: the error lists the ones there are.
-        let error = Pkcs11Key::open(hsm.spec("avs-typo", "operator")).expect_err("no token");
-        match &error {
-            HsmError::TokenNotFound { label, available } => {
-                assert_eq!(label, "avs-typo");
-                assert_eq!(available, &["avs-a".to_owned()]);
+            // No such key, by label or by id.
+            let error = Pkcs11Key::open(key_spec("avs-a", "nobody")).expect_err("no key");
+            assert!(matches!(error, HsmError::KeyNotFound { .. }), "{error:?}");
+            assert!(error.to_string().contains("\"nobody\""), "{error}");
+            assert_error_redacted(&error);
+            let error = Pkcs11Key::open(Pkcs11Spec {
+                key_label: None,
+                key_id: Some(vec![0xde, 0xad]),
+                ..spec.clone()
+            })
+            .expect_err("no key");
+            assert!(error.to_string().contains("id dead"), "{error}");
+            assert_error_redacted(&error);
+
+            // No such token: the error lists the ones there are.
+            let error = Pkcs11Key::open(key_spec("avs-typo", "operator")).expect_err("no token");
+            match &error {
+                HsmError::TokenNotFound { label, available } => {
+                    assert_eq!(label, "avs-typo");
+                    assert_eq!(available, &["avs-a".to_owned()]);
+                }
+                other => panic!("expected TokenNotFound, got {other:?}"),
             }
-            other => panic!("expected TokenNotFound, got {other:?}"),
-        }
-        assert!(error.to_string().contains("\"avs-a\""), "{error}");
-        assert_error_redacted(&error);
-    });
+            assert!(error.to_string().contains("\"avs-a\""), "{error}");
+            assert_error_redacted(&error);
+        },
+    );
 }
 
 /// A wrong PIN is a named login error that does not repeat the PIN. Runs with no other session
 /// logged in: PKCS#11 login state is per token, so a second login would not check the PIN.
 #[test]
 fn wrong_pin_is_a_named_error_without_the_pin() {
-    with_softhsm("wrong_pin_is_a_named_error_without_the_pin", |hsm| {
-        hsm.init_token("avs-pin");
-        pkcs11::generate(&hsm.spec("avs-pin", "operator")).expect("generate");
-        let wrong = "9999-wrong-Pk";
-        let error = Pkcs11Key::open(Pkcs11Spec {
-            pin: Pin::new(wrong),
-            ..hsm.spec("avs-pin", "operator")
-        })
-        .expect_err("wrong PIN");
-        assert!(matches!(error, HsmError::LoginFailed { .. }), "{error:?}");
-        assert_error_redacted(&error);
-        let mut chain = format!("{error:?} {error}");
-        let mut source = std::error::Error::source(&error);
-        while let Some(s) = source {
-            chain.push_str(&format!(" / {s}"));
-            source = s.source();
-        }
-        assert!(!chain.contains(wrong), "{chain}");
-        assert!(chain.contains("PIN is incorrect"), "{chain}");
+    in_child(
+        "wrong_pin_is_a_named_error_without_the_pin",
+        "avs-pin",
+        |_token| {
+            pkcs11::generate(&key_spec("avs-pin", "operator")).expect("generate");
+            let wrong = "9999-wrong-Pk";
+            let error = Pkcs11Key::open(Pkcs11Spec {
+                pin: Pin::new(wrong),
+                ..key_spec("avs-pin", "operator")
+            })
+            .expect_err("wrong PIN");
+            assert!(matches!(error, HsmError::LoginFailed { .. }), "{error:?}");
+            assert_error_redacted(&error);
+            let mut chain = format!("{error:?} {error}");
+            let mut source = std::error::Error::source(&error);
+            while let Some(s) = source {
+                chain.push_str(&format!(" / {s}"));
+                source = s.source();
+            }
+            assert!(!chain.contains(wrong), "{chain}");
+            assert!(chain.contains("PIN is incorrect"), "{chain}");
 
-        let error = pkcs11::list(Path::new(MODULE), "avs-pin", &Pin::new(wrong)).expect_err("list");
-        assert!(matches!(error, HsmError::LoginFailed { .. }), "{error:?}");
+            let error =
+                pkcs11::list(Path::new(MODULE), "avs-pin", &Pin::new(wrong)).expect_err("list");
+            assert!(matches!(error, HsmError::LoginFailed { .. }), "{error:?}");
 
-        // The right PIN still works (SoftHSM has not locked the token after two tries).
-        Pkcs11Key::open(hsm.spec("avs-pin", "operator")).expect("right PIN");
-    });
+            // The right PIN still works (SoftHSM has not locked the token after two tries).
+            Pkcs11Key::open(key_spec("avs-pin", "operator")).expect("right PIN");
+        },
+    );
 }
 
 /// A P-256 key (made by `pkcs11-tool`) is refused by name and curve; `hsm-list` leaves it out.
 #[test]
 fn non_secp256k1_key_is_refused() {
-    with_softhsm("non_secp256k1_key_is_refused", |hsm| {
-        hsm.init_token("avs-p256");
+    in_child("non_secp256k1_key_is_refused", "avs-p256", |_token| {
         run(Command::new("pkcs11-tool").args([
             "--module",
             MODULE,
@@ -373,14 +266,14 @@ fn non_secp256k1_key_is_refused() {
             "--id",
             "0102",
         ]));
-        let error = Pkcs11Key::open(hsm.spec("avs-p256", "p256")).expect_err("P-256");
+        let error = Pkcs11Key::open(key_spec("avs-p256", "p256")).expect_err("P-256");
         assert!(matches!(error, HsmError::NotSecp256k1 { .. }), "{error:?}");
         let shown = error.to_string();
         assert!(shown.contains("not secp256k1"), "{shown}");
         assert!(shown.contains("1.2.840.10045.3.1.7 (P-256)"), "{shown}");
         assert_error_redacted(&error);
 
-        pkcs11::generate(&hsm.spec("avs-p256", "k1")).expect("generate");
+        pkcs11::generate(&key_spec("avs-p256", "k1")).expect("generate");
         let listed = pkcs11::list(Path::new(MODULE), "avs-p256", &Pin::new(PIN)).expect("list");
         let labels: Vec<_> = listed.iter().map(|k| k.label.as_str()).collect();
         assert_eq!(labels, ["k1"]);
@@ -407,134 +300,123 @@ fn non_secp256k1_key_is_refused() {
 /// the module, at most once a second, while the token is missing.
 #[test]
 fn pulled_token_is_unavailable_then_recovers() {
-    with_softhsm("pulled_token_is_unavailable_then_recovers", |hsm| {
-        let token_dir = hsm.init_token("avs-pull");
-        let spec = hsm.spec("avs-pull", "operator");
-        pkcs11::generate(&spec).expect("generate");
-        let key = Pkcs11Key::open(spec).expect("open");
-        let address = key.address();
-        let backup = hsm.dir.join("backup");
-        copy_dir(&token_dir, &backup);
+    in_child(
+        "pulled_token_is_unavailable_then_recovers",
+        "avs-pull",
+        |token| {
+            let spec = key_spec("avs-pull", "operator");
+            pkcs11::generate(&spec).expect("generate");
+            let key = Pkcs11Key::open(spec).expect("open");
+            let address = key.address();
 
-        let d = digest(1);
-        check(&key.sign(&d).expect("sign before"), &d, &address);
+            let d = digest(1);
+            check(&key.sign(&d).expect("sign before"), &d, &address);
 
-        // Pull it while 4 threads keep signing.
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let outcomes = Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for t in 0..4u64 {
-                let (key, stop, outcomes) = (&key, &stop, &outcomes);
-                s.spawn(move || {
-                    let mut n = 100_000 * (t + 1);
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        n += 1;
-                        let d = digest(n);
-                        let started = Instant::now();
-                        let result = key.sign(&d);
-                        let took = started.elapsed();
-                        if let Ok(sig) = &result {
-                            check(sig, &d, &address);
+            // Pull it while 4 threads keep signing.
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let outcomes = Mutex::new(Vec::new());
+            std::thread::scope(|s| {
+                for t in 0..4u64 {
+                    let (key, stop, outcomes) = (&key, &stop, &outcomes);
+                    s.spawn(move || {
+                        let mut n = 100_000 * (t + 1);
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            n += 1;
+                            let d = digest(n);
+                            let started = Instant::now();
+                            let result = key.sign(&d);
+                            let took = started.elapsed();
+                            if let Ok(sig) = &result {
+                                check(sig, &d, &address);
+                            }
+                            outcomes.lock().expect("lock").push((result, took));
+                            std::thread::sleep(Duration::from_millis(2));
                         }
-                        outcomes.lock().expect("lock").push((result, took));
-                        std::thread::sleep(Duration::from_millis(2));
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                token.pull();
+                std::thread::sleep(Duration::from_millis(1500));
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let outcomes = outcomes.into_inner().expect("lock");
+            let failures: Vec<_> = outcomes.iter().filter(|(r, _)| r.is_err()).collect();
+            assert!(!failures.is_empty(), "no call noticed the token was gone");
+            for (result, took) in &failures {
+                let error = result.as_ref().expect_err("failure");
+                assert!(
+                    matches!(error, HsmError::Unavailable { .. }),
+                    "expected Unavailable, got {error:?}"
+                );
+                assert!(
+                    *took < FAST,
+                    "a call took {took:?} while the token was gone"
+                );
+                assert_error_redacted(error);
+            }
+            // Once noticed, it stays unavailable until it is back.
+            let first_failure = outcomes
+                .iter()
+                .position(|(r, _)| r.is_err())
+                .expect("a failure");
+            let tail = &outcomes[first_failure..];
+            let tail_failures = tail.iter().filter(|(r, _)| r.is_err()).count();
+            assert!(
+                tail_failures + 4 >= tail.len(),
+                "signatures after the token was gone: {} of {}",
+                tail.len() - tail_failures,
+                tail.len()
+            );
+            println!(
+                "token pulled: {} calls, {} failed with Unavailable, slowest failure {:?}",
+                outcomes.len(),
+                failures.len(),
+                failures.iter().map(|(_, t)| *t).max().expect("a failure")
+            );
+            let started = Instant::now();
+            let error = key.sign(&digest(2)).expect_err("still gone");
+            assert!(matches!(error, HsmError::Unavailable { .. }), "{error:?}");
+            assert!(started.elapsed() < FAST);
+
+            // Put it back: the same key recovers.
+            token.put_back();
+            let started = Instant::now();
+            let mut n = 0;
+            let sig = loop {
+                n += 1;
+                let d = digest(500_000 + n);
+                match key.sign(&d) {
+                    Ok(sig) => {
+                        check(&sig, &d, &address);
+                        break sig;
                     }
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-            let pulled = hsm.dir.join("pulled");
-            std::fs::rename(&token_dir, &pulled).expect("pull the token");
-            std::fs::remove_dir_all(&pulled).expect("delete the pulled token");
-            std::thread::sleep(Duration::from_millis(1500));
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-        let outcomes = outcomes.into_inner().expect("lock");
-        let failures: Vec<_> = outcomes.iter().filter(|(r, _)| r.is_err()).collect();
-        assert!(!failures.is_empty(), "no call noticed the token was gone");
-        for (result, took) in &failures {
-            let error = result.as_ref().expect_err("failure");
-            assert!(
-                matches!(error, HsmError::Unavailable { .. }),
-                "expected Unavailable, got {error:?}"
-            );
-            assert!(
-                *took < FAST,
-                "a call took {took:?} while the token was gone"
-            );
-            assert_error_redacted(error);
-        }
-        // Once noticed, it stays unavailable until it is back.
-        let first_failure = outcomes
-            .iter()
-            .position(|(r, _)| r.is_err())
-            .expect("a failure");
-        let tail = &outcomes[first_failure..];
-        let tail_failures = tail.iter().filter(|(r, _)| r.is_err()).count();
-        assert!(
-            tail_failures + 4 >= tail.len(),
-            "signatures after the token was gone: {} of {}",
-            tail.len() - tail_failures,
-            tail.len()
-        );
-        println!(
-            "token pulled: {} calls, {} failed with Unavailable, slowest failure {:?}",
-            outcomes.len(),
-            failures.len(),
-            failures.iter().map(|(_, t)| *t).max().expect("a failure")
-        );
-        let started = Instant::now();
-        let error = key.sign(&digest(2)).expect_err("still gone");
-        assert!(matches!(error, HsmError::Unavailable { .. }), "{error:?}");
-        assert!(started.elapsed() < FAST);
-
-        // Put it back: the same key recovers.
-        let staging = hsm.dir.join("staging");
-        copy_dir(&backup, &staging);
-        std::fs::rename(&staging, &token_dir).expect("put the token back");
-        let started = Instant::now();
-        let mut n = 0;
-        let sig = loop {
-            n += 1;
-            let d = digest(500_000 + n);
-            match key.sign(&d) {
-                Ok(sig) => {
-                    check(&sig, &d, &address);
-                    break sig;
+                    Err(HsmError::Unavailable { .. })
+                        if started.elapsed() < Duration::from_secs(10) =>
+                    {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(other) => panic!(
+                        "token back, still failing after {:?}: {other:?}",
+                        started.elapsed()
+                    ),
                 }
-                Err(HsmError::Unavailable { .. })
-                    if started.elapsed() < Duration::from_secs(10) =>
-                {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(other) => panic!(
-                    "token back, still failing after {:?}: {other:?}",
-                    started.elapsed()
-                ),
+            };
+            println!(
+                "token back: signing again after {:?} ({n} attempts): {sig:?}",
+                started.elapsed()
+            );
+            for n in 0..100 {
+                let d = digest(600_000 + n);
+                check(&key.sign(&d).expect("sign after recovery"), &d, &address);
             }
-        };
-        println!(
-            "token back: signing again after {:?} ({n} attempts): {sig:?}",
-            started.elapsed()
-        );
-        for n in 0..100 {
-            let d = digest(600_000 + n);
-            check(&key.sign(&d).expect("sign after recovery"), &d, &address);
-        }
-    });
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
-    }
+        },
+    );
 }
 
 /// Signing rate and latency of one `Pkcs11Key` on SoftHSM from 1, 4 and 8 threads, every signature
 /// checked. A short run always; the full one (4,000 signatures per thread count) for the report,
 /// alone and optimised:
-/// `AVSNODE_MEASURE=1 cargo test --release -p avsnode --test hsm -- --nocapture sign_rate`.
+/// `AVSNODE_MEASURE=1 cargo test --release -p avsnode-signing --test pkcs11 -- --nocapture sign_rate`.
 #[test]
 fn sign_rate() {
     let total: u64 = if std::env::var("AVSNODE_MEASURE").as_deref() == Ok("1") {
@@ -542,9 +424,8 @@ fn sign_rate() {
     } else {
         200
     };
-    with_softhsm("sign_rate", |hsm| {
-        hsm.init_token("avs-rate");
-        let spec = hsm.spec("avs-rate", "operator");
+    in_child("sign_rate", "avs-rate", |_token| {
+        let spec = key_spec("avs-rate", "operator");
         pkcs11::generate(&spec).expect("generate");
         let key = Pkcs11Key::open(spec).expect("open");
         let address = key.address();

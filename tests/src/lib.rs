@@ -13,33 +13,74 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
-/// The path of a workspace binary, built first (once per test process) so it is never stale.
+/// The path of a workspace binary (`avsnode`, `avsnode-example-performer`), never stale.
 ///
-/// Binaries of other packages are not built by `cargo test` for this one, so this runs
-/// `cargo build --bin NAME` in the same profile as the running test.
+/// `cargo test --workspace` builds both before any test runs: the packages that own them have
+/// integration tests of their own (`node/tests/cli.rs`, `performer/example/tests/binary.rs`), and
+/// cargo builds a package's binaries for those. A run that selected other packages only (`cargo
+/// test -p avsnode-tests`) may find one missing or older than the workspace's sources: then it is
+/// built here, once per test process, in the profile of the running test, and the run says so.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-    let profile_dir = profile_dir();
+    let path = profile_dir().join(name);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let built = built.get_or_insert_with(HashSet::new);
-    if !built.contains(name) {
+    if !built.contains(name) && stale(&path) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "building {name}: it is missing or older than the sources (`cargo test \
+                 --workspace` builds it before the run)"
+            );
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(workspace_root())
             .args(["build", "--quiet", "--bin", name]);
-        if profile_dir.file_name().is_some_and(|p| p == "release") {
+        if profile_dir().file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
         let status = cmd
             .status()
             .unwrap_or_else(|e| panic!("running cargo build --bin {name}: {e}"));
         assert!(status.success(), "cargo build --bin {name} failed");
-        built.insert(name.to_owned());
     }
-    let path = profile_dir.join(name);
+    built.insert(name.to_owned());
     assert!(path.exists(), "{} was not built", path.display());
     path
+}
+
+/// Whether `binary` is missing or older than a source it could be built from: a `.rs`, `.proto`
+/// or `Cargo.toml` of the workspace outside `tests/`, or `Cargo.lock`.
+fn stale(binary: &Path) -> bool {
+    fn newest(dir: &Path, found: &mut SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if !matches!(name.to_str(), Some("target" | "tests" | "fuzz" | ".git")) {
+                    newest(&path, found);
+                }
+            } else if (path.extension().is_some_and(|e| e == "rs" || e == "proto")
+                || name == "Cargo.toml"
+                || name == "Cargo.lock")
+                && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
+            {
+                *found = (*found).max(modified);
+            }
+        }
+    }
+    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let mut sources = SystemTime::UNIX_EPOCH;
+    newest(workspace_root(), &mut sources);
+    sources > built
 }
 
 /// The workspace root (the folder holding the top-level `Cargo.toml`).

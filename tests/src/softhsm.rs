@@ -1,5 +1,6 @@
 //! SoftHSM2 tokens for the PKCS#11 tests: each [`Token`] has its own `SOFTHSM2_CONF` and token
 //! directory, so tests never share a token and can remove one ("pull" it) without touching others.
+//! A test that loads the module in its own process runs in a child process ([`in_child`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,16 +12,21 @@ pub const PIN: &str = "460913";
 /// The security officer PIN of every test token.
 pub const SO_PIN: &str = "827364";
 
-/// Whether SoftHSM2 is installed (the module and `softhsm2-util`). If not, prints
+/// Set in a child process of [`in_child`] to its token's folder.
+const CHILD_ENV: &str = "AVSNODE_SOFTHSM_CHILD";
+
+/// Whether SoftHSM2 is installed (the module, `softhsm2-util` and OpenSC's `pkcs11-tool`). If not, prints
 /// `skipping: SoftHSM2 is not installed (…)` and returns false, so a test can
 /// `if !softhsm_available() { return; }` — except on CI (`CI=true`), where it panics: `.ci/run`
 /// installs it.
 pub fn softhsm_available() -> bool {
     let util = Command::new("softhsm2-util").arg("--version").output();
-    let reason = match util {
+    let tool = Command::new("pkcs11-tool").arg("--help").output();
+    let reason = match (util, tool) {
         _ if !Path::new(MODULE).exists() => format!("{MODULE} is missing"),
-        Err(e) => format!("softhsm2-util: {e}"),
-        Ok(_) => return true,
+        (Err(e), _) => format!("softhsm2-util: {e}"),
+        (_, Err(e)) => format!("pkcs11-tool: {e}"),
+        (Ok(_), Ok(_)) => return true,
     };
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("SoftHSM2 is not installed on CI ({reason}); .ci/run installs softhsm2");
@@ -47,33 +53,74 @@ pub struct Token {
     pub label: String,
 }
 
+/// Runs `body` with a fresh token labelled `label`, in a child process of the running test binary
+/// whose `SOFTHSM2_CONF` is the token's. A PKCS#11 module reads that variable once, when it is
+/// loaded, and a test may not set its own environment (`unsafe`, which the workspace forbids): so
+/// the test re-runs itself, filtered to `name` (the test function's name), as the child. The
+/// parent checks the child ran the test and passed. Without SoftHSM it prints why and returns,
+/// except under `CI=true`, where it fails.
+pub fn in_child(name: &str, label: &str, body: impl FnOnce(&Token)) {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        let token = Token::at(Path::new(&dir), label);
+        body(&token);
+        std::fs::write(Path::new(&dir).join("passed"), name).expect("writing the pass marker");
+        return;
+    }
+    if !softhsm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let token = Token::new(dir.path(), label);
+    let status = token
+        .command(std::env::current_exe().expect("the test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, dir.path())
+        .status()
+        .expect("running the test binary");
+    assert!(
+        status.success(),
+        "{name} failed in its SoftHSM child process"
+    );
+    // A filter that matched nothing would pass without running the test.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("passed"))
+            .ok()
+            .as_deref(),
+        Some(name),
+        "the child process did not run {name}"
+    );
+}
+
 impl Token {
+    /// The token laid out under `dir` by [`Token::new`].
+    fn at(dir: &Path, label: &str) -> Token {
+        Token {
+            conf: dir.join("softhsm2.conf"),
+            tokens: dir.join("softhsm-tokens"),
+            pin_file: dir.join("token.pin"),
+            label: label.to_owned(),
+        }
+    }
+
     /// Writes a configuration under `dir` and initialises a token labelled `label` with [`PIN`].
     pub fn new(dir: &Path, label: &str) -> Token {
-        let tokens = dir.join("softhsm-tokens");
-        std::fs::create_dir_all(&tokens).expect("creating the token directory");
-        let conf = dir.join("softhsm2.conf");
+        let token = Token::at(dir, label);
+        let (tokens, conf, pin_file) = (&token.tokens, &token.conf, &token.pin_file);
+        std::fs::create_dir_all(tokens).expect("creating the token directory");
         std::fs::write(
-            &conf,
+            conf,
             format!(
                 "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
                 tokens.display()
             ),
         )
         .expect("writing softhsm2.conf");
-        let pin_file = dir.join("token.pin");
-        std::fs::write(&pin_file, format!("{PIN}\n")).expect("writing the PIN file");
+        std::fs::write(pin_file, format!("{PIN}\n")).expect("writing the PIN file");
         std::fs::set_permissions(
-            &pin_file,
+            pin_file,
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
         .expect("chmod 600 the PIN file");
-        let token = Token {
-            conf,
-            tokens,
-            pin_file,
-            label: label.to_owned(),
-        };
         let out = token
             .command("softhsm2-util")
             .args([

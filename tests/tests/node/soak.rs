@@ -14,11 +14,9 @@
 //! `AVSNODE_SOAK_SECS` sets the soak's length after the warm-up (default 20 s; issue 7 asks for
 //! 600 s); the warm-up is a tenth of it, 5 to 60 s. From 300 s on, RSS growth after the warm-up
 //! is held under 10 %; shorter runs print it (docs/PERFORMANCE.md, "Soak"):
-//! `AVSNODE_SOAK_SECS=600 cargo test --release -p avsnode-tests --test soak -- --nocapture`.
+//! `AVSNODE_SOAK_SECS=600 cargo test --release -p avsnode-tests --test node soak:: -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -27,13 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, now_secs};
 use avsnode_aggregator::{Aggregator, NewTask};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
 use avsnode_signing::LocalKey;
-use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, now_secs};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tonic::Code;

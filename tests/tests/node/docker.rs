@@ -8,12 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, Fixture, TestNode};
 use avsnode::management::AdminClient;
 use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::TaskResult;
@@ -21,7 +20,6 @@ use avsnode_signer::Scheme;
 use avsnode_signer::ecdsa;
 use avsnode_signing::LocalKey;
 use avsnode_tests::docker::{crashing_image, docker_available, docker_cli, example_image};
-use common::{AVS, Fixture, TestNode};
 use tonic::Code;
 
 const OTHER_AVS: &str = "0x000000000000000000000000000000000000b6b6";
@@ -199,7 +197,7 @@ async fn deploys_serve_signed_tasks_from_a_hardened_container() {
     let node = TestNode::builder()
         .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
         .extra_toml(&management)
-        .avs(common::AvsSpec::new(AVS).performer_toml(&docker_performer(None, "")))
+        .avs(crate::common::AvsSpec::new(AVS).performer_toml(&docker_performer(None, "")))
         .log_level("trace")
         .start();
     let _log = node.log_on_panic();
@@ -284,7 +282,7 @@ async fn deploys_serve_signed_tasks_from_a_hardened_container() {
     assert!(inspect(&container, "{{json .Config.Env}}").contains("GREETING=hello-secret-value"));
 
     // Signed results verify for every operator set scheme.
-    for scheme in common::SCHEMES {
+    for scheme in crate::common::SCHEMES {
         let task = fixture.task(AVS, scheme, &9u64.to_be_bytes());
         let answer = node
             .submit(fixture.sign(Scheme::Ecdsa, &task))
@@ -380,7 +378,10 @@ async fn a_killed_container_is_restarted_and_tasks_in_the_gap_fail_fast() {
     let node = Arc::new(
         TestNode::builder()
             .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
-            .avs(common::AvsSpec::new(AVS).performer_toml(&docker_performer(Some(&image), "")))
+            .avs(
+                crate::common::AvsSpec::new(AVS)
+                    .performer_toml(&docker_performer(Some(&image), "")),
+            )
             .start(),
     );
     let _log = node.log_on_panic();
@@ -474,9 +475,10 @@ async fn a_crash_looping_performer_is_marked_failed_and_other_avss_keep_serving(
     let node = Arc::new(
         TestNode::builder()
             .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
-            .avs(common::AvsSpec::new(AVS).performer_toml(&crashing))
+            .avs(crate::common::AvsSpec::new(AVS).performer_toml(&crashing))
             .avs(
-                common::AvsSpec::new(OTHER_AVS).performer_toml(&docker_performer(Some(&image), "")),
+                crate::common::AvsSpec::new(OTHER_AVS)
+                    .performer_toml(&docker_performer(Some(&image), "")),
             )
             .start(),
     );
@@ -552,10 +554,12 @@ async fn an_upgrade_under_load_loses_no_task_and_removes_the_old_container() {
             .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
             .extra_toml(&management)
             // A little work per task, so some are in the old container during the switch.
-            .avs(common::AvsSpec::new(AVS).performer_toml(&docker_performer(
-                Some(&v1),
-                "env = { AVSNODE_EXAMPLE_DELAY_MS = \"50\" }\n",
-            )))
+            .avs(
+                crate::common::AvsSpec::new(AVS).performer_toml(&docker_performer(
+                    Some(&v1),
+                    "env = { AVSNODE_EXAMPLE_DELAY_MS = \"50\" }\n",
+                )),
+            )
             .start(),
     );
     let _log = node.log_on_panic();
@@ -634,8 +638,11 @@ async fn a_restarted_node_adopts_its_containers_and_removes_stale_ones() {
             .fixture(fixture.clone())
             .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
             .extra_toml(&management)
-            .avs(common::AvsSpec::new(AVS).performer_toml(&docker_performer(Some(&v1), "")))
-            .avs(common::AvsSpec::new(OTHER_AVS).performer_toml(&docker_performer(Some(&v1), "")))
+            .avs(crate::common::AvsSpec::new(AVS).performer_toml(&docker_performer(Some(&v1), "")))
+            .avs(
+                crate::common::AvsSpec::new(OTHER_AVS)
+                    .performer_toml(&docker_performer(Some(&v1), "")),
+            )
     };
     let mut node = builder().start();
     // A deployment through the API, with env, for the second AVS.
@@ -743,7 +750,7 @@ async fn stop_on_shutdown_removes_the_containers() {
     let mut node = TestNode::builder()
         .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
         .extra_toml("[docker]\nstop_on_shutdown = true\n")
-        .avs(common::AvsSpec::new(AVS).performer_toml(&docker_performer(Some(&image), "")))
+        .avs(crate::common::AvsSpec::new(AVS).performer_toml(&docker_performer(Some(&image), "")))
         .start();
     only_container(&cleanup, AVS);
     let (status, _) = node.stop();
@@ -767,10 +774,13 @@ async fn a_performer_without_egress_runs_on_an_internal_network() {
     let node = TestNode::builder()
         .node_toml(&format!("id = \"{}\"", cleanup.node_id()))
         .avs(
-            common::AvsSpec::new(AVS)
+            crate::common::AvsSpec::new(AVS)
                 .performer_toml(&docker_performer(Some(&image), "egress = false\n")),
         )
-        .avs(common::AvsSpec::new(OTHER_AVS).performer_toml(&docker_performer(Some(&image), "")))
+        .avs(
+            crate::common::AvsSpec::new(OTHER_AVS)
+                .performer_toml(&docker_performer(Some(&image), "")),
+        )
         .start();
     let _log = node.log_on_panic();
     let fixture = node.fixture().clone();

@@ -9,11 +9,9 @@
 //!
 //! The measurement (pkcs11 vs local keystore, end-to-end tasks/s and p99) runs a small smoke count
 //! by default; for the real numbers run it alone, optimised:
-//! `AVSNODE_MEASURE=1 cargo test --release -p avsnode-tests --test signing_hsm measure -- --nocapture`.
+//! `AVSNODE_MEASURE=1 cargo test --release -p avsnode-tests --test node signing_hsm::measure -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
-
-mod common;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -23,6 +21,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, Fixture, TestNode, VERIFIER};
 use avsnode_aggregator::{NewTask, OperatorKey, verify_result};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
@@ -30,7 +29,6 @@ use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_event, stream_req
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::{Address, EcdsaVerifier};
 use avsnode_tests::softhsm::{MODULE, PIN, SO_PIN, Token, softhsm_available};
-use common::{AVS, Fixture, TestNode, VERIFIER};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
@@ -109,7 +107,7 @@ fn ecdsa_operator_key(address: Address) -> OperatorKey {
     OperatorKey::Ecdsa {
         address,
         verifier: EcdsaVerifier {
-            address: common::address(VERIFIER),
+            address: crate::common::address(VERIFIER),
             version: "1".into(),
         },
     }
@@ -1071,7 +1069,7 @@ async fn startup_errors_name_the_token_and_never_show_the_pin() {
     for (scheme, index) in [(Scheme::Bn254, 1), (Scheme::Bls12381, 2)] {
         let config = config_with(&fixture, scheme, &hsm.backend);
         let (status, stdout, stderr) =
-            common::avsnode_cli(&["check-config".as_ref(), config.as_os_str()]);
+            crate::common::avsnode_cli(&["check-config".as_ref(), config.as_os_str()]);
         assert!(
             !status.success(),
             "check-config accepted {scheme} on PKCS#11: {stdout}"

@@ -18,11 +18,9 @@
 //! tasks at a fixed rate, the flood at a fixed rate whatever the node does (open loop) — which
 //! asserts that the honest p99 under attack stays within twice its quiet value (release build,
 //! nothing else running):
-//! `AVSNODE_MEASURE=1 cargo test --release -p avsnode-tests --test hostile -- --nocapture measure`.
+//! `AVSNODE_MEASURE=1 cargo test --release -p avsnode-tests --test node hostile::measure -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
-
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
@@ -30,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, address, now_ms, now_secs};
 use avsnode_aggregator::{Aggregator, NewTask};
 use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
@@ -37,7 +36,6 @@ use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
 use avsnode_signing::LocalKey;
-use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, address, now_ms, now_secs};
 use prost::Message as _;
 use prost::bytes::BufMut as _;
 use tokio::sync::{Semaphore, mpsc};

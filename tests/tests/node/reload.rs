@@ -5,19 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, sample};
 use avsnode_aggregator::{Aggregator, NewTask};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
 use avsnode_signing::LocalKey;
-use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, sample};
 use tonic::Code;
 
 /// A second AVS, served with the example performer's defaults.

@@ -7,8 +7,6 @@
 //! may name other binaries. Without them the tests skip with a note on stderr, except under CI
 //! (`CI=true`), where they fail.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::AddAssign;
@@ -18,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, AvsSpec, SCHEMES, TestNode, now_secs};
 use avsnode_aggregator::Aggregator;
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
 use avsnode_signing::LocalKey;
-use common::{AVS, AvsSpec, SCHEMES, TestNode, now_secs};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;

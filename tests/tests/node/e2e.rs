@@ -3,16 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, AvsSpec, SCHEMES, TestNode, now_ms};
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
-use common::{AVS, AvsSpec, SCHEMES, TestNode, now_ms};
 
 /// An AVS whose performer takes 300 ms and returns a different output on every execution.
 const RANDOM_SLOW_AVS: &str = "0x00000000000000000000000000000000000005a1";

@@ -5,8 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod common;
-
+use crate::common::{AVS, TestNode, avsnode_cli};
 use avsnode::management::{AdminClient, methods, sign_request};
 use avsnode_keystore::{Kdf, Password};
 use avsnode_proto::executor::common::AuthSignature;
@@ -17,7 +16,6 @@ use avsnode_proto::executor::{
 use avsnode_signer::Scheme;
 use avsnode_signer::ecdsa;
 use avsnode_signing::LocalKey;
-use common::{AVS, TestNode, avsnode_cli};
 use prost::Message;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -332,11 +330,13 @@ fn high_s_twin(signature: &[u8]) -> Vec<u8> {
 /// latency with and without the 4 MiB flood is printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_management_floods_cost_little_and_evict_no_admin_token() {
-    use common::flood::{ATTACKER, channel_from, honest_over_fresh_connections, honest_tasks};
+    use crate::common::flood::{
+        ATTACKER, channel_from, honest_over_fresh_connections, honest_tasks,
+    };
     let admin = ecdsa_key();
     let node = TestNode::builder()
         .avs(
-            common::AvsSpec::new(AVS)
+            crate::common::AvsSpec::new(AVS)
                 .toml("aggregator_rate_limit = 100000.0\naggregator_burst = 100000"),
         )
         .extra_toml(&format!(
@@ -460,7 +460,7 @@ async fn unauthenticated_management_floods_cost_little_and_evict_no_admin_token(
     );
     let metrics = node.scrape_metrics().await;
     assert!(
-        common::sample(
+        crate::common::sample(
             &metrics,
             "avsnode_management_calls_refused_total",
             &[("reason", "rate_limited")]

@@ -3,7 +3,7 @@
 //! 127.0.0.1/localhost, three client certificates), keys of all three schemes live in light-KDF
 //! keystores, and the signer runs in this process on an ephemeral port.
 //!
-//! Run the measurement with `cargo test -p avsnode-tests --test remote_signer -- --nocapture`.
+//! Run the measurement with `cargo test -p avsnode-tests --test node remote_signer:: -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 

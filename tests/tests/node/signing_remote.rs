@@ -10,11 +10,9 @@
 //!
 //! The measurement prints numbers with `AVSNODE_MEASURE=1` (3,000 tasks per scheme and backend;
 //! run it in release, alone):
-//! `AVSNODE_MEASURE=1 cargo test --release -p avsnode-tests --test signing_remote measure -- --nocapture`.
+//! `AVSNODE_MEASURE=1 cargo test --release -p avsnode-tests --test node signing_remote::measure -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
-
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -24,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, Fixture, SCHEMES, TestNode, VERIFIER, address, sample};
 use avsnode_aggregator::{NewTask, OperatorKey, verify_result};
 use avsnode_keystore::{Keystore, Password};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
@@ -36,7 +35,6 @@ use avsnode_signer::messages::EcdsaVerifier;
 use avsnode_signing::LocalKey;
 use avsnode_tests::pki::{self, Pki};
 use avsnode_tests::softhsm::{self, Token, softhsm_available};
-use common::{AVS, Fixture, SCHEMES, TestNode, VERIFIER, address, sample};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -528,7 +526,11 @@ impl Session {
 }
 
 /// A node whose three signers are all on `signer`, with client `client`'s certificate.
-fn remote_node(fixture: &Arc<Fixture>, signer: &SignerHost, client: &str) -> common::NodeBuilder {
+fn remote_node(
+    fixture: &Arc<Fixture>,
+    signer: &SignerHost,
+    client: &str,
+) -> crate::common::NodeBuilder {
     let mut builder = TestNode::builder().fixture(fixture.clone());
     for scheme in SCHEMES {
         builder = builder.signer_backend(scheme, &signer.backend(client));

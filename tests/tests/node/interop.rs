@@ -7,17 +7,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, SCHEMES, TestNode, now_ms};
 use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::TaskResult;
 use avsnode_signer::Scheme;
-use common::{AVS, SCHEMES, TestNode, now_ms};
 use serde_json::{Value, json};
 
 const PYTHON: &str = "/usr/bin/python3";

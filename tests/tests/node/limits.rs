@@ -4,20 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::common::flood::{
+    ATTACKER, SocketFlood, channel_from, honest_over_fresh_connections, honest_tasks, rss_bytes,
+};
+use crate::common::{AVS, AvsSpec, TestNode, sample};
 use avsnode_aggregator::Aggregator;
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamRequest, stream_request};
 use avsnode_signer::Scheme;
 use avsnode_signing::LocalKey;
-use common::flood::{
-    ATTACKER, SocketFlood, channel_from, honest_over_fresh_connections, honest_tasks, rss_bytes,
-};
-use common::{AVS, AvsSpec, TestNode, sample};
 use tonic::Code;
 
 /// An aggregator over its rate gets RESOURCE_EXHAUSTED `rate_limited`, and that is decided

@@ -6,13 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::{AVS, Fixture, SCHEMES, TestNode, sample};
 use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::executor_management_service_client::ExecutorManagementServiceClient;
 use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
@@ -21,7 +20,6 @@ use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamEvent, StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
 use avsnode_tests::pki::{self, Pki};
-use common::{AVS, Fixture, SCHEMES, TestNode, sample};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -655,20 +653,20 @@ async fn sighup_rotates_the_server_certificate_and_the_client_ca_under_mutual_tl
 /// phase).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_tls_handshake_flood_holds_up_nobody() {
-    use common::flood::{ATTACKER, Honest, SocketFlood};
+    use crate::common::flood::{ATTACKER, Honest, SocketFlood};
     let fixture = Fixture::new();
     let pki = new_pki(fixture.dir(), "pki", &[]);
     let files = ServedFiles::new(&fixture, &pki);
     let node = TestNode::builder()
         .fixture(fixture.clone())
         .avs(
-            common::AvsSpec::new(AVS)
+            crate::common::AvsSpec::new(AVS)
                 .toml("aggregator_rate_limit = 100000.0\naggregator_burst = 100000"),
         )
         .intake_toml(&format!("tls = {}", files.server_tls()))
         .start();
     let _log = node.log_on_panic();
-    let tasks = common::flood::honest_tasks();
+    let tasks = crate::common::flood::honest_tasks();
     let honest = |label: &'static str| {
         let addr = node.address();
         let fixture = fixture.clone();

@@ -152,15 +152,15 @@ fn run(no_terminal: bool, list: &[&dyn Arg]) -> Run {
     for arg in list {
         arg.push(&mut args);
     }
-    let bin = avsnode_tests::binary("avsnode");
+    let bin = env!("CARGO_BIN_EXE_avsnode");
     let setsid = Path::new("/usr/bin/setsid");
     let mut cmd = if no_terminal && setsid.exists() {
         // Our child is no process group leader, so setsid execs avsnode in place (same pid).
         let mut cmd = Command::new(setsid);
-        cmd.arg(&bin);
+        cmd.arg(bin);
         cmd
     } else {
-        Command::new(&bin)
+        Command::new(bin)
     };
     cmd.args(["--log-level", "debug"])
         .args(&args)
@@ -833,7 +833,7 @@ fn another_process_is_locked_out() {
     // A real second process: `avsnode ledger export` on a data dir this test holds open.
     let dir = tempfile::tempdir().expect("tempdir");
     let _ledger = avsnode_ledger::Ledger::open(dir.path()).expect("open ledger");
-    let out = std::process::Command::new(avsnode_tests::binary("avsnode"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_avsnode"))
         .args(["ledger", "export", "--data-dir"])
         .arg(dir.path())
         .output()

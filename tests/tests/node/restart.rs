@@ -3,16 +3,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::ffi::OsStr;
 use std::time::Duration;
 
+use crate::common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, avsnode_cli};
 use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::stream::stream_event;
 use avsnode_signer::Scheme;
-use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode, avsnode_cli};
 use tonic::Code;
 
 /// Submits every task at once (unary) and returns the answers in task order.
@@ -54,7 +52,7 @@ async fn answers_survive_a_restart_and_come_from_the_ledger() {
             let aggregator = SCHEMES[(i / 3) % 3];
             let mut task = fixture.task(AVS, SCHEMES[i % 3], &[i as u8, 1]);
             if i % 2 == 0 {
-                task.deadline_unix_ms = Some(common::now_ms() + 120_000);
+                task.deadline_unix_ms = Some(crate::common::now_ms() + 120_000);
             }
             (aggregator, task)
         })
@@ -273,7 +271,7 @@ async fn sigterm_refuses_new_tasks_and_answers_the_rest_unavailable_after_the_gr
 /// signatures lost to a crash — each (AVS, task, output, created at).
 fn write_layout_1_ledger(fixture: &Fixture, records: &[(&str, &NewTask, &[u8], u64)]) {
     use avsnode_signer::messages::{ResultCertificate, certificate_digest, keccak256};
-    let common::OperatorSetKey {
+    let crate::common::OperatorSetKey {
         public: avsnode_aggregator::OperatorKey::Bn254(public),
         ..
     } = fixture.set(Scheme::Bn254)
@@ -290,7 +288,7 @@ fn write_layout_1_ledger(fixture: &Fixture, records: &[(&str, &NewTask, &[u8], u
         let mut table = txn.open_table(table).unwrap();
         for (avs, task, output, created) in records {
             let mut key = key_id.to_vec();
-            key.extend_from_slice(&common::address(avs).0);
+            key.extend_from_slice(&crate::common::address(avs).0);
             key.extend_from_slice(&task.operator_set_id.to_be_bytes());
             key.extend_from_slice(&[0; 21]); // no verifier
             key.extend_from_slice(&task.task_id.0);
@@ -324,7 +322,7 @@ async fn an_older_ledger_with_one_task_for_two_avss_stops_the_node_until_the_ope
     let fixture = Fixture::new();
     let task = fixture.task(AVS, Scheme::Bn254, &[3]);
     let for_b = NewTask {
-        avs: common::address(AVS_B),
+        avs: crate::common::address(AVS_B),
         payload: vec![4],
         ..task.clone()
     };

@@ -8,17 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamRequest, stream_event, stream_request};
 use avsnode_signer::Scheme;
-use common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode};
 
 /// A small xorshift generator: the run prints its seed, so a failure can be replayed with
 /// `AVSNODE_CRASH_SEED`.

@@ -6,17 +6,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::{AVS, AvsSpec, SCHEMES, TestNode, address, now_ms, now_secs};
 use avsnode_aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_signer::Scheme;
 use avsnode_signer::messages::EcdsaVerifier;
 use avsnode_signing::LocalKey;
-use common::{AVS, AvsSpec, SCHEMES, TestNode, address, now_ms, now_secs};
 use tonic::Code;
 
 /// The good AVS; its payloads are capped at 64 bytes.

@@ -1,0 +1,98 @@
+//! The example performer as the process a node or a container runs: it listens where it is told,
+//! squares payloads over the Hourglass `PerformerService`, refuses a payload it cannot square,
+//! stops cleanly on SIGTERM, and `--exit-after 0` exits at once with a failure (the crash-looping
+//! image of the node's restart tests).
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use avsnode_example_performer::square;
+use avsnode_proto::performer::TaskRequest;
+use avsnode_proto::performer::performer_service_client::PerformerServiceClient;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_avsnode-example-performer");
+
+#[tokio::test]
+async fn serves_squares_and_stops_on_sigterm() {
+    let mut child = Command::new(BINARY)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "example performer listening on 127.0.0.1:PORT"
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|_| line.contains("listening on"))
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+        .to_owned();
+
+    let mut client = PerformerServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let task_id = format!("0x{}", "ab".repeat(32)).into_bytes();
+    for payload in [vec![], vec![7], u64::MAX.to_be_bytes().to_vec()] {
+        let response = client
+            .execute_task(TaskRequest {
+                task_id: task_id.clone(),
+                payload: payload.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.task_id, task_id, "the task id is echoed");
+        assert_eq!(
+            response.result,
+            square(&payload).unwrap(),
+            "payload {payload:?}"
+        );
+    }
+    let status = client
+        .execute_task(TaskRequest {
+            task_id,
+            payload: vec![1; 9],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
+}
+
+#[test]
+fn exit_after_zero_fails_at_once() {
+    let out = Command::new(BINARY)
+        .args(["--port", "0", "--exit-after", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exiting at once"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
