@@ -146,6 +146,57 @@ pub enum LedgerError {
         source: std::io::Error,
     },
 
+    /// The database (PostgreSQL backend) answered with an error.
+    #[error("ledger database failed while {op}: {reason}")]
+    Database {
+        /// What the ledger was doing.
+        op: &'static str,
+        /// What the database or its client said (never holds the password).
+        reason: String,
+    },
+
+    /// The database cannot be reached now (no connection within the connect timeout): nothing
+    /// was recorded; the request may be retried.
+    #[error("the ledger database is unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+
+    /// `ledger.url` is not a PostgreSQL URL avsnode can use.
+    #[error("ledger.url: {reason}")]
+    InvalidDatabaseUrl {
+        /// Why.
+        reason: String,
+    },
+
+    /// The database's schema was written by a newer avsnode.
+    #[error(
+        "the ledger database has schema version {found}, newer than this avsnode knows \
+         ({known}); run the avsnode version that wrote it, or a newer one"
+    )]
+    SchemaTooNew {
+        /// The database's version.
+        found: i32,
+        /// The newest this avsnode knows.
+        known: i32,
+    },
+
+    /// Another replica took over this task's claim (this replica's lease ran out): nothing of
+    /// this attempt may be released.
+    #[error("task {task_id}: another replica took over the claim; nothing released")]
+    ClaimLost {
+        /// The task.
+        task_id: TaskId,
+    },
+
+    /// The task is older than what was pruned for its key: it can never be signed again.
+    #[error("task {task_id} is older than the ledger's prune watermark; refusing to sign it")]
+    Pruned {
+        /// The task.
+        task_id: TaskId,
+    },
+
     /// The writer thread is gone (it panicked, or the ledger is shutting down).
     #[error("the ledger writer has stopped; nothing was recorded")]
     Closed,

@@ -99,6 +99,7 @@ mod error;
 mod export;
 mod legacy;
 mod migrate;
+pub mod postgres;
 mod writer;
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod docker;
 pub mod pki;
+pub mod postgres;
 pub mod softhsm;
 
 use std::collections::HashSet;
