@@ -16,7 +16,7 @@ use super::{LOCK_FILE, RecordKey, Refusal};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LedgerError {
-    /// Another process (or another [`Ledger`](super::Ledger) in this process) holds the data
+    /// Another process (or another [`EmbeddedLedger`](super::EmbeddedLedger) in this process) holds the data
     /// directory's lock.
     #[error(
         "another avsnode is using the data directory {} (it holds {LOCK_FILE} there); \
@@ -72,7 +72,7 @@ pub enum LedgerError {
     },
 
     /// The proposal or signatures handed to
-    /// [`Ledger::commit_signed`](super::Ledger::commit_signed) are inconsistent or too long: a
+    /// [`EmbeddedLedger::commit_signed`](super::EmbeddedLedger::commit_signed) are inconsistent or too long: a
     /// caller bug.
     #[error("refusing to record task {task_id}: {problem}")]
     InvalidProposal {
@@ -186,6 +186,14 @@ pub enum LedgerError {
     /// this attempt may be released.
     #[error("task {task_id}: another replica took over the claim; nothing released")]
     ClaimLost {
+        /// The task.
+        task_id: TaskId,
+    },
+
+    /// Another replica held the task for as long as this request could wait: nothing was
+    /// signed here; a retry gets that replica's record.
+    #[error("task {task_id}: another replica is running it; retry for its answer")]
+    Busy {
         /// The task.
         task_id: TaskId,
     },

@@ -36,7 +36,7 @@ const VERSION: &str = "2";
 /// Written before the sign-once key was narrowed to what the digest binds.
 const LEGACY_VERSION: &str = "1";
 
-/// What [`Ledger::import_json`](super::Ledger::import_json) did.
+/// What [`EmbeddedLedger::import_json`](super::EmbeddedLedger::import_json) did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportSummary {
     /// Records the ledger did not hold, now inserted.
@@ -114,7 +114,7 @@ impl From<&Record> for JsonRecord {
 }
 
 /// Writes `records` in the export format.
-fn write_records(
+pub(super) fn write_records(
     out: &mut dyn Write,
     records: impl IntoIterator<Item = Result<Record, LedgerError>>,
 ) -> Result<u64, LedgerError> {
@@ -175,6 +175,33 @@ pub(super) fn import(
     input: &mut dyn Read,
     verifier_versions: &[String],
 ) -> Result<ImportSummary, LedgerError> {
+    let records = read(input, verifier_versions)?;
+    let mut txn = db
+        .begin_write()
+        .map_err(storage("starting a write transaction"))?;
+    txn.set_two_phase_commit(true);
+    let merged = merge(&txn, records);
+    match merged {
+        Ok(summary) => {
+            txn.commit().map_err(storage("committing the import"))?;
+            Ok(summary)
+        }
+        Err(e) => {
+            // Nothing of a refused import is written.
+            if let Err(abort) = txn.abort() {
+                tracing::warn!(error = %abort, "aborting a refused ledger import failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Every record of an export (version 2, or version 1 with `verifier_versions` to find its
+/// ECDSA records' domains), checked field by field; nothing is merged yet.
+pub(super) fn read(
+    input: &mut dyn Read,
+    verifier_versions: &[String],
+) -> Result<Vec<Record>, LedgerError> {
     let file: ImportFile = serde_json::from_reader(BufReader::new(input)).map_err(|e| {
         if e.is_io() {
             ImportError::Read(e.into())
@@ -205,25 +232,74 @@ pub(super) fn import(
             parse(index, serde_json::from_value(value).map_err(json)?)?
         });
     }
+    Ok(records)
+}
 
-    let mut txn = db
-        .begin_write()
-        .map_err(storage("starting a write transaction"))?;
-    txn.set_two_phase_commit(true);
-    let merged = merge(&txn, records);
-    match merged {
-        Ok(summary) => {
-            txn.commit().map_err(storage("committing the import"))?;
-            Ok(summary)
-        }
-        Err(e) => {
-            // Nothing of a refused import is written.
-            if let Err(abort) = txn.abort() {
-                tracing::warn!(error = %abort, "aborting a refused ledger import failed");
+/// What an import does with one record, given the record held for its key: the one decision
+/// both backends merge by.
+pub(super) enum Merge {
+    /// Not held: insert it.
+    Insert(Record),
+    /// Held unsigned with the same origin and digest: the held record takes the imported
+    /// signatures.
+    AddSignatures(Record),
+    /// Held with the same origin and digest: nothing to do.
+    Skip,
+    /// Held with another origin or digest: the import is refused.
+    Conflict,
+}
+
+impl Merge {
+    pub(super) fn of(held: Option<Record>, record: Record) -> Merge {
+        match held {
+            None => Merge::Insert(record),
+            Some(held)
+                if held
+                    .permits(record.origin, record.reference_timestamp, &record.digest)
+                    .is_err() =>
+            {
+                Merge::Conflict
             }
-            Err(e)
+            Some(mut held) if held.signatures.is_none() && record.signatures.is_some() => {
+                held.signatures = record.signatures;
+                Merge::AddSignatures(held)
+            }
+            Some(_) => Merge::Skip,
         }
     }
+
+    /// Counts this decision in `summary`; the conflicts' task ids go to `conflicts`.
+    pub(super) fn count(
+        &self,
+        task_id: TaskId,
+        summary: &mut ImportSummary,
+        conflicts: &mut Vec<TaskId>,
+    ) {
+        match self {
+            Merge::Insert(_) => summary.inserted += 1,
+            Merge::AddSignatures(_) => summary.signatures_added += 1,
+            Merge::Skip => summary.skipped += 1,
+            Merge::Conflict => conflicts.push(task_id),
+        }
+    }
+}
+
+/// The summary of an import, or its refusal when any record conflicts.
+pub(super) fn conclude(
+    summary: ImportSummary,
+    conflicts: Vec<TaskId>,
+) -> Result<ImportSummary, LedgerError> {
+    if conflicts.is_empty() {
+        return Ok(summary);
+    }
+    tracing::error!(
+        conflicts = conflicts.len(),
+        "ledger import refused: records conflict with different digests already held"
+    );
+    Err(ImportError::Conflicts {
+        task_ids: conflicts,
+    }
+    .into())
 }
 
 fn merge(txn: &redb::WriteTransaction, records: Vec<Record>) -> Result<ImportSummary, LedgerError> {
@@ -234,60 +310,31 @@ fn merge(txn: &redb::WriteTransaction, records: Vec<Record>) -> Result<ImportSum
     let mut conflicts = Vec::new();
     for record in records {
         let key = encode_key(&record.key);
+        let task_id = record.key.task_id;
         let held = table
             .get(key.as_slice())
             .map_err(storage("reading a record"))?
-            .map(|value| decode_value(record.key, value.value()));
-        let to_write = match held {
-            None => {
-                summary.inserted += 1;
-                record
-            }
-            Some(Err(source)) => {
-                return Err(LedgerError::Corrupt {
-                    task_id: Some(record.key.task_id),
-                    source,
-                });
-            }
-            Some(Ok(held))
-                if held
-                    .permits(record.origin, record.reference_timestamp, &record.digest)
-                    .is_err() =>
-            {
-                conflicts.push(record.key.task_id);
-                continue;
-            }
-            Some(Ok(mut held)) if held.signatures.is_none() && record.signatures.is_some() => {
-                summary.signatures_added += 1;
-                held.signatures = record.signatures;
-                held
-            }
-            Some(Ok(_)) => {
-                summary.skipped += 1;
-                continue;
-            }
+            .map(|value| decode_value(record.key, value.value()))
+            .transpose()
+            .map_err(|source| LedgerError::Corrupt {
+                task_id: Some(task_id),
+                source,
+            })?;
+        let merge = Merge::of(held, record);
+        merge.count(task_id, &mut summary, &mut conflicts);
+        let (Merge::Insert(to_write) | Merge::AddSignatures(to_write)) = merge else {
+            continue;
         };
         // Lengths were checked by `parse`, so the encoding cannot fail.
         let value = encode_value(&to_write).ok_or(LedgerError::InvalidProposal {
-            task_id: to_write.key.task_id,
+            task_id,
             problem: "a byte field is longer than the ledger layout allows (4 GiB)",
         })?;
         table
             .insert(key.as_slice(), value.as_slice())
             .map_err(storage("writing a record"))?;
     }
-    if conflicts.is_empty() {
-        Ok(summary)
-    } else {
-        tracing::error!(
-            conflicts = conflicts.len(),
-            "ledger import refused: records conflict with different digests already held"
-        );
-        Err(ImportError::Conflicts {
-            task_ids: conflicts,
-        }
-        .into())
-    }
+    conclude(summary, conflicts)
 }
 
 fn parse(index: usize, r: JsonRecord) -> Result<Record, ImportError> {

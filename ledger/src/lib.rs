@@ -13,7 +13,7 @@
 //!
 //! # Procedure
 //!
-//! [`Ledger::sign_once`] is the one way to get signatures released. It computes the certificate
+//! [`EmbeddedLedger::sign_once`] is the one way to get signatures released. It computes the certificate
 //! digest itself from the claim (task id, reference timestamp, output) and then:
 //!
 //! - a record that refuses the claim ([`Record::permits`]: another origin, reference timestamp or
@@ -35,7 +35,7 @@
 //! The only signatures the API ever hands back are those inside a returned [`Record`], and a
 //! record is returned only once it is durably committed: a caller that answers from the returned
 //! record (never from the signatures it made) cannot release a signature that is not the
-//! committed one. The pipeline's fast path ([`Ledger::lookup`] and [`Record::answers`], before
+//! committed one. The pipeline's fast path ([`EmbeddedLedger::lookup`] and [`Record::answers`], before
 //! executing a task) answers retries with the same decision.
 //!
 //! # Group commit
@@ -47,7 +47,7 @@
 //! same batch, the second is a conflict, and of two same-digest calls the second gets the
 //! first's signatures), commits once — one fsync pair (redb two-phase commit) for the whole
 //! batch — and only then replies. If the commit fails, every request of the batch gets the error
-//! and no signature of the batch is returned. [`Ledger::stats`] counts commits and requests so
+//! and no signature of the batch is returned. [`EmbeddedLedger::stats`] counts commits and requests so
 //! the per-task commit cost can be measured.
 //!
 //! A caller that stops waiting (its future dropped) may still have its record committed, with
@@ -63,11 +63,11 @@
 //!
 //! # Lock
 //!
-//! [`Ledger::open`] takes an OS lock (`flock`) on `<data_dir>/LOCK` for the ledger's lifetime: a
+//! [`EmbeddedLedger::open`] takes an OS lock (`flock`) on `<data_dir>/LOCK` for the ledger's lifetime: a
 //! second process, or a second `open` in this one, gets [`LedgerError::Locked`]. Export, import
 //! and prune from the command line open the ledger too, so they cannot run beside a live node.
-//! Dropping the last clone of a [`Ledger`] drains the queue, commits, stops the writer and
-//! releases the lock; [`Ledger::close`] does the same and reports errors.
+//! Dropping the last clone of a [`EmbeddedLedger`] drains the queue, commits, stops the writer and
+//! releases the lock; [`EmbeddedLedger::close`] does the same and reports errors.
 //!
 //! # Caveat
 //!
@@ -94,12 +94,14 @@
 //!   [`ResultCertificate`] that is not the one the key signs under (the operator set's scheme and
 //!   verifier, DESIGN §4.2).
 
+mod backend;
 mod codec;
 mod error;
 mod export;
 mod legacy;
 mod migrate;
 pub mod postgres;
+pub mod settings;
 mod writer;
 
 #[cfg(test)]
@@ -121,6 +123,7 @@ use avsnode_signer::messages::{
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
+pub use backend::{Claimed, Ledger, Ticket};
 pub use error::{DecodeError, FieldProblem, ImportError, LedgerError};
 pub use export::ImportSummary;
 pub use migrate::{Collisions, MigrationOptions, MigrationReport};
@@ -198,7 +201,7 @@ impl fmt::Display for Origin {
 }
 
 /// Why a record refuses a request for its task: the one decision behind every sign-once refusal
-/// (the pipeline's fast path, [`Ledger::sign_once`], the writer's check, import).
+/// (the pipeline's fast path, [`EmbeddedLedger::sign_once`], the writer's check, import).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The task was signed for another AVS or operator set that uses the same key.
@@ -298,7 +301,7 @@ impl fmt::Debug for Claim {
     }
 }
 
-/// What [`Ledger::sign_once`] answers with: the durably committed record, whose signatures are
+/// What [`EmbeddedLedger::sign_once`] answers with: the durably committed record, whose signatures are
 /// the only ones that may be released.
 #[derive(Debug, Clone)]
 pub struct Signed {
@@ -308,7 +311,7 @@ pub struct Signed {
     pub fresh: bool,
 }
 
-/// Why [`Ledger::sign_once`] released no signature.
+/// Why [`EmbeddedLedger::sign_once`] released no signature.
 #[derive(Debug, thiserror::Error)]
 pub enum SignOnceError<E> {
     /// The ledger refused ([`LedgerError::Conflict`]) or failed.
@@ -397,20 +400,29 @@ impl Record {
         reference_timestamp: u32,
         digest: &[u8; 32],
     ) -> Result<(), Refusal> {
+        if self.origin == origin && self.digest == *digest {
+            return Ok(());
+        }
+        self.admits(origin, reference_timestamp)?;
+        Err(Refusal::OtherOutput)
+    }
+
+    /// Whether a request from `origin` with `reference_timestamp` may be for this record at all,
+    /// before its output is known: the record's own origin and reference timestamp (another
+    /// reference timestamp is another digest).
+    pub fn admits(&self, origin: Origin, reference_timestamp: u32) -> Result<(), Refusal> {
         if self.origin != origin {
             Err(Refusal::OtherOrigin {
                 recorded: self.origin,
                 asked: origin,
             })
-        } else if self.digest == *digest {
-            Ok(())
         } else if self.reference_timestamp != reference_timestamp {
             Err(Refusal::OtherReferenceTimestamp {
                 recorded: self.reference_timestamp,
                 asked: reference_timestamp,
             })
         } else {
-            Err(Refusal::OtherOutput)
+            Ok(())
         }
     }
 }
@@ -423,27 +435,27 @@ impl fmt::Debug for Hex<'_> {
     }
 }
 
-/// Group-commit counters since [`Ledger::open`].
+/// Group-commit counters since [`EmbeddedLedger::open`].
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LedgerStats {
     /// Successful durable batch commits (every committed batch is durable).
     pub commits: u64,
     /// Batches that failed (every request in them got an error).
     pub failed_commits: u64,
-    /// [`Ledger::commit_signed`] calls in successfully committed durable batches (refusals
+    /// [`EmbeddedLedger::commit_signed`] calls in successfully committed durable batches (refusals
     /// decided inside a committed batch, such as conflicts, included).
     pub requests: u64,
     /// Time spent in committed batches, from `begin_write` to the end of `commit`.
     pub commit_seconds_total: f64,
     /// The largest committed batch.
     pub max_batch: u64,
-    /// [`Ledger::commit_signed`] calls refused with [`LedgerError::Conflict`].
+    /// [`EmbeddedLedger::commit_signed`] calls refused with [`LedgerError::Conflict`].
     pub conflicts: u64,
 }
 
 /// The sign-once ledger of one data directory. Cheap to clone; all clones share one writer.
 #[derive(Debug, Clone)]
-pub struct Ledger {
+pub struct EmbeddedLedger {
     inner: Arc<Inner>,
 }
 
@@ -460,7 +472,7 @@ struct Inner {
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ledger")
+        f.debug_struct("EmbeddedLedger")
             .field("data_dir", &self.data_dir)
             .finish_non_exhaustive()
     }
@@ -520,18 +532,21 @@ impl Default for LedgerOptions {
     }
 }
 
-impl Ledger {
-    /// [`Ledger::open_with`] the default options.
-    pub fn open(data_dir: &Path) -> Result<Ledger, LedgerError> {
-        Ledger::open_with(data_dir, LedgerOptions::default())
+impl EmbeddedLedger {
+    /// [`EmbeddedLedger::open_with`] the default options.
+    pub fn open(data_dir: &Path) -> Result<EmbeddedLedger, LedgerError> {
+        EmbeddedLedger::open_with(data_dir, LedgerOptions::default())
     }
 
     /// Opens (creating if needed) the ledger in `data_dir`: creates the directory (mode 0700),
     /// locks `data_dir/LOCK`, opens `data_dir/ledger.redb` and starts the writer thread.
     ///
-    /// Fails with [`LedgerError::Locked`] if another avsnode (or another `Ledger` in this process)
+    /// Fails with [`LedgerError::Locked`] if another avsnode (or another `EmbeddedLedger` in this process)
     /// uses the directory.
-    pub fn open_with(data_dir: &Path, options: LedgerOptions) -> Result<Ledger, LedgerError> {
+    pub fn open_with(
+        data_dir: &Path,
+        options: LedgerOptions,
+    ) -> Result<EmbeddedLedger, LedgerError> {
         create_private_dir(data_dir)?;
 
         let lock_path = data_dir.join(LOCK_FILE);
@@ -594,7 +609,7 @@ impl Ledger {
             })
             .map_err(io_error(data_dir))?;
 
-        Ok(Ledger {
+        Ok(EmbeddedLedger {
             inner: Arc::new(Inner {
                 data_dir: data_dir.to_path_buf(),
                 sender: Some(sender),
@@ -620,7 +635,7 @@ impl Ledger {
     /// The fast path (DESIGN §3.1 step 7): the record for `key`, from a read snapshot, without
     /// the writer. A signed record answers a retry at once; a record with another digest than the
     /// one the pipeline would produce means the task must not be answered ([`Record::answers`]).
-    /// Only [`Ledger::sign_once`] releases new signatures.
+    /// Only [`EmbeddedLedger::sign_once`] releases new signatures.
     pub fn lookup(&self, key: &RecordKey) -> Result<Option<Record>, LedgerError> {
         let table = read_records(&self.inner.db)?;
         let Some(value) = table
@@ -702,7 +717,7 @@ impl Ledger {
     }
 
     /// Logs and counts a refusal found outside the writer (the writer logs its own).
-    fn refuse(&self, key: &RecordKey, refusal: Refusal) -> LedgerError {
+    pub(crate) fn refuse(&self, key: &RecordKey, refusal: Refusal) -> LedgerError {
         self.inner.counters.conflict();
         conflict(key, refusal)
     }
@@ -815,7 +830,7 @@ impl Ledger {
         export::export(&self.inner.db, out)
     }
 
-    /// Merges records from JSON written by [`export_json`](Ledger::export_json), in one
+    /// Merges records from JSON written by [`export_json`](EmbeddedLedger::export_json), in one
     /// transaction: nothing is written if any record conflicts with a held one (another origin
     /// or digest for the same key, domain and task), two records of the input share a key, or the
     /// input is malformed. `verifier_versions` are tried for version-1 files' ECDSA records, as

@@ -63,15 +63,15 @@ fn sigs(tag: u8) -> Signatures {
     }
 }
 
-fn open_temp() -> (tempfile::TempDir, Ledger) {
+fn open_temp() -> (tempfile::TempDir, EmbeddedLedger) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = Ledger::open(dir.path()).expect("open ledger");
+    let ledger = EmbeddedLedger::open(dir.path()).expect("open ledger");
     (dir, ledger)
 }
 
 /// `commit_signed` of `output` under `key`, signed with `sigs(tag)`.
 async fn commit(
-    ledger: &Ledger,
+    ledger: &EmbeddedLedger,
     key: RecordKey,
     output: &[u8],
     tag: u8,
@@ -94,7 +94,7 @@ fn assert_conflict(committed: Result<Record, LedgerError>, expected: &RecordKey)
 /// Gives `ledger` a record for `key` over `output` with no signatures: the state an older avsnode
 /// (which committed before signing) left after a crash. Made the way an operator would carry it
 /// over: an export whose signatures are null, imported.
-async fn import_unsigned(ledger: &Ledger, key: RecordKey, output: &[u8]) -> Record {
+async fn import_unsigned(ledger: &EmbeddedLedger, key: RecordKey, output: &[u8]) -> Record {
     let (_dir, scratch) = open_temp();
     commit(&scratch, key, output, 0xee).await.expect("commit");
     let mut json = Vec::new();
@@ -276,7 +276,7 @@ async fn records_survive_reopen_and_an_unsigned_record_stays_binding() {
     let signed_key = key(3);
     let unsigned_key = key(4);
     let (stored, unsigned) = {
-        let ledger = Ledger::open(dir.path()).expect("open");
+        let ledger = EmbeddedLedger::open(dir.path()).expect("open");
         let stored = commit(&ledger, signed_key, b"done", 3)
             .await
             .expect("commit");
@@ -287,7 +287,7 @@ async fn records_survive_reopen_and_an_unsigned_record_stays_binding() {
         (stored, unsigned)
     };
 
-    let ledger = Ledger::open(dir.path()).expect("reopen");
+    let ledger = EmbeddedLedger::open(dir.path()).expect("reopen");
     assert_eq!(
         ledger.lookup(&signed_key).expect("lookup"),
         Some(stored.clone())
@@ -332,7 +332,7 @@ async fn records_survive_reopen_and_an_unsigned_record_stays_binding() {
     );
     ledger.close().await.expect("close");
 
-    let ledger = Ledger::open(dir.path()).expect("reopen after close");
+    let ledger = EmbeddedLedger::open(dir.path()).expect("reopen after close");
     assert_eq!(
         ledger.lookup(&unsigned_key).expect("lookup"),
         Some(finished)
@@ -504,10 +504,10 @@ async fn sign_once_signs_only_what_the_ledger_allows() {
 #[tokio::test]
 async fn a_second_open_is_locked_until_the_first_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = Ledger::open(dir.path()).expect("open");
+    let first = EmbeddedLedger::open(dir.path()).expect("open");
     let clone = first.clone();
 
-    let err = Ledger::open(dir.path()).expect_err("second open must fail");
+    let err = EmbeddedLedger::open(dir.path()).expect_err("second open must fail");
     assert!(
         matches!(&err, LedgerError::Locked { path } if path == dir.path()),
         "{err:?}"
@@ -522,7 +522,7 @@ async fn a_second_open_is_locked_until_the_first_is_dropped() {
     // A clone keeps the writer (and so the lock) alive.
     drop(first);
     assert!(matches!(
-        Ledger::open(dir.path()),
+        EmbeddedLedger::open(dir.path()),
         Err(LedgerError::Locked { .. })
     ));
     commit(&clone, key(6), b"x", 6)
@@ -530,7 +530,7 @@ async fn a_second_open_is_locked_until_the_first_is_dropped() {
         .expect("commit through the remaining clone");
     drop(clone);
 
-    let reopened = Ledger::open(dir.path()).expect("open after the last clone is gone");
+    let reopened = EmbeddedLedger::open(dir.path()).expect("open after the last clone is gone");
     assert_eq!(
         reopened
             .lookup(&key(6))
@@ -625,7 +625,7 @@ async fn prune_removes_only_older_records() {
 }
 
 /// Fills a ledger with signed, unsigned and ECDSA-domain records.
-async fn sample_records(ledger: &Ledger) -> Vec<RecordKey> {
+async fn sample_records(ledger: &EmbeddedLedger) -> Vec<RecordKey> {
     let mut keys = Vec::new();
     for n in 0..4u8 {
         let output: Vec<u8> = (0..n * 20).collect();
@@ -947,7 +947,7 @@ async fn malformed_imports_are_refused_with_a_clear_reason() {
 }
 
 /// Writes raw bytes under a key, bypassing the API (what disk corruption would do).
-fn write_raw(ledger: &Ledger, key: &[u8], value: &[u8]) {
+fn write_raw(ledger: &EmbeddedLedger, key: &[u8], value: &[u8]) {
     let txn = ledger.inner.db.begin_write().expect("begin");
     {
         let mut table = txn.open_table(RECORDS).expect("table");
@@ -1036,7 +1036,7 @@ async fn inconsistent_proposals_are_refused() {
 #[tokio::test]
 async fn close_flushes_and_releases_the_lock() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = Ledger::open(dir.path()).expect("open");
+    let ledger = EmbeddedLedger::open(dir.path()).expect("open");
     commit(&ledger, key(11), b"o", 11).await.expect("commit");
     ledger.flush().await.expect("flush");
     // One write, one durable commit; the flush has nothing left to commit.
@@ -1044,7 +1044,7 @@ async fn close_flushes_and_releases_the_lock() {
     assert_eq!(stats.requests, 1, "{stats:?}");
     assert_eq!(stats.commits, 1, "{stats:?}");
     ledger.close().await.expect("close");
-    let reopened = Ledger::open(dir.path()).expect("lock released by close");
+    let reopened = EmbeddedLedger::open(dir.path()).expect("lock released by close");
     let record = reopened.lookup(&key(11)).expect("lookup").expect("record");
     assert!(
         record.signatures.is_some(),
@@ -1056,7 +1056,7 @@ async fn close_flushes_and_releases_the_lock() {
     {
         use std::os::unix::fs::PermissionsExt;
         let nested = dir.path().join("a/b");
-        drop(Ledger::open(&nested).expect("open nested"));
+        drop(EmbeddedLedger::open(&nested).expect("open nested"));
         let mode = std::fs::metadata(&nested)
             .expect("meta")
             .permissions()
@@ -1258,7 +1258,7 @@ async fn an_older_ledger_is_migrated_on_open() {
     ]);
 
     // Without the configured version, the "1.2.3" record cannot be placed: nothing changes.
-    let err = Ledger::open(dir.path()).expect_err("unknown version");
+    let err = EmbeddedLedger::open(dir.path()).expect_err("unknown version");
     assert!(
         matches!(&err, LedgerError::UnknownVerifierVersion { task_id, .. } if *task_id == ecdsa_whole.key.task_id),
         "{err:?}"
@@ -1272,7 +1272,7 @@ async fn an_older_ledger_is_migrated_on_open() {
         },
         ..LedgerOptions::default()
     };
-    let ledger = Ledger::open_with(dir.path(), options()).expect("migrated");
+    let ledger = EmbeddedLedger::open_with(dir.path(), options()).expect("migrated");
     assert_eq!(
         ledger.migrated(),
         Some(&MigrationReport {
@@ -1306,7 +1306,7 @@ async fn an_older_ledger_is_migrated_on_open() {
         )
     );
     drop(ledger);
-    let reopened = Ledger::open(dir.path()).expect("nothing left to migrate");
+    let reopened = EmbeddedLedger::open(dir.path()).expect("nothing left to migrate");
     assert_eq!(reopened.migrated(), None);
     assert_eq!(reopened.len().expect("len"), 3);
 }
@@ -1330,7 +1330,7 @@ async fn colliding_records_stop_the_migration_until_the_operator_decides() {
     ]);
 
     for _ in 0..2 {
-        let err = Ledger::open(dir.path()).expect_err("collision refused");
+        let err = EmbeddedLedger::open(dir.path()).expect_err("collision refused");
         match &err {
             LedgerError::MigrationCollisions { collisions } => {
                 assert_eq!(collisions.len(), 1);
@@ -1346,7 +1346,7 @@ async fn colliding_records_stop_the_migration_until_the_operator_decides() {
     }
 
     let dropped = dir.path().join("dropped.json");
-    let ledger = Ledger::open_with(
+    let ledger = EmbeddedLedger::open_with(
         dir.path(),
         LedgerOptions {
             migration: MigrationOptions {

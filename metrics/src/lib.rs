@@ -71,6 +71,11 @@ pub struct Metrics {
     pub ledger_records: IntGauge,
     /// `avsnode_ledger_conflicts_total{avs}`.
     pub ledger_conflicts: IntCounterVec,
+    /// `avsnode_ledger_unavailable_total{avs}`: tasks answered UNAVAILABLE because the shared
+    /// ledger's database could not be reached (or this replica lost its claim).
+    pub ledger_unavailable: IntCounterVec,
+    /// `avsnode_ledger_up`: 1 while the ledger answers, 0 while its database is unreachable.
+    pub ledger_up: IntGauge,
     /// `avsnode_ledger_commit_seconds`: one observation per durable commit.
     pub ledger_commit_seconds: Histogram,
     /// `avsnode_build_info{version, commit}` = 1.
@@ -184,6 +189,15 @@ impl Metrics {
                 "Tasks refused because the ledger holds another digest for them (never signed twice).",
                 &["avs"],
             )?,
+            ledger_unavailable: counter(
+                "avsnode_ledger_unavailable_total",
+                "Tasks answered UNAVAILABLE because the shared ledger's database could not be reached.",
+                &["avs"],
+            )?,
+            ledger_up: gauge(
+                "avsnode_ledger_up",
+                "1 while the sign-once ledger answers, 0 while its database is unreachable.",
+            )?,
             ledger_commit_seconds: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
@@ -249,6 +263,7 @@ impl Metrics {
             self.tasks_completed.with_label_values(&[avs, outcome]);
         }
         self.ledger_conflicts.with_label_values(&[avs]);
+        self.ledger_unavailable.with_label_values(&[avs]);
         self.performer_restarts.with_label_values(&[avs]);
         for result in ["success", "failed"] {
             self.performer_deployments.with_label_values(&[avs, result]);
@@ -365,6 +380,7 @@ mod tests {
             .with_label_values(&["ecdsa", "local"])
             .observe(0.0001);
         m.ledger_conflicts.with_label_values(&["0xabc"]).inc();
+        m.ledger_unavailable.with_label_values(&["0xabc"]).inc();
         m.ledger_commit_seconds.observe(0.001);
         let text = m.encode();
         for name in [
@@ -382,6 +398,8 @@ mod tests {
             "avsnode_sign_seconds_bucket",
             "avsnode_ledger_records",
             "avsnode_ledger_conflicts_total",
+            "avsnode_ledger_unavailable_total",
+            "avsnode_ledger_up",
             "avsnode_ledger_commit_seconds_bucket",
             "avsnode_build_info",
             "avsnode_ready",

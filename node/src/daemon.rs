@@ -143,18 +143,22 @@ impl RunningNode {
             wait_for_stop(stopped.clone()),
         ));
 
-        let ledger = Ledger::open_with(
-            &config.node.data_dir,
-            LedgerOptions {
-                commit_delay: config.ledger.commit_delay,
-                commit_seconds: Some(metrics.ledger_commit_seconds.clone()),
-                cache_size: config.ledger.cache_mib << 20,
-                migration: MigrationOptions {
-                    verifier_versions: config.verifier_versions(),
-                    collisions: Collisions::Refuse,
+        let ledger = config
+            .ledger
+            .open(
+                &config.node.data_dir,
+                LedgerOptions {
+                    commit_delay: config.ledger.commit_delay,
+                    commit_seconds: Some(metrics.ledger_commit_seconds.clone()),
+                    cache_size: config.ledger.cache_mib << 20,
+                    migration: MigrationOptions {
+                        verifier_versions: config.verifier_versions(),
+                        collisions: Collisions::Refuse,
+                    },
                 },
-            },
-        )?;
+            )
+            .await?;
+        info!(backend = ledger.backend(), "ledger open");
 
         // Keystores cost about a second of scrypt each, off the async workers (`SigningMethod::open`).
         let mut keys: HashMap<String, Arc<SigningMethod>> = HashMap::new();
@@ -173,6 +177,7 @@ impl RunningNode {
             config.operator(),
             avs_list,
             ledger,
+            config.ledger.claim_lease(),
             metrics.clone(),
             config.intake.max_tasks_in_memory,
         );
@@ -584,14 +589,22 @@ fn readiness(live: Arc<OnceLock<Arc<Pipeline>>>) -> Readiness {
                 "starting: opening the ledger, unlocking signers, starting performers".into(),
             ]);
         };
-        let not_ready: Vec<String> = pipeline
-            .avs()
+        let ledger = pipeline
+            .ledger()
+            .unavailable()
+            .map(|why| format!("ledger unavailable: {why}"));
+        let not_ready: Vec<String> = ledger
             .into_iter()
-            .filter_map(|avs| match avs.performer.current() {
-                Ok(p) if p.state() == PerformerState::Healthy => None,
-                Ok(p) => Some(format!("performer of AVS {} is {}", avs.address, p.state())),
-                Err(why) => Some(format!("AVS {} has no performer: {why}", avs.address)),
-            })
+            .chain(
+                pipeline
+                    .avs()
+                    .into_iter()
+                    .filter_map(|avs| match avs.performer.current() {
+                        Ok(p) if p.state() == PerformerState::Healthy => None,
+                        Ok(p) => Some(format!("performer of AVS {} is {}", avs.address, p.state())),
+                        Err(why) => Some(format!("AVS {} has no performer: {why}", avs.address)),
+                    }),
+            )
             .collect();
         if not_ready.is_empty() {
             Ok(())
@@ -609,12 +622,23 @@ async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch
     // Per AVS: which performer (by allocation; a deploy brings a new one) and its restarts.
     let mut restarts_seen: HashMap<Address, (usize, u32)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        if let Ok(records) = pipeline.ledger().len() {
+        // The probe lets a replica notice its database is back without waiting for a task.
+        let up = pipeline.ledger().probe().await.is_ok();
+        metrics.ledger_up.set(i64::from(up));
+        // Counting a shared ledger's rows is a scan: every 30 s there, every second embedded.
+        let count_now =
+            matches!(pipeline.ledger(), Ledger::Embedded(_)) || ticks.is_multiple_of(30);
+        ticks += 1;
+        if up
+            && count_now
+            && let Ok(records) = pipeline.ledger().len().await
+        {
             metrics
                 .ledger_records
                 .set(i64::try_from(records).unwrap_or(i64::MAX));

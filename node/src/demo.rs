@@ -41,6 +41,28 @@ pub struct DemoOptions {
     /// The ledger's group-commit delay (see `ledger.commit_delay`; default as in a config).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub commit_delay: Option<Duration>,
+    /// Streams to spread the tasks over, in turn (through a load balancer each may reach
+    /// another replica).
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
+    /// Keep the sign-once ledger in this PostgreSQL database (a URL without the password)
+    /// instead of the embedded one: what a replica pays for the shared ledger.
+    #[arg(long, value_name = "URL")]
+    pub ledger_url: Option<String>,
+    /// The database password's file, with --ledger-url.
+    #[arg(long, requires = "ledger_url", value_name = "FILE")]
+    pub ledger_password_file: Option<std::path::PathBuf>,
+    /// Run this many replicas of the node on the --ledger-url database (a load balancer in
+    /// front of them, given with --connect, spreads the tasks).
+    #[arg(long, default_value_t = 1, requires = "ledger_url")]
+    pub replicas: usize,
+    /// The first replica's intake port (replica i listens on PORT + i); default: any free port.
+    #[arg(long, value_name = "PORT")]
+    pub listen_port: Option<u16>,
+    /// Send the tasks to this address (e.g. a load balancer in front of the replicas) instead of
+    /// to the node. Needed with --replicas above 1.
+    #[arg(long, value_name = "URL")]
+    pub connect: Option<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -83,13 +105,28 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     let mut toml = format!(
         "[node]\noperator_address = \"{operator_address}\"\ndata_dir = \"data\"\nshutdown_grace = \"5s\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n"
     );
+    if options.replicas > 1 && options.connect.is_none() {
+        anyhow::bail!("--replicas above 1 needs --connect: the balancer in front of them");
+    }
+    writeln!(toml, "[ledger]")?;
     if let Some(delay) = options.commit_delay {
         writeln!(
             toml,
-            "[ledger]\ncommit_delay = \"{}\"\n",
+            "commit_delay = \"{}\"",
             humantime::format_duration(delay)
         )?;
     }
+    if let Some(url) = &options.ledger_url {
+        writeln!(
+            toml,
+            "backend = \"postgres\"\n[ledger.postgres]\nurl = {url:?}"
+        )?;
+        if let Some(file) = &options.ledger_password_file {
+            let file = std::path::absolute(file)?;
+            writeln!(toml, "password_file = {:?}", file.display().to_string())?;
+        }
+    }
+    writeln!(toml)?;
     let mut sets = Vec::new();
     for (id, scheme) in options.schemes.iter().enumerate() {
         let key = LocalKey::generate(*scheme);
@@ -127,17 +164,30 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         "]\n[avs.performer]\nruntime = \"process\"\ncommand = {:?}\nargs = [\"example-performer\", \"--host\", \"127.0.0.1\"]",
         exe.display().to_string()
     )?;
-    let config_path = dir.path().join("avsnode.toml");
-    std::fs::write(&config_path, &toml)?;
-    let config = Config::load(&config_path)?;
-
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    eprintln!(
-        "avsnode demo: node on {address}, data in {}, example performer as a local process",
-        dir.path().display()
-    );
-    let node = RunningNode::start(config, listener).await?;
+    let mut nodes = Vec::new();
+    let mut address = None;
+    for replica in 0..options.replicas.max(1) {
+        let config_path = dir.path().join(format!("avsnode-{replica}.toml"));
+        let replica_toml = toml.replace(
+            "data_dir = \"data\"",
+            &format!("data_dir = \"data-{replica}\""),
+        );
+        std::fs::write(&config_path, replica_toml)?;
+        let config = Config::load(&config_path)?;
+        let port = options.listen_port.map_or(0, |p| p + replica as u16);
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let listens = listener.local_addr()?;
+        address.get_or_insert(listens);
+        eprintln!(
+            "avsnode demo: node on {listens}, data in {}, example performer as a local process",
+            dir.path().display()
+        );
+        nodes.push(RunningNode::start(config, listener).await?);
+    }
+    let target = match &options.connect {
+        Some(url) => url.clone(),
+        None => format!("http://{}", address.context("no node started")?),
+    };
 
     // Sign every task before the timed window: the aggregator's cost is not the node's.
     let now = now_unix_ms();
@@ -165,9 +215,35 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         .map(|(i, (t, _))| (t.task_id, i))
         .collect();
 
-    let mut client = TaskStreamClient::connect(format!("http://{address}")).await?;
+    // One or more streams; tasks go to them in turn and every stream's events to one queue.
+    let streams = options.streams.max(1);
+    let per_stream = (options.inflight / streams).max(1);
+    let mut senders = Vec::with_capacity(streams);
+    let (event_sender, mut events) = tokio::sync::mpsc::channel(options.inflight.max(1));
+    for _ in 0..streams {
+        let mut client = TaskStreamClient::connect(target.clone()).await?;
+        let (sender, outbound) = tokio::sync::mpsc::channel(per_stream);
+        senders.push(sender);
+        let mut inbound = client
+            .open(ReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        let event_sender = event_sender.clone();
+        tokio::spawn(async move {
+            loop {
+                let (event, end) = match inbound.message().await {
+                    Ok(Some(event)) => (Ok(event), false),
+                    Ok(None) => break,
+                    Err(status) => (Err(status), true),
+                };
+                if event_sender.send(event).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+    }
+    drop(event_sender);
     let sent_at = Arc::new(Mutex::new(vec![None::<Instant>; tasks.len()]));
-    let (sender, outbound) = tokio::sync::mpsc::channel(options.inflight.max(1));
     let start = Instant::now();
     let sending = {
         let sent_at = sent_at.clone();
@@ -183,22 +259,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
                 let request = StreamRequest {
                     kind: Some(stream_request::Kind::Task(task)),
                 };
-                if sender.send(request).await.is_err() {
+                if senders[i % senders.len()].send(request).await.is_err() {
                     break;
                 }
             }
         })
     };
-    let mut events = client
-        .open(ReceiverStream::new(outbound))
-        .await?
-        .into_inner();
     let mut results = Vec::with_capacity(tasks.len());
     let mut latencies = Vec::with_capacity(tasks.len());
     let mut rejections = Vec::new();
     let mut last_draw = Instant::now();
     while results.len() + rejections.len() < tasks.len() {
-        let Some(event) = events.message().await? else {
+        let Some(event) = events.recv().await.transpose()? else {
             break;
         };
         let now = Instant::now();
@@ -232,8 +304,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         progress(results.len() + rejections.len(), tasks.len());
         eprintln!();
     }
-    let ledger = node.pipeline().ledger().stats();
-    node.shutdown().await?;
+    let ledger = nodes[0].pipeline().ledger().stats();
+    let round_trips: u64 = nodes
+        .iter()
+        .map(|n| n.pipeline().ledger().round_trips())
+        .sum();
+    let backend = nodes[0].pipeline().ledger().backend();
+    for node in nodes {
+        node.shutdown().await?;
+    }
 
     // Check every answer as the chain and the aggregator would.
     let mut failures = Vec::new();
@@ -285,13 +364,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         "  signatures   {verified}/{} answers verified (result and auth signatures)",
         tasks.len()
     );
-    println!(
-        "  ledger       {} durable commits for {} records (largest batch {}): {:.0} µs of commit time per task",
-        ledger.commits,
-        results.len(),
-        ledger.max_batch,
-        ledger.commit_seconds_total * 1e6 / results.len().max(1) as f64
-    );
+    if backend == "postgres" {
+        println!(
+            "  ledger       PostgreSQL, {} replica(s): {round_trips} statements for {} tasks ({:.2} round trips per task)",
+            options.replicas.max(1),
+            results.len(),
+            round_trips as f64 / results.len().max(1) as f64
+        );
+    } else {
+        println!(
+            "  ledger       {} durable commits for {} records (largest batch {}): {:.0} µs of commit time per task",
+            ledger.commits,
+            results.len(),
+            ledger.max_batch,
+            ledger.commit_seconds_total * 1e6 / results.len().max(1) as f64
+        );
+    }
     for line in rejections.iter().chain(&failures).take(10) {
         println!("  problem      {line}");
     }

@@ -189,6 +189,28 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         return Ok(ExitCode::FAILURE);
                     }
                 }
+                // The shared ledger: reachable, and a schema this avsnode can use.
+                if let Some(postgres) = &config.ledger.postgres
+                    && config.ledger.backend == avsnode::config::Backend::Postgres
+                {
+                    let known = avsnode_ledger::postgres::SCHEMA_VERSION;
+                    match runtime()?.block_on(postgres.inspect()) {
+                        Ok(found) if found > known => {
+                            println!(
+                                "{}: ledger.postgres: the database has schema version {found}, newer than this avsnode knows ({known})",
+                                file.display()
+                            );
+                            return Ok(ExitCode::FAILURE);
+                        }
+                        Ok(found) => println!(
+                            "ledger: PostgreSQL reachable, schema version {found} (this avsnode writes {known}; it migrates at start-up)"
+                        ),
+                        Err(e) => {
+                            println!("{}: ledger.postgres: {e}", file.display());
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
                 print!("ok\n{}", config.summary())
             }
             Err(e) => {
@@ -197,7 +219,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Keys(command) => keys_command(command)?,
-        Command::Ledger(command) => ledger_command(command)?,
+        Command::Ledger(command) => runtime()?.block_on(ledger_command(command))?,
         Command::Performer(command) => performer_command(command)?,
         Command::Signer(SignerCommand::Serve { config }) => {
             let config = avsnode_signing::remote::SignerServiceConfig::load(&config)?;

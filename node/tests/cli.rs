@@ -832,7 +832,7 @@ fn passwords_and_secrets_are_never_printed() {
 fn another_process_is_locked_out() {
     // A real second process: `avsnode ledger export` on a data dir this test holds open.
     let dir = tempfile::tempdir().expect("tempdir");
-    let _ledger = avsnode_ledger::Ledger::open(dir.path()).expect("open ledger");
+    let _ledger = avsnode_ledger::EmbeddedLedger::open(dir.path()).expect("open ledger");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_avsnode"))
         .args(["ledger", "export", "--data-dir"])
         .arg(dir.path())

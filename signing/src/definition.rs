@@ -12,25 +12,7 @@ use std::time::Duration;
 use avsnode_signer::Scheme;
 use serde::{Deserialize, Deserializer};
 
-/// The longest duration a setting may name. Far beyond any sensible value, and far from where
-/// adding it to a clock reading could overflow (and panic).
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Deserializes a duration setting (`"10s"`, `"500ms"`, `"1h"`), at most [`MAX_DURATION`].
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    let parsed = humantime::parse_duration(&text).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "invalid duration {text:?} ({e}); use e.g. \"10s\", \"500ms\", \"1h\""
-        ))
-    })?;
-    if parsed > MAX_DURATION {
-        return Err(serde::de::Error::custom(format!(
-            "duration {text:?} is longer than the 100 years a setting may name"
-        )));
-    }
-    Ok(parsed)
-}
+pub use avsnode_ledger::settings::{MAX_DURATION, duration};
 
 /// Deserializes a scheme name (`ecdsa`, `bn254`, `bls12-381`).
 pub fn scheme<'de, D: Deserializer<'de>>(d: D) -> Result<Scheme, D::Error> {

@@ -174,18 +174,26 @@ impl Postgres {
         self.dir.path().join("data")
     }
 
+    /// Turns TLS on with this certificate and key (copied into the server's folder, owned by the
+    /// server's user) and reloads the configuration; plain connections keep working.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.data().join(name);
+            std::fs::copy(from, &to).expect("copying the TLS files");
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod 600");
+            if running_as_root() {
+                chown_to_postgres(&to);
+            }
+        }
+        self.sql("ALTER SYSTEM SET ssl = on");
+        self.sql("SELECT pg_reload_conf()");
+    }
+
     /// Runs a PostgreSQL program (as `postgres` when the tests run as root); panics with its
     /// output if it fails.
     fn run(&self, program: &str, args: &[&std::ffi::OsStr]) {
-        let path = Path::new(BIN).join(program);
-        let mut command = if running_as_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        };
-        let out = command
+        let out = command(program)
             .args(args)
             .env("PGPASSWORD", PASSWORD)
             .current_dir(self.dir.path())
@@ -201,18 +209,22 @@ impl Postgres {
     }
 }
 
+/// A PostgreSQL program, run as `postgres` when the tests run as root.
+fn command(program: &str) -> Command {
+    let path = Path::new(BIN).join(program);
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let path = Path::new(BIN).join("pg_ctl");
-        let mut command = if running_as_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        };
         // Already stopped by the test is fine.
-        let _ = command
+        let _ = command("pg_ctl")
             .args(["stop", "--mode=immediate", "--wait", "--pgdata"])
             .arg(self.data())
             .output();

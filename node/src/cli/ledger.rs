@@ -1,16 +1,18 @@
-//! `avsnode ledger`: export, import, prune and migrate the sign-once ledger of a stopped node.
+//! `avsnode ledger`: export, import, prune and migrate the sign-once ledger — the embedded one of
+//! a stopped node, or the shared PostgreSQL one a configuration names (`ledger.backend`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use avsnode::config::Config;
-use avsnode_ledger::{Collisions, Ledger, LedgerOptions, MigrationOptions};
+use avsnode::config::{Backend, Config};
+use avsnode_ledger::{Collisions, EmbeddedLedger, Ledger, LedgerOptions, MigrationOptions};
 use clap::Subcommand;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DataDirArgs {
-    /// The node's configuration (its data_dir is used)…
+    /// The node's configuration: its [ledger] (the embedded ledger in its data_dir, or the
+    /// PostgreSQL database of ledger.backend = "postgres")…
     #[arg(
         long,
         short,
@@ -29,40 +31,63 @@ pub(crate) struct DataDirArgs {
 }
 
 impl DataDirArgs {
-    /// The data directory and the verifier versions to try (given, then configured).
-    fn resolve(&self) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    /// The configuration (if given), the data directory and the verifier versions to try
+    /// (given, then configured).
+    fn resolve(&self) -> anyhow::Result<(Option<Config>, PathBuf, Vec<String>)> {
         let mut verifier_versions = self.verifier_versions.clone();
-        let dir = match (&self.config, &self.data_dir) {
-            (_, Some(dir)) => dir.clone(),
-            (Some(config), None) => {
-                let config = Config::load(config)?;
+        match (&self.config, &self.data_dir) {
+            (_, Some(dir)) => Ok((None, dir.clone(), verifier_versions)),
+            (Some(path), None) => {
+                let config = Config::load(path)?;
                 verifier_versions.extend(config.verifier_versions());
-                config.node.data_dir
+                let dir = config.node.data_dir.clone();
+                Ok((Some(config), dir, verifier_versions))
             }
             (None, None) => bail!("give --config or --data-dir"),
-        };
-        Ok((dir, verifier_versions))
+        }
     }
 
-    fn open(&self) -> anyhow::Result<Ledger> {
-        self.open_with(Collisions::Refuse)
+    async fn open(&self) -> anyhow::Result<Ledger> {
+        let (config, dir, verifier_versions) = self.resolve()?;
+        if let Some(config) = config {
+            let ledger = config
+                .ledger
+                .open(&dir, self.options(verifier_versions, Collisions::Refuse))
+                .await;
+            return ledger.with_context(|| match config.ledger.backend {
+                Backend::Postgres => "opening the ledger database".to_owned(),
+                Backend::Embedded => format!(
+                    "opening the ledger in {} (is the node stopped?)",
+                    dir.display()
+                ),
+            });
+        }
+        self.open_embedded(Collisions::Refuse).map(Ledger::Embedded)
     }
 
-    fn open_with(&self, collisions: Collisions) -> anyhow::Result<Ledger> {
-        let (dir, verifier_versions) = self.resolve()?;
-        let options = LedgerOptions {
+    fn options(&self, verifier_versions: Vec<String>, collisions: Collisions) -> LedgerOptions {
+        LedgerOptions {
             migration: MigrationOptions {
                 verifier_versions,
                 collisions,
             },
             ..LedgerOptions::default()
-        };
-        Ledger::open_with(&dir, options).with_context(|| {
-            format!(
-                "opening the ledger in {} (is the node stopped?)",
-                dir.display()
-            )
-        })
+        }
+    }
+
+    fn open_embedded(&self, collisions: Collisions) -> anyhow::Result<EmbeddedLedger> {
+        let (config, dir, verifier_versions) = self.resolve()?;
+        if config.is_some_and(|c| c.ledger.backend == Backend::Postgres) {
+            bail!("migrate is for the embedded ledger; this configuration's ledger is PostgreSQL");
+        }
+        EmbeddedLedger::open_with(&dir, self.options(verifier_versions, collisions)).with_context(
+            || {
+                format!(
+                    "opening the ledger in {} (is the node stopped?)",
+                    dir.display()
+                )
+            },
+        )
     }
 }
 
@@ -99,7 +124,8 @@ pub(crate) enum LedgerCommand {
         #[arg(long, requires = "keep_earliest")]
         dropped_to: Option<PathBuf>,
     },
-    /// Delete records older than a duration.
+    /// Delete records older than a duration (embedded: recorded before it; PostgreSQL: tasks
+    /// whose reference timestamp is before it, and such tasks stay refused for ever).
     Prune {
         #[command(flatten)]
         data_dir: DataDirArgs,
@@ -110,26 +136,26 @@ pub(crate) enum LedgerCommand {
 }
 
 #[allow(clippy::print_stdout)]
-pub(crate) fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
+pub(crate) async fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
     match command {
         LedgerCommand::Export { data_dir, out } => {
-            let ledger = data_dir.open()?;
+            let ledger = data_dir.open().await?;
             let n = match out {
                 Some(path) => {
                     let mut file = std::fs::File::create(&path)
                         .with_context(|| format!("creating {}", path.display()))?;
-                    ledger.export_json(&mut file)?
+                    ledger.export_json(&mut file).await?
                 }
-                None => ledger.export_json(&mut std::io::stdout().lock())?,
+                None => ledger.export_json(&mut std::io::stdout().lock()).await?,
             };
             tracing::info!(records = n, "exported");
         }
         LedgerCommand::Import { data_dir, file } => {
-            let ledger = data_dir.open()?;
+            let ledger = data_dir.open().await?;
             let mut input = std::fs::File::open(&file)
                 .with_context(|| format!("opening {}", file.display()))?;
-            let (_, verifier_versions) = data_dir.resolve()?;
-            let summary = ledger.import_json(&mut input, &verifier_versions)?;
+            let (_, _, verifier_versions) = data_dir.resolve()?;
+            let summary = ledger.import_json(&mut input, &verifier_versions).await?;
             println!("{summary:?}");
         }
         LedgerCommand::Migrate {
@@ -141,7 +167,7 @@ pub(crate) fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
                 (true, Some(dropped_to)) => Collisions::KeepEarliest { dropped_to },
                 _ => Collisions::Refuse,
             };
-            let ledger = data_dir.open_with(collisions)?;
+            let ledger = data_dir.open_embedded(collisions)?;
             match ledger.migrated() {
                 Some(report) => println!(
                     "migrated {} records to the current layout; dropped {}",
@@ -154,10 +180,8 @@ pub(crate) fn ledger_command(command: LedgerCommand) -> anyhow::Result<()> {
             data_dir,
             older_than,
         } => {
-            let ledger = data_dir.open()?;
-            let cutoff = avsnode::pipeline::validate::now_unix_ms()
-                .saturating_sub(older_than.as_millis() as u64);
-            println!("pruned {} records", ledger.prune(cutoff)?);
+            let ledger = data_dir.open().await?;
+            println!("pruned {} records", ledger.prune(older_than).await?);
         }
     }
     Ok(())

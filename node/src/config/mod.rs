@@ -17,7 +17,7 @@ pub use avs::{AggregatorConfig, AvsConfig, OperatorSetConfig};
 pub use avsnode_listener::TlsConfig;
 pub use docker::DockerConfig;
 pub use intake::IntakeConfig;
-pub use ledger::LedgerConfig;
+pub use ledger::{Backend, LedgerConfig};
 pub use management::ManagementConfig;
 pub use metrics::MetricsConfig;
 pub use node::NodeConfig;
@@ -188,6 +188,9 @@ impl Config {
             }
         };
         resolve(&mut self.node.data_dir);
+        if let Some(postgres) = &mut self.ledger.postgres {
+            postgres.resolve_paths(resolve);
+        }
         let tls = self
             .intake
             .tls
@@ -537,6 +540,40 @@ command = "./performer"
             "{found:?}"
         );
         assert_eq!(found.len(), 3, "{found:?}");
+    }
+
+    #[test]
+    fn a_shared_ledger_needs_its_table_and_a_url_without_a_password() {
+        let postgres = format!("{VALID}\n[ledger]\nbackend = \"postgres\"\n");
+        assert_eq!(
+            problems(&postgres),
+            ["ledger.backend: \"postgres\" needs [ledger.postgres] with at least url"]
+        );
+        let unused = format!("{VALID}\n[ledger.postgres]\nurl = \"postgresql://a@h/db\"\n");
+        assert!(problems(&unused)[0].starts_with("ledger.postgres: set, but"));
+        let with_password = format!(
+            "{VALID}\n[ledger]\nbackend = \"postgres\"\n[ledger.postgres]\n\
+             url = \"postgresql://a:secret@h/db\"\nclaim_lease = \"10ms\"\n"
+        );
+        let found = problems(&with_password);
+        assert!(
+            found
+                .contains(&"ledger.postgres.url: holds a password; put it in password_file".into()),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("ledger.postgres.claim_lease")),
+            "{found:?}"
+        );
+        assert!(!found.iter().any(|p| p.contains("secret")), "{found:?}");
+        let good = format!(
+            "{VALID}\n[ledger]\nbackend = \"postgres\"\n[ledger.postgres]\n\
+             url = \"postgresql://a@h:5432/db\"\n"
+        );
+        let config = parse(&good).unwrap();
+        assert_eq!(config.ledger.backend, Backend::Postgres);
     }
 
     #[test]

@@ -6,11 +6,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 
-use avsnode_ledger::{Record, RecordKey};
+use avsnode_ledger::{Claimed, Record, RecordKey};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::sign::origin;
 use super::validate::{Checked, Task};
 use super::{Avs, FlightKey, GaugeGuard, Outcome, Pipeline, internal};
 use crate::pipeline::rejection::Rejection;
@@ -23,8 +24,9 @@ impl Pipeline {
         let set = &avs.operator_sets[&task.operator_set_id];
 
         let key = RecordKey::new(set.key.key_id(), &set.certificate, task.task_id);
-        // Fast path: a retry of a signed task is answered from the ledger, without execution.
-        if let Some(record) = self.ledger.lookup(&key).map_err(internal)?
+        // Fast path: a retry of a signed task is answered from the ledger, without execution
+        // (where the ledger answers without a round trip; the claim answers it otherwise).
+        if let Some(record) = self.ledger.local_lookup(&key).map_err(internal)?
             && record.signatures.is_some()
         {
             return self.cached(&avs, &task, &record);
@@ -84,8 +86,9 @@ impl Pipeline {
         outcome
     }
 
-    /// Steps 8–11 for the flight's leader: queue for a performer slot, execute (or take the
-    /// output of an unsigned record), then sign and commit.
+    /// Steps 8–11 for the flight's leader: claim the task in the ledger (answered from a record
+    /// another attempt signed, or waiting while another replica runs it), queue for a performer
+    /// slot, execute (or take the output an earlier attempt sealed), then sign and commit.
     async fn fly(
         &self,
         avs: &Avs,
@@ -95,28 +98,61 @@ impl Pipeline {
         queued: Queued,
     ) -> Outcome {
         let m = &self.metrics;
+        let claimed = self
+            .ledger
+            .claim(
+                &key,
+                origin(task),
+                task.reference_timestamp,
+                self.claim_lease,
+                deadline,
+            )
+            .await
+            .map_err(|e| self.ledger_rejection(avs, task, e))?;
+        let (ticket, sealed) = match claimed {
+            Claimed::Signed(record) => return self.cached(avs, task, &record),
+            Claimed::Run(ticket) => (ticket, None),
+            // Signed again from its sealed output: the performer is not asked again.
+            Claimed::Sealed(ticket, record) => (ticket, Some(record.output)),
+            Claimed::Busy => return Err(internal("the ledger answered busy")),
+        };
+
         let queue_depth = GaugeGuard::inc(m.queue_depth.with_label_values(&[avs.label.as_str()]));
         let queue_timer = m.stage_timer(&avs.label, "queue");
         let permit = tokio::time::timeout_at(deadline, avs.slots.clone().acquire_owned()).await;
         drop((queued, queue_depth, queue_timer));
-        let _permit = permit
-            .map_err(|_| Rejection::Deadline("expired while queued for the performer".into()))?
-            .map_err(|_| Rejection::ShuttingDown)?;
-        let _inflight = GaugeGuard::inc(m.tasks_inflight.with_label_values(&[avs.label.as_str()]));
-
-        // A record without signatures (left by an older avsnode that crashed between commit and
-        // signing, or imported) is finished from its stored output: the performer is not asked
-        // again. `sign_once` refuses it if this request's origin or digest differs.
-        let set = &avs.operator_sets[&task.operator_set_id];
-        let output = match self.ledger.lookup(&key).map_err(internal)? {
-            Some(record) if record.signatures.is_some() => return self.cached(avs, task, &record),
-            Some(record) => record.output,
-            None => {
-                let _execute = m.stage_timer(&avs.label, "execute");
-                self.execute(avs, task, deadline).await?
+        let permit = match permit {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => {
+                self.ledger.release(ticket).await;
+                return Err(Rejection::ShuttingDown);
+            }
+            Err(_) => {
+                self.ledger.release(ticket).await;
+                return Err(Rejection::Deadline(
+                    "expired while queued for the performer".into(),
+                ));
             }
         };
-        self.sign_and_commit(avs, set, task, output, deadline).await
+        let _permit = permit;
+        let _inflight = GaugeGuard::inc(m.tasks_inflight.with_label_values(&[avs.label.as_str()]));
+
+        let set = &avs.operator_sets[&task.operator_set_id];
+        let output = match sealed {
+            Some(output) => output,
+            None => {
+                let _execute = m.stage_timer(&avs.label, "execute");
+                match self.execute(avs, task, deadline).await {
+                    Ok(output) => output,
+                    Err(rejection) => {
+                        self.ledger.release(ticket).await;
+                        return Err(rejection);
+                    }
+                }
+            }
+        };
+        self.sign_and_commit(avs, set, task, ticket, output, deadline)
+            .await
     }
 
     /// The answer to `task` from its signed `record`, counted as a `cached` completion.

@@ -172,6 +172,8 @@ pub struct Pipeline {
     /// Swapped whole by a reload; a task keeps the `Avs` it started with.
     avs: RwLock<Arc<HashMap<Address, Arc<Avs>>>>,
     ledger: Ledger,
+    /// How long a claim on the shared ledger holds a task (renewed while it runs).
+    claim_lease: Duration,
     flights: Mutex<HashMap<FlightKey, watch::Receiver<Option<Outcome>>>>,
     in_flight: AtomicUsize,
     /// Shutdown: new tasks refused once draining; callers still waiting answered UNAVAILABLE once
@@ -193,6 +195,7 @@ impl Pipeline {
         operator: Address,
         avs: Vec<Avs>,
         ledger: Ledger,
+        claim_lease: Duration,
         metrics: Arc<Metrics>,
         max_tasks_in_memory: usize,
     ) -> Arc<Pipeline> {
@@ -201,6 +204,7 @@ impl Pipeline {
             operator,
             avs: RwLock::new(Arc::new(avs)),
             ledger,
+            claim_lease,
             flights: Mutex::default(),
             in_flight: AtomicUsize::new(0),
             stopping: watch::Sender::new(Stopping::Running),

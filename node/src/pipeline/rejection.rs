@@ -118,6 +118,12 @@ pub enum Rejection {
     /// The signing backend failed otherwise.
     #[error("{0}")]
     SignerFailed(String),
+    /// The sign-once ledger's database cannot be reached now (retryable; nothing was signed).
+    #[error("the sign-once ledger is unavailable: {0}")]
+    LedgerUnavailable(String),
+    /// Another replica is running this task (retryable: the retry gets its answer).
+    #[error("{0}")]
+    ReplicaBusy(String),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -139,7 +145,11 @@ impl Rejection {
             Deadline(_) | PerformerTimeout | LateResult => Code::DeadlineExceeded,
             Stale { .. } | Conflict { .. } => Code::FailedPrecondition,
             QueueFull(_) | RateLimited(_) | Overloaded(_) => Code::ResourceExhausted,
-            PerformerUnavailable(_) | SignerUnavailable(_) | ShuttingDown => Code::Unavailable,
+            PerformerUnavailable(_)
+            | SignerUnavailable(_)
+            | LedgerUnavailable(_)
+            | ReplicaBusy(_)
+            | ShuttingDown => Code::Unavailable,
             PerformerError { code, .. } => *code,
             OutputTooLarge { .. } | WrongEcho | SignerFailed(_) | Internal(_) => Code::Internal,
         }
@@ -172,6 +182,8 @@ impl Rejection {
             Conflict { .. } => "ledger_conflict",
             SignerUnavailable(_) => "signer_unavailable",
             SignerFailed(_) => "signer_error",
+            LedgerUnavailable(_) => "ledger_unavailable",
+            ReplicaBusy(_) => "replica_busy",
             ShuttingDown => "shutting_down",
             Internal(_) => "internal",
         }
@@ -191,6 +203,8 @@ impl Rejection {
                 | LateResult
                 | SignerUnavailable(_)
                 | SignerFailed(_)
+                | LedgerUnavailable(_)
+                | ReplicaBusy(_)
                 | ShuttingDown
                 | Internal(_)
         )

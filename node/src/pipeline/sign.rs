@@ -5,7 +5,7 @@
 //! [`Ledger::sign_once`]: avsnode_ledger::Ledger::sign_once
 
 use avsnode_ledger::{
-    Claim, LedgerError, Origin, Record, Refusal, SignOnceError, Signatures, Signed,
+    Claim, LedgerError, Origin, Record, Refusal, SignOnceError, Signatures, Signed, Ticket,
 };
 use avsnode_proto::executor::TaskResult;
 use avsnode_signing::SignError;
@@ -25,6 +25,7 @@ impl Pipeline {
         avs: &Avs,
         set: &OperatorSet,
         task: &Task,
+        ticket: Ticket,
         output: Vec<u8>,
         deadline: Instant,
     ) -> Outcome {
@@ -74,14 +75,11 @@ impl Pipeline {
         // refusal ours are dropped unreleased (DESIGN §5).
         let signed = self
             .ledger
-            .sign_once(set.key.key_id(), &set.certificate, claim, sign)
+            .sign_once(ticket, &set.certificate, claim, sign)
             .await;
         let Signed { record, fresh } = match signed {
             Ok(signed) => signed,
-            Err(SignOnceError::Ledger(LedgerError::Conflict { refusal, .. })) => {
-                return Err(conflict(task, refusal));
-            }
-            Err(SignOnceError::Ledger(e)) => return Err(internal(e)),
+            Err(SignOnceError::Ledger(e)) => return Err(self.ledger_rejection(avs, task, e)),
             Err(SignOnceError::Sign(e)) => {
                 m.signatures
                     .with_label_values(&[scheme, backend, "error"])
@@ -132,6 +130,28 @@ impl Pipeline {
         Ok(self.result(task, &record.output, signatures))
     }
 
+    /// What the caller hears when the ledger refuses or fails: a conflict (never signed twice),
+    /// or UNAVAILABLE when the database is out of reach or another replica holds the task (a
+    /// retry gets the answer), counted in `avsnode_ledger_unavailable_total`.
+    pub(super) fn ledger_rejection(&self, avs: &Avs, task: &Task, e: LedgerError) -> Rejection {
+        match e {
+            LedgerError::Conflict { refusal, .. } => conflict(task, refusal),
+            LedgerError::Pruned { .. } => Rejection::Conflict {
+                task_id: task.task_id,
+                why: e.to_string(),
+            },
+            LedgerError::Busy { .. } => Rejection::ReplicaBusy(e.to_string()),
+            LedgerError::Unavailable { .. } | LedgerError::ClaimLost { .. } => {
+                self.metrics
+                    .ledger_unavailable
+                    .with_label_values(&[avs.label.as_str()])
+                    .inc();
+                Rejection::LedgerUnavailable(e.to_string())
+            }
+            e => internal(e),
+        }
+    }
+
     fn result(&self, task: &Task, output: &[u8], signatures: &Signatures) -> TaskResult {
         TaskResult {
             task_id: task.task_id_wire.clone(),
@@ -155,7 +175,7 @@ fn conflict(task: &Task, refusal: Refusal) -> Rejection {
 }
 
 /// The AVS and operator set a task is for.
-fn origin(task: &Task) -> Origin {
+pub(super) fn origin(task: &Task) -> Origin {
     Origin {
         avs: task.avs,
         operator_set_id: task.operator_set_id,

@@ -103,6 +103,10 @@ pub struct Options {
     /// tell which performer (or image) answered.
     #[arg(long, env = "AVSNODE_EXAMPLE_MARKER")]
     pub marker: Option<String>,
+    /// Append each executed task's id (one line per execution) to this file: a test counts how
+    /// often each task ran, across performers sharing the file.
+    #[arg(long)]
+    pub task_log: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -120,6 +124,7 @@ impl Default for Options {
             crash_mid_task: false,
             exit_after: None,
             marker: None,
+            task_log: None,
         }
     }
 }
@@ -178,6 +183,17 @@ impl PerformerService for ExamplePerformer {
             return Err(Status::internal("injected failure (--fail-rate)"));
         }
         let mut result = square(&payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(path) = &options.task_log {
+            use std::io::Write as _;
+            // One short write per line with O_APPEND: lines of several performers never mix.
+            let line = format!("{}\n", String::from_utf8_lossy(&task_id));
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(line.as_bytes()))
+                .map_err(|e| Status::internal(format!("task log: {e}")))?;
+        }
         if let Some(marker) = &options.marker {
             result.extend_from_slice(marker.as_bytes());
         }

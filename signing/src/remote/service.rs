@@ -63,8 +63,9 @@ use super::{FieldError, RemoteSignerError, read_file};
 use crate::LocalKey;
 use crate::definition::duration;
 use crate::{Problem, SignerBackend, SignerDefinition};
+use avsnode_ledger::settings::PostgresConfig;
 use avsnode_ledger::{
-    Claim, Ledger, LedgerError, LedgerOptions, Origin, SignOnceError, Signatures,
+    Claim, EmbeddedLedger, Ledger, LedgerError, LedgerOptions, Origin, SignOnceError, Signatures,
 };
 
 /// The longest one call may take (a sign is milliseconds; this bounds a caller that never ends
@@ -77,8 +78,13 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SignerServiceConfig {
     /// Where to listen, e.g. `127.0.0.1:9500` (the caller binds it; see [`serve`]).
     pub listen: SocketAddr,
-    /// The signer's ledger directory (one signer per directory; an OS lock enforces it).
+    /// The signer's ledger directory (one signer per directory; an OS lock enforces it). Not
+    /// used with `[postgres]`.
     pub data_dir: PathBuf,
+    /// `[postgres]`: keep the signer's sign-once ledger in PostgreSQL instead, shared by
+    /// several signer hosts (the same keys as the node's `[ledger.postgres]`).
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
     /// How long the ledger waits for more records to share one durable commit (default `"5ms"`,
     /// at most `"100ms"`): the latency each new signature pays for group commit.
     #[serde(default = "default_commit_delay", deserialize_with = "duration")]
@@ -168,6 +174,9 @@ impl SignerServiceConfig {
             }
         };
         resolve(&mut self.data_dir);
+        if let Some(postgres) = &mut self.postgres {
+            postgres.resolve_paths(resolve);
+        }
         resolve(&mut self.tls.cert);
         resolve(&mut self.tls.key);
         resolve(&mut self.tls.client_ca);
@@ -186,6 +195,9 @@ impl SignerServiceConfig {
         let mut out = Vec::new();
         let mut problem = |path: String, message: String| out.push(Problem { path, message });
 
+        if let Some(postgres) = &self.postgres {
+            postgres.problems("postgres", &mut problem);
+        }
         if self.ledger_commit_delay > Duration::from_millis(100) {
             problem(
                 "ledger_commit_delay".into(),
@@ -306,17 +318,29 @@ where
     .map_err(|_| RemoteSignerError::Panicked {
         what: "unlocking the keys",
     })??;
-    let data_dir = config.data_dir.clone();
-    let options = LedgerOptions {
-        commit_delay: config.ledger_commit_delay,
-        ..LedgerOptions::default()
+    let ledger = match &config.postgres {
+        Some(postgres) => Ledger::Postgres(
+            postgres
+                .connect()
+                .await
+                .map_err(RemoteSignerError::Ledger)?,
+        ),
+        None => {
+            let data_dir = config.data_dir.clone();
+            let options = LedgerOptions {
+                commit_delay: config.ledger_commit_delay,
+                ..LedgerOptions::default()
+            };
+            let opened =
+                tokio::task::spawn_blocking(move || EmbeddedLedger::open_with(&data_dir, options))
+                    .await
+                    .map_err(|_| RemoteSignerError::Panicked {
+                        what: "opening the ledger",
+                    })?
+                    .map_err(RemoteSignerError::Ledger)?;
+            Ledger::Embedded(opened)
+        }
     };
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open_with(&data_dir, options))
-        .await
-        .map_err(|_| RemoteSignerError::Panicked {
-            what: "opening the ledger",
-        })?
-        .map_err(RemoteSignerError::Ledger)?;
 
     if !tls.require_client_cert {
         warn!(
@@ -329,13 +353,17 @@ where
             keys,
             clients,
             ledger: ledger.clone(),
+            lease: config
+                .postgres
+                .as_ref()
+                .map_or(Duration::from_secs(5), |p| p.claim_lease),
         }),
     };
     info!(
         listen = %config.listen,
         keys = config.keys.len(),
         clients = config.clients.len(),
-        data_dir = %config.data_dir.display(),
+        ledger = ledger.backend(),
         "signer serving"
     );
     let served = Server::builder()
@@ -427,6 +455,8 @@ struct Inner {
     keys: HashMap<String, ServedKey>,
     clients: Clients,
     ledger: Ledger,
+    /// How long a claim on the shared ledger holds a task (`[postgres] claim_lease`).
+    lease: Duration,
 }
 
 #[derive(Clone)]
@@ -522,7 +552,14 @@ impl Inner {
         };
         match self
             .ledger
-            .sign_once(key.key_id, &certificate, claim, sign)
+            .claim_and_sign(
+                key.key_id,
+                &certificate,
+                claim,
+                self.lease,
+                tokio::time::Instant::now() + CALL_TIMEOUT / 3,
+                sign,
+            )
             .await
         {
             Ok(signed) => {
@@ -545,6 +582,12 @@ impl Inner {
                     "refusing to sign task {} with key {:?}: already {refusal}",
                     parsed.task_id, key.name
                 )))
+            }
+            Err(SignOnceError::Ledger(
+                e @ (LedgerError::Unavailable { .. } | LedgerError::Busy { .. }),
+            )) => {
+                warn!(error = %e, "the signer's ledger cannot answer now");
+                Err(Status::unavailable(e.to_string()))
             }
             Err(SignOnceError::Ledger(e)) => Err(ledger_failed(e)),
             Err(SignOnceError::Sign(_)) => Err(Status::internal("signing panicked")),

@@ -18,6 +18,7 @@ mod monitoring_rules;
 mod rejections;
 mod reload;
 mod remote_signer;
+mod replicas;
 mod restart;
 mod signing_hsm;
 mod signing_remote;

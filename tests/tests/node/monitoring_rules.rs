@@ -14,7 +14,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Every metric of DESIGN §8, and `avsnode_ready`.
+/// Every metric of DESIGN §8, `avsnode_ready`, and the shared ledger's two (docs/REPLICAS.md).
 const AVSNODE_METRICS: &[&str] = &[
     "avsnode_tasks_received_total",
     "avsnode_tasks_completed_total",
@@ -31,6 +31,8 @@ const AVSNODE_METRICS: &[&str] = &[
     "avsnode_ledger_records",
     "avsnode_ledger_conflicts_total",
     "avsnode_ledger_commit_seconds",
+    "avsnode_ledger_up",
+    "avsnode_ledger_unavailable_total",
     "avsnode_build_info",
     "avsnode_ready",
 ];

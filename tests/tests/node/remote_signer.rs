@@ -142,6 +142,19 @@ keys = ["client2-key"]
         self.dir.path().join(name)
     }
 
+    /// Keeps the signer's ledger in `server`'s database (`[postgres]`), shared by every signer
+    /// started from this setup.
+    fn use_postgres(&self, server: &avsnode_tests::postgres::Postgres) {
+        let path = self.path("signer.toml");
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        config.push_str(&format!(
+            "\n[postgres]\nurl = {:?}\npassword_file = {:?}\n",
+            server.url(),
+            server.password_file.display().to_string()
+        ));
+        std::fs::write(path, config).unwrap();
+    }
+
     fn config(&self) -> SignerServiceConfig {
         SignerServiceConfig::load(&self.path("signer.toml")).unwrap()
     }
@@ -443,6 +456,61 @@ async fn clients_are_identified_by_certificate_and_see_only_their_keys() {
         .await
         .unwrap();
     signer.stop().await;
+}
+
+/// Two signer hosts on one PostgreSQL ledger (replicated signers): whichever is asked, a task is
+/// signed over one output only, the same request gets the same bytes from either, and two
+/// different outputs sent to both at once end with exactly one signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_signers_on_one_database_sign_each_task_once() {
+    if !avsnode_tests::postgres::postgres_available() {
+        return;
+    }
+    let server = avsnode_tests::postgres::Postgres::start();
+    let setup = Setup::new();
+    setup.use_postgres(&server);
+    let (a, b) = (
+        RunningSigner::start(&setup, None).await,
+        RunningSigner::start(&setup, None).await,
+    );
+    let mut on_a = setup.raw_client(a.addr, 1).await.unwrap();
+    let mut on_b = setup.raw_client(b.addr, 1).await.unwrap();
+    for scheme in SCHEMES {
+        let key = key_name(scheme);
+        let task = Task::new(scheme, b"first output");
+        let first = on_a
+            .sign_result(task.request(&key))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut other = task.request(&key);
+        other.output = b"second output".to_vec();
+        let status = on_b.sign_result(other).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        let again = on_b
+            .sign_result(task.request(&key))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again, first, "{scheme}: the same bytes from either signer");
+
+        // Two outputs at once, one per signer: one is signed, the other refused.
+        let racing = Task::new(scheme, b"output A");
+        let mut request_b = racing.request(&key);
+        request_b.output = b"output B".to_vec();
+        let (mut race_a, mut race_b) = (on_a.clone(), on_b.clone());
+        let (ra, rb) = tokio::join!(
+            race_a.sign_result(racing.request(&key)),
+            race_b.sign_result(request_b)
+        );
+        let signed = [ra.is_ok(), rb.is_ok()];
+        assert_eq!(signed.iter().filter(|s| **s).count(), 1, "{ra:?} {rb:?}");
+        for refused in [ra.err(), rb.err()].into_iter().flatten() {
+            assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -456,6 +456,7 @@ pub struct NodeBuilder {
     extra_toml: String,
     signer_backends: Vec<(Scheme, String)>,
     intake_toml: String,
+    intake_listen: Option<String>,
     shutdown_grace: Option<String>,
     env: Vec<(String, String)>,
     log_level: Option<String>,
@@ -527,6 +528,13 @@ impl NodeBuilder {
         self
     }
 
+    /// The intake's address (default `127.0.0.1:0`): a fixed one for a node restarted behind a
+    /// load balancer.
+    pub fn intake_listen(mut self, addr: &str) -> NodeBuilder {
+        self.intake_listen = Some(addr.to_owned());
+        self
+    }
+
     /// Lines added to `[intake]`, e.g. `max_tasks_in_memory = 8`.
     pub fn intake_toml(mut self, lines: &str) -> NodeBuilder {
         self.intake_toml.push_str(lines);
@@ -570,12 +578,13 @@ impl NodeBuilder {
         let data_dir = self.data_dir.clone().unwrap_or_else(|| fixture.data_dir());
         let mut toml = format!(
             "[node]\noperator_address = \"{}\"\ndata_dir = {:?}\nshutdown_grace = {:?}\n{}\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\n\n{}\n[intake]\nlisten = \"127.0.0.1:0\"\n",
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\n{}\n[intake]\nlisten = {:?}\n",
             fixture.operator,
             data_dir.display().to_string(),
             self.shutdown_grace.as_deref().unwrap_or("5s"),
             self.node_toml,
             self.extra_toml,
+            self.intake_listen.as_deref().unwrap_or("127.0.0.1:0"),
         );
         if let Some(n) = self.stream_inflight {
             writeln!(toml, "stream_inflight = {n}").unwrap();
