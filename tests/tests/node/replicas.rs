@@ -1,7 +1,9 @@
 //! Replicas of one operator on a shared PostgreSQL ledger, through the real binary: a task sent
 //! to two replicas at once runs once and is signed once; replicas killed (`kill -9`) at random
 //! under load behind nginx (`grpc_pass`) never answer one task with two signatures; the database
-//! stopped under load means UNAVAILABLE fast and nothing signed, and service resumes by itself.
+//! stopped under load means UNAVAILABLE fast and nothing signed, and service resumes by itself;
+//! a replica cut off from the database releases nothing and rejoins; an embedded ledger moves to
+//! the shared one with its refusals.
 //!
 //! Needs PostgreSQL 15 (and nginx for the load-balancer test): without them the tests print why
 //! and pass, except under `CI=true`, where they fail. `AVSNODE_KILL_CYCLES` sets the number of
@@ -45,6 +47,19 @@ fn replica_with(
     listen: Option<&str>,
     performer: &[&str],
 ) -> TestNode {
+    replica_builder(fixture, server, db_port, name, task_log, listen, performer).start()
+}
+
+/// The builder [`replica_with`] starts.
+fn replica_builder(
+    fixture: &Arc<Fixture>,
+    server: &Postgres,
+    db_port: u16,
+    name: &str,
+    task_log: &Path,
+    listen: Option<&str>,
+    performer: &[&str],
+) -> crate::common::NodeBuilder {
     let data_dir = fixture.dir().join(format!("data-{name}"));
     let log = task_log.display().to_string();
     let args: Vec<&str> = ["--random-output", "--task-log", log.as_str()]
@@ -66,7 +81,7 @@ fn replica_with(
     if let Some(listen) = listen {
         builder = builder.intake_listen(listen);
     }
-    builder.start()
+    builder
 }
 
 fn executions(task_log: &Path) -> HashMap<String, usize> {
@@ -566,4 +581,119 @@ async fn a_replica_cut_off_from_the_database_releases_nothing_and_rejoins() {
             }
         }
     }
+}
+
+/// `avsnode ledger export` from a stopped single node's embedded ledger, `import` into the shared
+/// one through a replica's configuration, then a replica whose performer fails everything: it
+/// answers the old tasks byte for byte from the imported records and keeps refusing their old
+/// conflicts; a second import changes nothing, and an export that conflicts is refused whole.
+/// `check-config` reports the schema it finds without changing it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedded_ledger_moves_to_the_shared_one_with_its_refusals() {
+    if !postgres_available() {
+        return;
+    }
+    let server = Postgres::start();
+    let fixture = Fixture::new();
+    let cli = |args: &[&std::ffi::OsStr]| {
+        let (status, stdout, stderr) = crate::common::avsnode_cli(args);
+        (status.success(), format!("{stdout}{stderr}"))
+    };
+    // A single node signs three tasks with random outputs, and stops.
+    let mut single = TestNode::builder()
+        .fixture(fixture.clone())
+        .avs(AvsSpec::new(AVS).performer(&["--random-output"]))
+        .start();
+    let tasks: Vec<NewTask> = (0..3)
+        .map(|i| fixture.task(AVS, SCHEMES[i], &[i as u8, 5]))
+        .collect();
+    let mut answers = Vec::new();
+    for (i, task) in tasks.iter().enumerate() {
+        answers.push(single.submit(fixture.sign(SCHEMES[i], task)).await.unwrap());
+    }
+    assert!(single.stop().0.success());
+    let export = fixture.dir().join("single.json");
+    let (ok, out) = cli(&[
+        "ledger".as_ref(),
+        "export".as_ref(),
+        "--data-dir".as_ref(),
+        fixture.data_dir().as_os_str(),
+        "--out".as_ref(),
+        export.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+
+    let task_log = fixture.dir().join("executions");
+    let mut builder = replica_builder(
+        &fixture,
+        &server,
+        server.port,
+        "r0",
+        &task_log,
+        None,
+        &["--fail-rate", "1"],
+    );
+    let config = builder.write_config();
+    let (ok, out) = cli(&["check-config".as_ref(), config.as_os_str()]);
+    assert!(ok && out.contains("schema version 0"), "{out}");
+    let import = |file: &Path| {
+        cli(&[
+            "ledger".as_ref(),
+            "import".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            file.as_os_str(),
+        ])
+    };
+    let (ok, out) = import(&export);
+    assert!(ok && out.contains("inserted: 3"), "{out}");
+    let (ok, out) = import(&export);
+    assert!(
+        ok && out.contains("inserted: 0") && out.contains("skipped: 3"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["check-config".as_ref(), config.as_os_str()]);
+    assert!(ok && out.contains("schema version 1"), "{out}");
+
+    // Another node signed the same task ids with other outputs: its export is refused whole.
+    let other_dir = fixture.dir().join("other-data");
+    let mut other_node = TestNode::builder()
+        .fixture(fixture.clone())
+        .data_dir(&other_dir)
+        .avs(AvsSpec::new(AVS).performer(&["--random-output"]))
+        .start();
+    other_node
+        .submit(fixture.sign(SCHEMES[0], &tasks[0]))
+        .await
+        .unwrap();
+    assert!(other_node.stop().0.success());
+    let conflicting = fixture.dir().join("other.json");
+    let (ok, out) = cli(&[
+        "ledger".as_ref(),
+        "export".as_ref(),
+        "--data-dir".as_ref(),
+        other_dir.as_os_str(),
+        "--out".as_ref(),
+        conflicting.as_os_str(),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = import(&conflicting);
+    assert!(!ok && out.contains("conflict"), "{out}");
+
+    let replica = builder.start();
+    for (i, task) in tasks.iter().enumerate() {
+        let again = replica
+            .submit(fixture.sign(SCHEMES[i], task))
+            .await
+            .unwrap();
+        assert_eq!(again, answers[i], "task {i}: not the imported answer");
+        let mut reissued = task.clone();
+        reissued.reference_timestamp -= 10;
+        let status = replica
+            .submit(fixture.sign(SCHEMES[i], &reissued))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    }
+    assert!(executions(&task_log).is_empty(), "the performer ran");
 }
