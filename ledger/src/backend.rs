@@ -56,6 +56,8 @@ pub enum Claimed {
 pub struct Ticket {
     key: RecordKey,
     lease: Option<Lease>,
+    /// How long each renewal (and the seal) holds the claim.
+    hold: Duration,
     sealed: Option<[u8; 32]>,
     renewal: Option<tokio::task::AbortHandle>,
 }
@@ -65,6 +67,7 @@ impl Ticket {
         Ticket {
             key,
             lease: None,
+            hold: Duration::ZERO,
             sealed: None,
             renewal: None,
         }
@@ -74,6 +77,7 @@ impl Ticket {
         Ticket {
             key: *lease.key(),
             lease: Some(lease),
+            hold: Duration::ZERO,
             sealed: None,
             renewal: None,
         }
@@ -250,7 +254,7 @@ impl Ledger {
                 return Err(self.refuse(&ticket.key, Refusal::OtherOutput).into());
             }
             Some(_) => {}
-            None => pg.seal(lease, &claim.output, &digest, SEAL_HOLD).await?,
+            None => pg.seal(lease, &claim.output, &digest, ticket.hold).await?,
         }
         let signatures = match sign(digest).await {
             Ok(signatures) => signatures,
@@ -425,11 +429,9 @@ impl Ledger {
     }
 }
 
-/// How long a sealed claim is held for signing (renewed with the claim while it is signed).
-const SEAL_HOLD: Duration = Duration::from_secs(5);
-
 /// Starts renewing `ticket`'s lease every third of `lease` until the ticket is dropped.
 fn renewing(pg: &PgLedger, mut ticket: Ticket, lease: Duration) -> Ticket {
+    ticket.hold = lease;
     let Some(held) = ticket.lease.clone() else {
         return ticket;
     };
@@ -439,7 +441,7 @@ fn renewing(pg: &PgLedger, mut ticket: Ticket, lease: Duration) -> Ticket {
         every.tick().await;
         loop {
             every.tick().await;
-            match pg.renew(&held, lease.max(SEAL_HOLD)).await {
+            match pg.renew(&held, lease).await {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) => tracing::debug!(error = %e, "renewing a claim"),
