@@ -475,6 +475,22 @@ impl PgLedger {
         client.query(&statement, params).await.map_err(database(op))
     }
 
+    /// [`PgLedger::query`] for a statement without rows: how many rows it changed.
+    async fn execute(
+        &self,
+        client: &Client,
+        op: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, LedgerError> {
+        let statement = client.prepare_cached(sql).await.map_err(database(op))?;
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(database(op))
+    }
+
     /// Statements of the signing path executed so far (claim, seal, record, renewals, lookups):
     /// each is one round trip to the database.
     pub fn statements(&self) -> u64 {
@@ -652,15 +668,8 @@ impl PgLedger {
         ];
         let sealed = self
             .call("sealing a task's output", async |client| {
-                let statement = client
-                    .prepare_cached(&SQL.seal)
+                self.execute(client, "sealing a task's output", &SQL.seal, &params)
                     .await
-                    .map_err(database("sealing a task's output"))?;
-                self.statements.fetch_add(1, Ordering::Relaxed);
-                client
-                    .execute(&statement, &params)
-                    .await
-                    .map_err(database("sealing a task's output"))
             })
             .await?;
         if sealed == 1 {
@@ -717,15 +726,9 @@ impl PgLedger {
         let hold = hold.as_secs_f64();
         let params: [&(dyn ToSql + Sync); 5] = [&key_id, &domain, &task_id, &lease.owner, &hold];
         self.call("renewing a claim", async |client| {
-            let statement = client
-                .prepare_cached(&SQL.renew)
-                .await
-                .map_err(database("renewing a claim"))?;
-            self.statements.fetch_add(1, Ordering::Relaxed);
-            let renewed = client
-                .execute(&statement, &params)
-                .await
-                .map_err(database("renewing a claim"))?;
+            let renewed = self
+                .execute(client, "renewing a claim", &SQL.renew, &params)
+                .await?;
             Ok(renewed == 1)
         })
         .await
@@ -738,7 +741,7 @@ impl PgLedger {
         let (key_id, domain, task_id) = key_columns(&lease.key);
         let params: [&(dyn ToSql + Sync); 4] = [&key_id, &domain, &task_id, &lease.owner];
         self.call("releasing a claim", async |client| {
-            self.query(client, "releasing a claim", &SQL.release, &params)
+            self.execute(client, "releasing a claim", &SQL.release, &params)
                 .await
                 .map(drop)
         })
