@@ -37,9 +37,12 @@ fuzz_target!(|data: &[u8]| {
             // Every value of an accepted configuration was parsed when it was read: reading the
             // typed values never panics (an undecodable aggregator key, an unparsed address).
             for avs in &config.avs {
-                assert!(!avs.aggregators.is_empty());
+                assert!(
+                    avs.aggregators == avsnode::config::Aggregators::FromChain
+                        || !avs.aggregators.list().is_empty()
+                );
                 let _ = avs.address.get();
-                for agg in &avs.aggregators {
+                for agg in avs.aggregators.list() {
                     let _ = (agg.address.get(), agg.key());
                 }
             }
@@ -50,6 +53,9 @@ fuzz_target!(|data: &[u8]| {
                 );
                 let _ = signer.backend_label();
                 let _ = signer.location();
+            }
+            if let Some(chain) = &config.chain {
+                let _ = chain.settings();
             }
             let _ = config.operator();
             let _ = config.node_id();

@@ -90,6 +90,28 @@ pub struct Metrics {
     /// `avsnode_management_calls_refused_total{reason}`: management calls refused before they
     /// were read (rate_limited) or when challenge tokens ran out (challenges_full).
     pub management_refused: IntCounterVec,
+    /// `avsnode_chain_rpc_calls_total{endpoint, method, outcome}`: JSON-RPC calls to the chain
+    /// (each call of a batch counted), by endpoint index in `chain.rpc_urls`.
+    pub chain_rpc_calls: IntCounterVec,
+    /// `avsnode_chain_rpc_seconds{kind}`: time per HTTP request to the chain (`batch` or the one
+    /// method it carried).
+    pub chain_rpc_seconds: HistogramVec,
+    /// `avsnode_chain_cache_total{fact, result}`: chain facts answered from the cache (`hit`) or
+    /// read (`miss`).
+    pub chain_cache: IntCounterVec,
+    /// `avsnode_chain_cache_facts`: facts held.
+    pub chain_cache_facts: IntGauge,
+    /// `avsnode_chain_head_block`: the newest block an RPC endpoint reported.
+    pub chain_head_block: IntGauge,
+    /// `avsnode_chain_head_lag_blocks`: blocks between that head and the last one whose logs
+    /// were applied.
+    pub chain_head_lag: IntGauge,
+    /// `avsnode_chain_follower_errors_total`: log-follower rounds that failed.
+    pub chain_follower_errors: IntCounter,
+    /// `avsnode_chain_reorgs_total`: reorgs seen (cached facts of orphaned blocks dropped).
+    pub chain_reorgs: IntCounter,
+    /// `avsnode_chain_up`: 1 while an RPC endpoint answered within `chain.serve_cached_for`.
+    pub chain_up: IntGauge,
 }
 
 impl Metrics {
@@ -229,6 +251,51 @@ impl Metrics {
                 "avsnode_management_calls_refused_total",
                 "Management calls refused before authentication, by reason: rate_limited (calls from one address), challenges_full.",
                 &["reason"],
+            )?,
+            chain_rpc_calls: counter(
+                "avsnode_chain_rpc_calls_total",
+                "JSON-RPC calls to the chain, by endpoint (index in chain.rpc_urls), method and outcome: ok, reverted, error (the endpoint answered with an error), unreachable.",
+                &["endpoint", "method", "outcome"],
+            )?,
+            chain_rpc_seconds: histogram_vec(
+                "avsnode_chain_rpc_seconds",
+                "Time per HTTP request to the chain RPC (kind: batch, or the one method it carried).",
+                &["kind"],
+                LATENCY_BUCKETS,
+            )?,
+            chain_cache: counter(
+                "avsnode_chain_cache_total",
+                "Chain facts a task needed, answered from the cache (hit) or read from the chain (miss), by fact.",
+                &["fact", "result"],
+            )?,
+            chain_cache_facts: gauge("avsnode_chain_cache_facts", "Chain facts cached.")?,
+            chain_head_block: gauge(
+                "avsnode_chain_head_block",
+                "The newest block the chain RPC reported.",
+            )?,
+            chain_head_lag: gauge(
+                "avsnode_chain_head_lag_blocks",
+                "Blocks between the chain head and the last block whose logs the follower applied.",
+            )?,
+            chain_follower_errors: {
+                let c = IntCounter::new(
+                    "avsnode_chain_follower_errors_total",
+                    "Rounds of the chain log follower that failed (RPC unreachable or an error).",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            chain_reorgs: {
+                let c = IntCounter::new(
+                    "avsnode_chain_reorgs_total",
+                    "Chain reorgs seen by the follower (facts read at orphaned blocks dropped).",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            chain_up: gauge(
+                "avsnode_chain_up",
+                "1 while a chain RPC endpoint answered within chain.serve_cached_for (cached facts serve), 0 after.",
             )?,
             registry,
         };

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::deployments::{Deployments, PerformerStartError};
 use crate::management::Management;
-use avsnode_signer::messages::{Address, ResultCertificate};
+use avsnode_chain::{Chain, ChainError, OurKey};
+use avsnode_signer::messages::{Address, EcdsaVerifier, ResultCertificate};
 use std::sync::OnceLock;
 
 use avsnode_metrics::{Metrics, Readiness};
@@ -69,6 +70,9 @@ pub enum NodeError {
     /// A TLS certificate, key or CA could not be used.
     #[error(transparent)]
     Tls(#[from] avsnode_listener::tls::TlsError),
+    /// The chain RPC serves another chain, or cannot be used.
+    #[error("[chain]: {0}")]
+    Chain(String),
     /// A start-up task panicked.
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -101,7 +105,10 @@ pub struct RunningNode {
 impl RunningNode {
     /// Opens the ledger, unlocks the signers, starts the performers, then serves the intake on
     /// `listener`. The configuration must be validated ([`Config::load`] does it).
-    pub async fn start(config: Config, listener: TcpListener) -> Result<RunningNode, NodeError> {
+    pub async fn start(
+        mut config: Config,
+        listener: TcpListener,
+    ) -> Result<RunningNode, NodeError> {
         let problems = config.problems();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -168,6 +175,32 @@ impl RunningNode {
             keys.insert(config.name.clone(), Arc::new(key));
         }
 
+        let chain = match &config.chain {
+            Some(settings) => {
+                let chain =
+                    Chain::new(settings.settings(), metrics.clone()).map_err(NodeError::Chain)?;
+                match chain.start().await {
+                    Ok(_) => {}
+                    Err(ChainError::Refused(refusal)) => {
+                        return Err(NodeError::Chain(refusal.to_string()));
+                    }
+                    Err(ChainError::Unavailable(why)) => warn!(
+                        %why,
+                        "no chain RPC endpoint answers: tasks checked on chain are UNAVAILABLE until one does"
+                    ),
+                }
+                verifiers_from_chain(&mut config, &chain)
+                    .await
+                    .map_err(|problems| ConfigError::Invalid {
+                        path: "(configuration)".into(),
+                        problems,
+                    })?;
+                tokio::spawn(chain.clone().follow(stopped.clone()));
+                Some(chain)
+            }
+            None => None,
+        };
+
         let performers = Arc::new(Deployments::start(&config, metrics.clone()).await?);
         let avs_list = build_avs(&config, &keys, &performers)?;
         for avs in &avs_list {
@@ -178,9 +211,13 @@ impl RunningNode {
             avs_list,
             ledger,
             config.ledger.claim_lease(),
+            chain,
             metrics.clone(),
             config.intake.max_tasks_in_memory,
         );
+        for disagreement in pipeline.check_chain().await {
+            tracing::error!("{disagreement}: tasks for that operator set are refused");
+        }
         let _ = live.set(pipeline.clone());
         tokio::spawn(refresh_gauges(pipeline.clone(), stopped.clone()));
         if let Some(management) = &config.management {
@@ -330,6 +367,7 @@ impl RunningNode {
             ("[node]", running.node != next.node),
             ("[intake]", intake != next_intake),
             ("[ledger]", running.ledger != next.ledger),
+            ("[chain]", running.chain != next.chain),
             ("[metrics]", running.metrics != next.metrics),
             (
                 "[management]",
@@ -340,6 +378,26 @@ impl RunningNode {
             if changed {
                 later.push(section);
             }
+        }
+        let mut next = next;
+        match self.pipeline.chain() {
+            Some(chain) => {
+                if let Err(found) = verifiers_from_chain(&mut next, chain).await {
+                    problems.extend(found);
+                }
+            }
+            None if next
+                .avs
+                .iter()
+                .any(|a| a.aggregators == crate::config::Aggregators::FromChain) =>
+            {
+                problems.push(problem(
+                    "chain",
+                    "aggregators from chain need [chain] when the node starts; restart the node"
+                        .into(),
+                ));
+            }
+            None => {}
         }
         if running.signers != next.signers {
             problems.push(problem(
@@ -452,6 +510,7 @@ impl RunningNode {
         // What runs stays what the next reload compares against.
         applied.node = running.node.clone();
         applied.ledger = running.ledger.clone();
+        applied.chain = running.chain.clone();
         applied.metrics = running.metrics.clone();
         applied.docker = running.docker.clone();
         let (intake_tls, management_tls) = (
@@ -532,6 +591,7 @@ fn build_avs(
         let address = *avs.address.get();
         let aggregators = avs
             .aggregators
+            .list()
             .iter()
             .map(|a| (*a.address.get(), a.key().clone()))
             .collect();
@@ -553,6 +613,10 @@ fn build_avs(
                         }],
                     })
                 })?;
+            let chain_key = config
+                .chain
+                .as_ref()
+                .and_then(|_| OurKey::new(key.scheme(), &key.public_bytes()));
             operator_sets.insert(
                 set.id,
                 OperatorSet {
@@ -560,6 +624,7 @@ fn build_avs(
                     key,
                     certificate,
                     verifier,
+                    chain_key,
                 },
             );
         }
@@ -573,6 +638,119 @@ fn build_avs(
     }
 
     Ok(avs_list)
+}
+
+/// With `[chain]`: every ECDSA operator set's verifier is read from chain — its `version()`
+/// where the file gives none — and the domain the node derives must be the contract's
+/// `domainSeparator()`, or the node would sign certificates the verifier rejects.
+async fn verifiers_from_chain(config: &mut Config, chain: &Chain) -> Result<(), Vec<Problem>> {
+    let mut problems = Vec::new();
+    for (i, avs) in config.avs.iter_mut().enumerate() {
+        for (j, set) in avs.operator_sets.iter_mut().enumerate() {
+            let Some(address) = set.verifier.as_ref().and_then(|v| v.ok()).copied() else {
+                continue;
+            };
+            let at = format!("avs[{i}].operator_sets[{j}].verifier");
+            let (version, domain) = match chain.verifier_domain(address).await {
+                Ok(read) => read,
+                Err(e) if set.verifier_version.is_some() => {
+                    warn!(verifier = %address, error = %e, "cannot read the certificate verifier's domain from chain; using verifier_version as configured");
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(Problem {
+                        path: at,
+                        message: format!("cannot read version() and domainSeparator() from chain (set verifier_version to start without): {e}"),
+                    });
+                    continue;
+                }
+            };
+            let version = set.verifier_version.get_or_insert(version).clone();
+            let derived = EcdsaVerifier { address, version }.domain_separator();
+            match derived {
+                Ok(derived) if derived == domain => {}
+                Ok(derived) => problems.push(Problem {
+                    path: at,
+                    message: format!(
+                        "the contract's domainSeparator() is 0x{}, but the domain derived from verifier_version {:?} is 0x{}: check verifier_version",
+                        hex::encode(domain),
+                        set.verifier_version.as_deref().unwrap_or_default(),
+                        hex::encode(derived)
+                    ),
+                }),
+                Err(e) => problems.push(Problem {
+                    path: at,
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// `avsnode check-config` with `[chain]`: connects, checks the chain id and the ECDSA verifiers'
+/// domains, and compares each configured operator set with the chain at its head. The lines to
+/// print, and whether the chain agrees with the file.
+pub async fn chain_report(config: &mut Config) -> Result<Vec<String>, NodeError> {
+    let Some(settings) = &config.chain else {
+        return Ok(Vec::new());
+    };
+    let chain = Chain::new(settings.settings(), Metrics::new()?).map_err(NodeError::Chain)?;
+    let head = chain
+        .start()
+        .await
+        .map_err(|e| NodeError::Chain(e.to_string()))?;
+    let mut lines = vec![format!(
+        "chain: chain id {} confirmed, head block {head}",
+        settings.chain_id
+    )];
+    verifiers_from_chain(config, &chain)
+        .await
+        .map_err(|problems| ConfigError::Invalid {
+            path: "(configuration)".into(),
+            problems,
+        })?;
+    let operator = config.operator();
+    let mut disagreements = Vec::new();
+    for (i, avs) in config.avs.iter().enumerate() {
+        let address = *avs.address.get();
+        for (j, set) in avs.operator_sets.iter().enumerate() {
+            let Some(signer) = config.signers.iter().find(|s| s.name == set.signer) else {
+                continue;
+            };
+            let standing = chain
+                .standing(address, set.id, operator, 0)
+                .await
+                .map_err(|e| NodeError::Chain(e.to_string()))?;
+            lines.push(format!(
+                "chain: avs {address} set {}: member {}, executor sets {:?}, curve type {}, registered key {}",
+                set.id,
+                if standing.member { "yes" } else { "NO" },
+                standing.executor_sets,
+                standing.curve,
+                standing.key
+            ));
+            if let Err(refusal) = standing.admits_scheme(signer.scheme) {
+                disagreements.push(Problem {
+                    path: format!("avs[{i}].operator_sets[{j}]"),
+                    message: format!("the chain disagrees: {refusal}"),
+                });
+            }
+        }
+    }
+    if disagreements.is_empty() {
+        Ok(lines)
+    } else {
+        Err(ConfigError::Invalid {
+            path: "(chain)".into(),
+            problems: disagreements,
+        }
+        .into())
+    }
 }
 
 /// Resolves once the node is told to stop.
@@ -593,8 +771,17 @@ fn readiness(live: Arc<OnceLock<Arc<Pipeline>>>) -> Readiness {
             .ledger()
             .unavailable()
             .map(|why| format!("ledger unavailable: {why}"));
+        let chain = pipeline.chain().map(|chain| {
+            chain
+                .status()
+                .err()
+                .map(|why| format!("chain unavailable: {why}"))
+                .into_iter()
+                .chain(pipeline.chain_disagreements())
+        });
         let not_ready: Vec<String> = ledger
             .into_iter()
+            .chain(chain.into_iter().flatten())
             .chain(
                 pipeline
                     .avs()
@@ -670,6 +857,13 @@ async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch
                     .with_label_values(&[label.as_str()])
                     .inc_by(u64::from(restarts - seen.1));
                 seen.1 = restarts;
+            }
+        }
+        // Our standing on chain, at its head: from the cache, read again when an event closed it.
+        if let Some(chain) = pipeline.chain() {
+            chain.gauges();
+            if ticks.is_multiple_of(5) {
+                pipeline.check_chain().await;
             }
         }
         metrics.ready.set(i64::from(ready().is_ok()));

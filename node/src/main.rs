@@ -211,6 +211,15 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
+                // The chain: the right chain, and what it says of each operator set.
+                let mut config = config;
+                match runtime()?.block_on(avsnode::daemon::chain_report(&mut config)) {
+                    Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+                    Err(e) => {
+                        println!("{}: {e}", file.display());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
                 print!("ok\n{}", config.summary())
             }
             Err(e) => {

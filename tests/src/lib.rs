@@ -5,6 +5,7 @@
 //! [`docker`] images of the example performer, ...), so any crate's tests can use it: it must never
 //! depend on `avsnode` or `avsnode-performer`.
 
+pub mod chain;
 pub mod docker;
 pub mod pki;
 pub mod postgres;

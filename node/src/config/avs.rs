@@ -53,12 +53,60 @@ pub struct AvsConfig {
     /// Tasks an aggregator may send at once above that rate (default 10000).
     #[serde(default = "defaults::aggregator_burst")]
     pub aggregator_burst: u32,
-    /// Aggregators whose task signatures are accepted.
-    pub aggregators: Vec<AggregatorConfig>,
+    /// Aggregators whose task signatures are accepted: `[[avs.aggregators]]` tables, or
+    /// `"from_chain"` (their keys in the AVS's aggregator operator set, read from `[chain]`).
+    pub aggregators: Aggregators,
     /// Operator sets this node signs for, each with its signer.
     pub operator_sets: Vec<OperatorSetConfig>,
     /// Where this AVS's tasks run.
     pub performer: PerformerConfig,
+}
+
+/// `avs.aggregators`: listed in the file, or read from chain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Aggregators {
+    /// `[[avs.aggregators]]`: these keys.
+    Static(Vec<AggregatorConfig>),
+    /// `aggregators = "from_chain"`: the AVS's registrar names its aggregator operator set; a
+    /// task's aggregator must have a key there at the task's block.
+    FromChain,
+}
+
+impl Aggregators {
+    /// The listed aggregators (none when read from chain).
+    pub fn list(&self) -> &[AggregatorConfig] {
+        match self {
+            Aggregators::Static(list) => list,
+            Aggregators::FromChain => &[],
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Aggregators {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Aggregators, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Aggregators;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("[[avs.aggregators]] tables, or \"from_chain\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Aggregators, E> {
+                if v == "from_chain" {
+                    Ok(Aggregators::FromChain)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Aggregators, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(Aggregators::Static)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// An aggregator allowed to send tasks.
@@ -143,7 +191,9 @@ pub struct OperatorSetConfig {
     pub verifier: Option<Parsed<Address>>,
     /// ecdsa only: the verifier contract's `version()` string, e.g. `"1.2.3"`. The EIP-712
     /// `version` is derived from it by the contract's rule (its first character, as
-    /// eigenlayer-contracts v1.7.0–v1.9.0 do); a bare `"1"` means the same.
+    /// eigenlayer-contracts v1.7.0–v1.9.0 do); a bare `"1"` means the same. With `[chain]` it
+    /// may be left out: the node reads `version()` at start-up, and with or without it checks
+    /// the derived domain against the contract's `domainSeparator()`.
     #[serde(default)]
     pub verifier_version: Option<String>,
     /// ecdsa only, optional: the verifier's `domainSeparator()` as read from chain (`0x` + 64 hex).
@@ -177,7 +227,10 @@ impl Config {
     pub(super) fn decode_aggregator_keys(&mut self) -> Vec<Problem> {
         let mut problems = Vec::new();
         for (i, avs) in self.avs.iter_mut().enumerate() {
-            for (j, agg) in avs.aggregators.iter_mut().enumerate() {
+            let Aggregators::Static(list) = &mut avs.aggregators else {
+                continue;
+            };
+            for (j, agg) in list.iter_mut().enumerate() {
                 match VerifyingKey::from_config(
                     agg.scheme,
                     agg.address.as_str(),
@@ -247,13 +300,18 @@ impl Config {
             if avs.task_timeout <= avs.min_execution_time {
                 problem(at("task_timeout"), "must exceed min_execution_time".into());
             }
-            if avs.aggregators.is_empty() {
-                problem(
+            match &avs.aggregators {
+                Aggregators::Static(list) if list.is_empty() => problem(
                     at("aggregators"),
                     "no aggregator configured: every task would be refused".into(),
-                );
+                ),
+                Aggregators::FromChain if self.chain.is_none() => problem(
+                    at("aggregators"),
+                    "\"from_chain\" needs a [chain] section (rpc_urls, chain_id, allocation_manager, key_registrar)".into(),
+                ),
+                _ => {}
             }
-            for (j, agg) in avs.aggregators.iter().enumerate() {
+            for (j, agg) in avs.aggregators.list().iter().enumerate() {
                 let at = |key: &str| format!("avs[{i}].aggregators[{j}].{key}");
                 if let Some(e) = agg.address.error() {
                     problem(at("address"), e.to_owned());
@@ -323,6 +381,8 @@ impl Config {
                             problem(at("verifier_version"), e.to_string());
                         }
                     }
+                    // With [chain], read from the verifier's version() at start-up.
+                    (None, true) if self.chain.is_some() => {}
                     (None, true) => problem(
                         at("verifier_version"),
                         "required for an ecdsa operator set: the verifier contract's version(), \

@@ -3,6 +3,7 @@
 //! start-up report them all at once.
 
 mod avs;
+mod chain;
 mod defaults;
 mod docker;
 mod intake;
@@ -13,8 +14,9 @@ mod node;
 mod parsed;
 mod performer;
 
-pub use avs::{AggregatorConfig, AvsConfig, OperatorSetConfig};
+pub use avs::{AggregatorConfig, Aggregators, AvsConfig, OperatorSetConfig};
 pub use avsnode_listener::TlsConfig;
+pub use chain::{ChainConfig, RpcUrl};
 pub use docker::DockerConfig;
 pub use intake::IntakeConfig;
 pub use ledger::{Backend, LedgerConfig};
@@ -47,6 +49,10 @@ pub struct Config {
     /// The metrics and health listener.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Where aggregator keys and operator-set membership are read from chain. Absent: nothing
+    /// is read from chain.
+    #[serde(default)]
+    pub chain: Option<ChainConfig>,
     /// The management API (performer deploys). Absent: not served.
     #[serde(default)]
     pub management: Option<ManagementConfig>,
@@ -230,6 +236,7 @@ impl Config {
         self.node_problems(&mut problem);
         self.intake_problems(&mut problem);
         self.ledger_problems(&mut problem);
+        self.chain_problems(&mut problem);
         self.management_problems(&mut problem);
         let mut names = HashSet::new();
         for (i, signer) in self.signers.iter().enumerate() {
@@ -299,6 +306,18 @@ impl Config {
             }
             None => s += "management API off (no [management] section)\n",
         }
+        match &self.chain {
+            Some(chain) => {
+                s += &format!(
+                    "chain {}: {} RPC endpoint(s), AllocationManager {}, KeyRegistrar {}\n",
+                    chain.chain_id,
+                    chain.rpc_urls.len(),
+                    chain.allocation_manager.get(),
+                    chain.key_registrar.get()
+                )
+            }
+            None => s += "chain: not read (no [chain] section)\n",
+        }
         for signer in &self.signers {
             s += &format!(
                 "signer {:?}: {} from {}\n",
@@ -340,11 +359,14 @@ impl Config {
                     None => "docker (deployed through the management API)".into(),
                 },
             };
+            let aggregators = match &avs.aggregators {
+                Aggregators::Static(list) => format!("{} aggregator(s)", list.len()),
+                Aggregators::FromChain => "aggregators from chain".into(),
+            };
             s += &format!(
-                "avs {}: operator sets {}; {} aggregator(s); performer {runtime}\n",
+                "avs {}: operator sets {}; {aggregators}; performer {runtime}\n",
                 avs.address.get(),
                 sets.join(", "),
-                avs.aggregators.len()
             );
         }
         s

@@ -31,6 +31,7 @@ mod sign;
 pub mod validate;
 
 use crate::config::AvsConfig;
+use avsnode_chain::{Chain, OurKey};
 use avsnode_ledger::Ledger;
 use avsnode_listener::tls::ClientCertificate;
 use avsnode_metrics::WarningBudget;
@@ -52,6 +53,8 @@ pub struct OperatorSet {
     pub certificate: ResultCertificate,
     /// ECDSA sets: the certificate verifier, as a remote signer is told it.
     pub verifier: Option<EcdsaVerifier>,
+    /// The key the chain must hold for this operator in this set (with `[chain]`).
+    pub chain_key: Option<OurKey>,
 }
 
 /// One AVS as the pipeline serves it.
@@ -93,6 +96,7 @@ impl Avs {
         ));
         let client_names = config
             .aggregators
+            .list()
             .iter()
             .map(|a| {
                 let names = a
@@ -184,6 +188,11 @@ pub struct Pipeline {
     /// Aggregator-signature checks running at once: one per core. Unbounded, a flood of forged
     /// tasks (each passing the cheap checks) ran one blocking thread each and starved honest work.
     verifying: Semaphore,
+    /// With `[chain]`: aggregator keys and membership are read and cached there.
+    chain: Option<Arc<Chain>>,
+    /// Configured operator sets the chain disagrees with (for `/readyz`), kept current by the
+    /// daemon.
+    chain_disagreements: Mutex<Vec<String>>,
     warnings: WarningBudget,
     metrics: Arc<Metrics>,
 }
@@ -196,6 +205,7 @@ impl Pipeline {
         avs: Vec<Avs>,
         ledger: Ledger,
         claim_lease: Duration,
+        chain: Option<Arc<Chain>>,
         metrics: Arc<Metrics>,
         max_tasks_in_memory: usize,
     ) -> Arc<Pipeline> {
@@ -213,9 +223,55 @@ impl Pipeline {
             verifying: Semaphore::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
+            chain,
+            chain_disagreements: Mutex::default(),
             warnings: WarningBudget::new("rejection", REJECTION_WARNINGS_PER_SECOND),
             metrics,
         })
+    }
+
+    /// The chain reader, with `[chain]`.
+    pub fn chain(&self) -> Option<&Arc<Chain>> {
+        self.chain.as_ref()
+    }
+
+    /// Compares every configured operator set with the chain at its head (cached facts, or one
+    /// read): what disagrees is kept for `/readyz` and returned.
+    pub async fn check_chain(&self) -> Vec<String> {
+        let Some(chain) = &self.chain else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for avs in self.avs() {
+            for set in avs.operator_sets.values() {
+                let Some(key) = &set.chain_key else { continue };
+                match chain
+                    .check_executor(avs.address, set.id, self.operator, 0, key)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(avsnode_chain::ChainError::Refused(refusal)) => {
+                        found.push(format!("chain disagrees: {refusal}"));
+                    }
+                    // Unavailability is reported on its own (`Chain::status`).
+                    Err(avsnode_chain::ChainError::Unavailable(_)) => {}
+                }
+            }
+        }
+        found.sort();
+        *self
+            .chain_disagreements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = found.clone();
+        found
+    }
+
+    /// What [`Pipeline::check_chain`] found last.
+    pub fn chain_disagreements(&self) -> Vec<String> {
+        self.chain_disagreements
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The AVSs served.

@@ -124,6 +124,14 @@ pub enum Rejection {
     /// Another replica is running this task (retryable: the retry gets its answer).
     #[error("{0}")]
     ReplicaBusy(String),
+    /// A chain check could not be made: no RPC endpoint answered, or the cached facts are older
+    /// than `chain.serve_cached_for` (retryable; nothing was run or signed).
+    #[error("{0}")]
+    ChainUnavailable(String),
+    /// The chain disagrees (not a member, not an executor set, another key registered): this
+    /// node must not sign for the set.
+    #[error("refused by the chain: {0}")]
+    ChainRefused(avsnode_chain::Refusal),
     /// The node is shutting down.
     #[error("the node is shutting down")]
     ShuttingDown,
@@ -143,12 +151,13 @@ impl Rejection {
             }
             UnknownAvs(_) | UnknownOperatorSet { .. } => Code::NotFound,
             Deadline(_) | PerformerTimeout | LateResult => Code::DeadlineExceeded,
-            Stale { .. } | Conflict { .. } => Code::FailedPrecondition,
+            Stale { .. } | Conflict { .. } | ChainRefused(_) => Code::FailedPrecondition,
             QueueFull(_) | RateLimited(_) | Overloaded(_) => Code::ResourceExhausted,
             PerformerUnavailable(_)
             | SignerUnavailable(_)
             | LedgerUnavailable(_)
             | ReplicaBusy(_)
+            | ChainUnavailable(_)
             | ShuttingDown => Code::Unavailable,
             PerformerError { code, .. } => *code,
             OutputTooLarge { .. } | WrongEcho | SignerFailed(_) | Internal(_) => Code::Internal,
@@ -184,6 +193,8 @@ impl Rejection {
             SignerFailed(_) => "signer_error",
             LedgerUnavailable(_) => "ledger_unavailable",
             ReplicaBusy(_) => "replica_busy",
+            ChainUnavailable(_) => "chain_unavailable",
+            ChainRefused(refusal) => refusal.label(),
             ShuttingDown => "shutting_down",
             Internal(_) => "internal",
         }
@@ -205,9 +216,18 @@ impl Rejection {
                 | SignerFailed(_)
                 | LedgerUnavailable(_)
                 | ReplicaBusy(_)
+                | ChainUnavailable(_)
                 | ShuttingDown
                 | Internal(_)
         )
+    }
+
+    /// From a chain check's error.
+    pub fn from_chain(error: avsnode_chain::ChainError) -> Rejection {
+        match error {
+            avsnode_chain::ChainError::Unavailable(why) => Rejection::ChainUnavailable(why),
+            avsnode_chain::ChainError::Refused(refusal) => Rejection::ChainRefused(refusal),
+        }
     }
 
     /// The status sent to the caller.

@@ -1,7 +1,8 @@
 //! Validation, DESIGN §3.1 steps 1–7 and their order: the shape of a submission ([`shape`]), then
 //! [`Pipeline::check`] — addressee, AVS, payload size, operator set, deadline, freshness,
-//! aggregator, its certificate, its rate limit, its signature. Nothing here calls a performer or
-//! the ledger; a task that passes is [`Checked`].
+//! aggregator, its certificate, its rate limit, its signature, and with `[chain]` this
+//! operator's standing in the set at the task's block. Nothing here calls a performer or the
+//! ledger; a task that passes is [`Checked`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,7 +12,7 @@ use avsnode_proto::{HOURGLASS_TASK_VERSION, SIGNED_DEADLINE_TASK_VERSION};
 use avsnode_signer::messages::{Address, TaskId, TaskMessage};
 
 use super::{Avs, Peer, Pipeline, internal};
-use crate::config::AvsConfig;
+use crate::config::{Aggregators, AvsConfig};
 use crate::pipeline::rejection::Rejection;
 
 /// A task whose fields parsed (step 1).
@@ -272,11 +273,17 @@ impl Pipeline {
             std::time::Instant::now(),
         )?);
         freshness(task, &avs.config)?;
-        let aggregator = avs
-            .aggregators
-            .get(&task.aggregator)
-            .cloned()
-            .ok_or(Rejection::UnknownAggregator(task.aggregator))?;
+        // Listed in the file: known now. From chain: looked up after the rate limit, so a flood
+        // of tasks spends its budget before it can cost an RPC call.
+        let listed = match &avs.config.aggregators {
+            Aggregators::Static(_) => Some(
+                avs.aggregators
+                    .get(&task.aggregator)
+                    .cloned()
+                    .ok_or(Rejection::UnknownAggregator(task.aggregator))?,
+            ),
+            Aggregators::FromChain => None,
+        };
         // Mutual TLS: the aggregator named in the task must be the one holding the connection's
         // certificate (before rate limiting: an impostor does not spend its victim's budget).
         if let Some(names) = avs.client_names.get(&task.aggregator)
@@ -296,6 +303,17 @@ impl Pipeline {
             return Err(Rejection::RateLimited(task.aggregator));
         }
 
+        let aggregator = match listed {
+            Some(key) => key,
+            None => self
+                .chain
+                .as_ref()
+                .ok_or_else(|| internal("aggregators from chain without [chain]"))?
+                .aggregator_key(task.avs, task.aggregator, task.task_block_number)
+                .await
+                .map_err(Rejection::from_chain)?
+                .ok_or(Rejection::UnknownAggregator(task.aggregator))?,
+        };
         let h = task_hash(task, self.operator);
         let signature = task.signature.clone();
         let verified = {
@@ -306,6 +324,24 @@ impl Pipeline {
         };
         if !verified {
             return Err(Rejection::BadSignature);
+        }
+        // Only a task its aggregator signed may cost a read of our own standing on chain.
+        if let Some(chain) = &self.chain
+            && let Some(key) = avs
+                .operator_sets
+                .get(&task.operator_set_id)
+                .and_then(|set| set.chain_key.as_ref())
+        {
+            chain
+                .check_executor(
+                    task.avs,
+                    task.operator_set_id,
+                    self.operator,
+                    task.task_block_number,
+                    key,
+                )
+                .await
+                .map_err(Rejection::from_chain)?;
         }
         drop(validate_timer);
         Ok(Checked { avs, deadline, h })

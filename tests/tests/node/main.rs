@@ -6,6 +6,7 @@
 
 mod common;
 
+mod chain;
 mod crash;
 mod docker;
 mod e2e;

@@ -17,7 +17,7 @@ use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{AVS, AvsSpec, Fixture, SCHEMES, TestNode};
+use crate::common::{AVS, AvsSpec, Fixture, Link, SCHEMES, TestNode};
 use avsnode_aggregator::NewTask;
 use avsnode_proto::executor::TaskResult;
 use avsnode_proto::executor::executor_service_client::ExecutorServiceClient;
@@ -523,55 +523,6 @@ async fn readyz(node: &TestNode) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     text
-}
-
-/// A TCP path to the database that can be cut and healed: cut, it stops carrying bytes both
-/// ways on every open connection and carries nothing on new ones (packets dropped, as a
-/// partition or a firewall's DROP rule does), while the sockets stay open.
-struct Link {
-    port: u16,
-    cut: tokio::sync::watch::Sender<bool>,
-}
-
-impl Link {
-    async fn start(target: u16) -> Link {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, watch) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut watch = watch.clone();
-                tokio::spawn(async move {
-                    if *watch.borrow() {
-                        // Held, never answered.
-                        std::future::pending::<()>().await;
-                    }
-                    let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                    else {
-                        return;
-                    };
-                    let cut_now = tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
-                        _ = watch.wait_for(|cut| *cut) => true,
-                    };
-                    if cut_now {
-                        let _held = (inbound, outbound);
-                        std::future::pending::<()>().await;
-                    }
-                });
-            }
-        });
-        Link { port, cut }
-    }
-
-    fn cut(&self) {
-        self.cut.send_replace(true);
-    }
-
-    fn heal(&self) {
-        self.cut.send_replace(false);
-    }
 }
 
 /// One replica cut off from the database while it holds claims (its performer is slow, so the

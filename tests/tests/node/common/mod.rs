@@ -465,6 +465,8 @@ pub struct NodeBuilder {
     signal_while_starting: Option<&'static str>,
     /// The node's open-files limit, soft and hard (`open_files_limit`).
     open_files: Option<u64>,
+    /// `aggregators = "from_chain"` in every `[[avs]]`.
+    aggregators_from_chain: bool,
 }
 
 impl NodeBuilder {
@@ -482,6 +484,13 @@ impl NodeBuilder {
     /// default of 1024 would.
     pub fn open_files_limit(mut self, n: u64) -> NodeBuilder {
         self.open_files = Some(n);
+        self
+    }
+
+    /// Every AVS reads its aggregators from chain (`aggregators = "from_chain"`; needs a
+    /// `[chain]` table in [`NodeBuilder::extra_toml`]).
+    pub fn aggregators_from_chain(mut self) -> NodeBuilder {
+        self.aggregators_from_chain = true;
         self
     }
 
@@ -623,11 +632,15 @@ impl NodeBuilder {
                 // Every entry is an inline table ending in " }".
                 aggregators = aggregators.replace(" }", &format!(", {} }}", self.aggregator_toml));
             }
-            writeln!(
-                toml,
-                "aggregators = [\n  {aggregators}\n]\noperator_sets = ["
-            )
-            .unwrap();
+            if self.aggregators_from_chain {
+                writeln!(toml, "aggregators = \"from_chain\"\noperator_sets = [").unwrap();
+            } else {
+                writeln!(
+                    toml,
+                    "aggregators = [\n  {aggregators}\n]\noperator_sets = ["
+                )
+                .unwrap();
+            }
             for set in &fixture.sets {
                 match set.scheme {
                     Scheme::Ecdsa => writeln!(
@@ -901,6 +914,21 @@ impl TestNode {
         }
     }
 
+    /// `GET /readyz`: whether it answered 200, and its body.
+    pub async fn readyz(&self) -> (bool, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics_address();
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).await.unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        (head.contains(" 200 "), body.to_owned())
+    }
+
     /// `GET /metrics`: the text exposition without the HTTP head (at most 20 s; panics unless
     /// 200).
     pub async fn scrape_metrics(&self) -> String {
@@ -1149,4 +1177,57 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         }
     }
     sum
+}
+
+/// A TCP path to a server (a database, an RPC endpoint) that can be cut and healed: cut, it stops carrying bytes both
+/// ways on every open connection and carries nothing on new ones (packets dropped, as a
+/// partition or a firewall's DROP rule does), while the sockets stay open.
+pub struct Link {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    /// A path to 127.0.0.1:`target`.
+    pub async fn start(target: u16) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    if *watch.borrow() {
+                        // Held, never answered.
+                        std::future::pending::<()>().await;
+                    }
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let cut_now = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => false,
+                        _ = watch.wait_for(|cut| *cut) => true,
+                    };
+                    if cut_now {
+                        let _held = (inbound, outbound);
+                        std::future::pending::<()>().await;
+                    }
+                });
+            }
+        });
+        Link { port, cut }
+    }
+
+    /// Stops carrying bytes.
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Carries bytes again (on new connections).
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
 }
