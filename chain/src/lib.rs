@@ -378,6 +378,9 @@ fn hex_block(block: u64) -> Value {
 impl Chain {
     /// A reader for `settings`; no I/O until [`Chain::start`].
     pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<Arc<Chain>, String> {
+        metrics
+            .register_chain()
+            .map_err(|e| format!("registering the chain metrics: {e}"))?;
         let rpc = Rpc::new(
             settings.rpc_urls.clone(),
             settings.request_timeout,

@@ -102,11 +102,6 @@ impl Rpc {
             serde_json::to_vec(&requests)
                 .map_err(|e| Unreachable(format!("cannot encode a JSON-RPC request: {e}")))?,
         );
-        let kind = if calls.len() == 1 {
-            calls[0].0
-        } else {
-            "batch"
-        };
         let first = self.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for n in 0..self.urls.len() {
@@ -115,7 +110,6 @@ impl Rpc {
             let answer = self.post(i, body.clone()).await;
             self.metrics
                 .chain_rpc_seconds
-                .with_label_values(&[kind])
                 .observe(started.elapsed().as_secs_f64());
             match answer.and_then(|text| parse(&text, calls.len())) {
                 Ok(results) => {

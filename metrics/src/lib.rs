@@ -93,9 +93,8 @@ pub struct Metrics {
     /// `avsnode_chain_rpc_calls_total{endpoint, method, outcome}`: JSON-RPC calls to the chain
     /// (each call of a batch counted), by endpoint index in `chain.rpc_urls`.
     pub chain_rpc_calls: IntCounterVec,
-    /// `avsnode_chain_rpc_seconds{kind}`: time per HTTP request to the chain (`batch` or the one
-    /// method it carried).
-    pub chain_rpc_seconds: HistogramVec,
+    /// `avsnode_chain_rpc_seconds`: time per HTTP request to the chain (one JSON-RPC batch).
+    pub chain_rpc_seconds: Histogram,
     /// `avsnode_chain_cache_total{fact, result}`: chain facts answered from the cache (`hit`) or
     /// read (`miss`).
     pub chain_cache: IntCounterVec,
@@ -252,48 +251,45 @@ impl Metrics {
                 "Management calls refused before authentication, by reason: rate_limited (calls from one address), challenges_full.",
                 &["reason"],
             )?,
-            chain_rpc_calls: counter(
-                "avsnode_chain_rpc_calls_total",
-                "JSON-RPC calls to the chain, by endpoint (index in chain.rpc_urls), method and outcome: ok, reverted, error (the endpoint answered with an error), unreachable.",
+            chain_rpc_calls: IntCounterVec::new(
+                Opts::new(
+                    "avsnode_chain_rpc_calls_total",
+                    "JSON-RPC calls to the chain, by endpoint (index in chain.rpc_urls), method and outcome: ok, reverted, error (the endpoint answered with an error), unreachable.",
+                ),
                 &["endpoint", "method", "outcome"],
             )?,
-            chain_rpc_seconds: histogram_vec(
-                "avsnode_chain_rpc_seconds",
-                "Time per HTTP request to the chain RPC (kind: batch, or the one method it carried).",
-                &["kind"],
-                LATENCY_BUCKETS,
+            chain_rpc_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "avsnode_chain_rpc_seconds",
+                    "Time per HTTP request to the chain RPC (one JSON-RPC batch).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
             )?,
-            chain_cache: counter(
-                "avsnode_chain_cache_total",
-                "Chain facts a task needed, answered from the cache (hit) or read from the chain (miss), by fact.",
+            chain_cache: IntCounterVec::new(
+                Opts::new(
+                    "avsnode_chain_cache_total",
+                    "Chain facts a task needed, answered from the cache (hit) or read from the chain (miss), by fact.",
+                ),
                 &["fact", "result"],
             )?,
-            chain_cache_facts: gauge("avsnode_chain_cache_facts", "Chain facts cached.")?,
-            chain_head_block: gauge(
+            chain_cache_facts: IntGauge::new("avsnode_chain_cache_facts", "Chain facts cached.")?,
+            chain_head_block: IntGauge::new(
                 "avsnode_chain_head_block",
                 "The newest block the chain RPC reported.",
             )?,
-            chain_head_lag: gauge(
+            chain_head_lag: IntGauge::new(
                 "avsnode_chain_head_lag_blocks",
                 "Blocks between the chain head and the last block whose logs the follower applied.",
             )?,
-            chain_follower_errors: {
-                let c = IntCounter::new(
-                    "avsnode_chain_follower_errors_total",
-                    "Rounds of the chain log follower that failed (RPC unreachable or an error).",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
-            chain_reorgs: {
-                let c = IntCounter::new(
-                    "avsnode_chain_reorgs_total",
-                    "Chain reorgs seen by the follower (facts read at orphaned blocks dropped).",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
-            chain_up: gauge(
+            chain_follower_errors: IntCounter::new(
+                "avsnode_chain_follower_errors_total",
+                "Rounds of the chain log follower that failed (RPC unreachable or an error).",
+            )?,
+            chain_reorgs: IntCounter::new(
+                "avsnode_chain_reorgs_total",
+                "Chain reorgs seen by the follower (facts read at orphaned blocks dropped).",
+            )?,
+            chain_up: IntGauge::new(
                 "avsnode_chain_up",
                 "1 while a chain RPC endpoint answered within chain.serve_cached_for (cached facts serve), 0 after.",
             )?,
@@ -307,6 +303,28 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(Arc::new(metrics))
+    }
+
+    /// Registers the `avsnode_chain_*` families: only a node with `[chain]` exports them (a node
+    /// without one reads nothing from chain, and `avsnode_chain_up` would alert for nothing).
+    pub fn register_chain(&self) -> Result<(), Error> {
+        self.registry
+            .register(Box::new(self.chain_rpc_calls.clone()))?;
+        self.registry
+            .register(Box::new(self.chain_rpc_seconds.clone()))?;
+        self.registry.register(Box::new(self.chain_cache.clone()))?;
+        for gauge in [
+            &self.chain_cache_facts,
+            &self.chain_head_block,
+            &self.chain_head_lag,
+            &self.chain_up,
+        ] {
+            self.registry.register(Box::new(gauge.clone()))?;
+        }
+        for counter in [&self.chain_follower_errors, &self.chain_reorgs] {
+            self.registry.register(Box::new(counter.clone()))?;
+        }
+        Ok(())
     }
 
     /// The Prometheus text exposition of every family.
@@ -471,6 +489,31 @@ mod tests {
             "avsnode_build_info",
             "avsnode_ready",
             "process_resident_memory_bytes",
+        ] {
+            assert!(
+                text.contains(&format!("\n{name}")),
+                "{name} missing from:\n{text}"
+            );
+        }
+        // The chain families only once registered (a node with [chain]).
+        assert!(!text.contains("avsnode_chain_"), "{text}");
+        m.register_chain().unwrap();
+        m.chain_rpc_calls
+            .with_label_values(&["0", "eth_call", "ok"])
+            .inc();
+        m.chain_cache.with_label_values(&["key", "hit"]).inc();
+        m.chain_rpc_seconds.observe(0.001);
+        let text = m.encode();
+        for name in [
+            "avsnode_chain_rpc_calls_total",
+            "avsnode_chain_rpc_seconds_bucket",
+            "avsnode_chain_cache_total",
+            "avsnode_chain_cache_facts",
+            "avsnode_chain_head_block",
+            "avsnode_chain_head_lag_blocks",
+            "avsnode_chain_follower_errors_total",
+            "avsnode_chain_reorgs_total",
+            "avsnode_chain_up",
         ] {
             assert!(
                 text.contains(&format!("\n{name}")),

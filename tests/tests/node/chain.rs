@@ -29,7 +29,7 @@ const BN254: u8 = 2;
 /// this operator a member of 0, 1, 2 with its keys registered in 0 (ECDSA) and 1 (BN254; the
 /// node compares the G2 key it signs with, so G1 is left zero). Set 2 (BLS12-381) has no curve
 /// in KeyRegistrar: membership only.
-async fn prepared_chain(fixture: &Fixture) -> TestChain {
+pub(crate) async fn prepared_chain(fixture: &Fixture) -> TestChain {
     let chain = TestChain::start();
     let registrar = chain.rpc("test_setAvsRegistrar", json!([AVS])).await["registrar"]
         .as_str()
@@ -112,7 +112,7 @@ fn chain_toml(chain: &TestChain, urls: &[String]) -> String {
     )
 }
 
-fn start_node(fixture: &Arc<Fixture>, chain: &TestChain, urls: &[String]) -> TestNode {
+pub(crate) fn start_node(fixture: &Arc<Fixture>, chain: &TestChain, urls: &[String]) -> TestNode {
     TestNode::builder()
         .fixture(fixture.clone())
         .aggregators_from_chain()
@@ -121,7 +121,7 @@ fn start_node(fixture: &Arc<Fixture>, chain: &TestChain, urls: &[String]) -> Tes
 }
 
 /// A task for set `set` at `block`.
-fn task_at(fixture: &Fixture, scheme: Scheme, block: u64) -> NewTask {
+pub(crate) fn task_at(fixture: &Fixture, scheme: Scheme, block: u64) -> NewTask {
     let mut task = fixture.task(AVS, scheme, b"chain");
     task.task_block_number = block;
     task

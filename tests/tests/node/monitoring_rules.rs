@@ -14,7 +14,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// Every metric of DESIGN §8, `avsnode_ready`, and the shared ledger's two (docs/REPLICAS.md).
+/// Every metric of DESIGN §8, `avsnode_ready`, the shared ledger's two (docs/REPLICAS.md) and
+/// those of `[chain]` (docs/OPERATING.md "Reading from chain").
 const AVSNODE_METRICS: &[&str] = &[
     "avsnode_tasks_received_total",
     "avsnode_tasks_completed_total",
@@ -32,6 +33,15 @@ const AVSNODE_METRICS: &[&str] = &[
     "avsnode_ledger_conflicts_total",
     "avsnode_ledger_commit_seconds",
     "avsnode_ledger_up",
+    "avsnode_chain_rpc_calls_total",
+    "avsnode_chain_rpc_seconds",
+    "avsnode_chain_cache_total",
+    "avsnode_chain_cache_facts",
+    "avsnode_chain_head_block",
+    "avsnode_chain_head_lag_blocks",
+    "avsnode_chain_follower_errors_total",
+    "avsnode_chain_reorgs_total",
+    "avsnode_chain_up",
     "avsnode_ledger_unavailable_total",
     "avsnode_build_info",
     "avsnode_ready",
@@ -42,6 +52,7 @@ const HISTOGRAMS: &[&str] = &[
     "avsnode_task_stage_seconds",
     "avsnode_sign_seconds",
     "avsnode_ledger_commit_seconds",
+    "avsnode_chain_rpc_seconds",
 ];
 
 /// The standard process metrics the dashboard may use besides ours.
