@@ -152,7 +152,11 @@ impl Cache {
                 self.facts.remove(&victim);
             }
         }
-        let ranges = self.facts.entry(key).or_default();
+        // Most facts never change: room for one range, not the default four.
+        let ranges = self
+            .facts
+            .entry(key)
+            .or_insert_with(|| Vec::with_capacity(1));
         if ranges.len() >= RANGES_PER_FACT
             && let Some(oldest) = ranges
                 .iter()
@@ -222,6 +226,18 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The process's resident memory in bytes (Linux).
+    fn resident() -> i64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    }
 
     fn key() -> FactKey {
         FactKey::Member(Address::repeat_byte(1), Address::repeat_byte(2), 3)
@@ -302,5 +318,40 @@ mod tests {
             cache.invalidate(key(), b * 10 + 5);
         }
         assert_eq!(cache.facts[&key()].len(), RANGES_PER_FACT);
+    }
+
+    /// The cache's memory with 10,000 operators' BN254 keys (the largest fact), each read at one
+    /// block, with their membership: the growth of resident memory, printed for
+    /// docs/PERFORMANCE.md (`cargo test -p avsnode-chain --release ten_thousand -- --nocapture`),
+    /// and bounded.
+    #[test]
+    fn ten_thousand_operators_keys_take_a_few_megabytes() {
+        let g2 = avsnode_signer::bn254::SecretKey::from_bytes(&[7; 32])
+            .expect("a key")
+            .public_key_g2();
+        let before = resident();
+        let mut cache = Cache::new(100_000, 0);
+        for i in 0..10_000u32 {
+            let mut operator = [0u8; 20];
+            operator[..4].copy_from_slice(&i.to_be_bytes());
+            let operator = Address::from(operator);
+            let avs = Address::repeat_byte(0xa5);
+            cache.insert(
+                FactKey::Key(avs, 1, operator, 2),
+                100,
+                Fact::Key(RegisteredKey::Bn254(g2)),
+            );
+            cache.insert(FactKey::Member(operator, avs, 1), 100, Fact::Member(true));
+        }
+        let bytes = resident() - before;
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!(
+                "20,000 facts (10,000 BN254 keys and memberships): {} KiB more resident memory",
+                bytes / 1024
+            );
+        }
+        assert_eq!(cache.len(), 20_000);
+        assert!(bytes < 12 << 20, "{bytes} bytes");
     }
 }

@@ -38,7 +38,8 @@ pub use hyper::Uri;
 use rpc::{CallError, Rpc};
 
 /// What the node needs to read the chain (`[chain]`, checked by the node's configuration).
-#[derive(Debug, Clone)]
+/// `Debug` shows each URL's scheme and host only (the rest may be an API key).
+#[derive(Clone)]
 pub struct Settings {
     /// JSON-RPC endpoints, tried in order (failover).
     pub rpc_urls: Vec<Uri>,
@@ -60,6 +61,34 @@ pub struct Settings {
     pub max_log_range: u64,
     /// Facts cached at most.
     pub cache_capacity: usize,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .rpc_urls
+            .iter()
+            .map(|u| {
+                format!(
+                    "{}://{}/…",
+                    u.scheme_str().unwrap_or("?"),
+                    u.host().unwrap_or("?")
+                )
+            })
+            .collect();
+        f.debug_struct("Settings")
+            .field("rpc_urls", &urls)
+            .field("chain_id", &self.chain_id)
+            .field("allocation_manager", &self.allocation_manager)
+            .field("key_registrar", &self.key_registrar)
+            .field("follow_distance", &self.follow_distance)
+            .field("poll_interval", &self.poll_interval)
+            .field("serve_cached_for", &self.serve_cached_for)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_log_range", &self.max_log_range)
+            .field("cache_capacity", &self.cache_capacity)
+            .finish()
+    }
 }
 
 /// Why a chain check did not pass.

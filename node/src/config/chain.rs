@@ -17,7 +17,7 @@ use super::{Config, Parsed};
 pub struct ChainConfig {
     /// JSON-RPC endpoints of the L1 (HTTP or HTTPS), tried in order: the next takes over while
     /// one does not answer. A URL may carry an API key: it is never logged.
-    pub rpc_urls: Vec<Parsed<RpcUrl>>,
+    pub rpc_urls: Vec<RpcUrl>,
     /// The chain id every endpoint must serve (1 mainnet, 17000 Holesky, 11155111 Sepolia); the
     /// node refuses to start on another.
     pub chain_id: u64,
@@ -66,33 +66,62 @@ fn cache_facts() -> usize {
     100_000
 }
 
-/// An RPC endpoint URL; shown as its scheme and host only (the rest may be an API key).
+/// An RPC endpoint URL, parsed when the file is read. Shown (`Debug`, errors, logs) as its
+/// scheme and host only: the rest often is an API key.
 #[derive(Clone, PartialEq)]
-pub struct RpcUrl(pub avsnode_chain::Uri);
+pub struct RpcUrl(Result<avsnode_chain::Uri, String>);
+
+impl RpcUrl {
+    /// The URL of a checked configuration.
+    ///
+    /// # Panics
+    /// If it did not parse, which `Config::problems` reports (and `Config::from_toml` refuses).
+    pub fn get(&self) -> &avsnode_chain::Uri {
+        self.0
+            .as_ref()
+            .expect("RPC URLs are checked when the configuration is read")
+    }
+
+    /// Why it does not parse (never repeating the URL).
+    pub fn error(&self) -> Option<&str> {
+        self.0.as_ref().err().map(String::as_str)
+    }
+}
 
 impl FromStr for RpcUrl {
-    type Err = String;
+    type Err = std::convert::Infallible;
 
-    fn from_str(s: &str) -> Result<RpcUrl, String> {
-        // The error never repeats the URL: it may carry a key.
-        let uri: avsnode_chain::Uri = s
-            .parse()
-            .map_err(|e| format!("not a URL ({e}); use http://HOST:PORT/… or https://…"))?;
-        match (uri.scheme_str(), uri.host()) {
-            (Some("http" | "https"), Some(_)) => Ok(RpcUrl(uri)),
-            _ => Err("not an http:// or https:// URL with a host".into()),
-        }
+    fn from_str(s: &str) -> Result<RpcUrl, Self::Err> {
+        let parsed = s
+            .parse::<avsnode_chain::Uri>()
+            .map_err(|e| format!("not a URL ({e}); use http://HOST:PORT/… or https://…"))
+            .and_then(|uri| match (uri.scheme_str(), uri.host()) {
+                (Some("http" | "https"), Some(_)) => Ok(uri),
+                _ => Err("not an http:// or https:// URL with a host".into()),
+            });
+        Ok(RpcUrl(parsed))
+    }
+}
+
+impl<'de> Deserialize<'de> for RpcUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RpcUrl, D::Error> {
+        let text = String::deserialize(d)?;
+        let Ok(url) = text.parse();
+        Ok(url)
     }
 }
 
 impl fmt::Debug for RpcUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}://{}/…",
-            self.0.scheme_str().unwrap_or("?"),
-            self.0.host().unwrap_or("?")
-        )
+        match &self.0 {
+            Ok(uri) => write!(
+                f,
+                "{}://{}/…",
+                uri.scheme_str().unwrap_or("?"),
+                uri.host().unwrap_or("?")
+            ),
+            Err(e) => write!(f, "(invalid: {e})"),
+        }
     }
 }
 
@@ -100,7 +129,7 @@ impl ChainConfig {
     /// What the chain reader needs, from a checked configuration.
     pub fn settings(&self) -> avsnode_chain::Settings {
         avsnode_chain::Settings {
-            rpc_urls: self.rpc_urls.iter().map(|u| u.get().0.clone()).collect(),
+            rpc_urls: self.rpc_urls.iter().map(|u| u.get().clone()).collect(),
             chain_id: self.chain_id,
             allocation_manager: *self.allocation_manager.get(),
             key_registrar: *self.key_registrar.get(),

@@ -884,4 +884,97 @@ command = "./performer"
         };
         assert_eq!(problems[0].path, "AVSNODE_INTAKE_LISTEN");
     }
+
+    /// VALID with `[chain]` and its aggregators read from chain.
+    fn with_chain(chain: &str) -> String {
+        let aggregators = r#"aggregators = [{ scheme = "ecdsa", address = "0x3333333333333333333333333333333333333333" }]"#;
+        VALID
+            .replace(aggregators, "aggregators = \"from_chain\"")
+            .replace(
+                "[[signer]]\nname = \"bn254-main\"",
+                &format!("{chain}\n[[signer]]\nname = \"bn254-main\""),
+            )
+    }
+
+    const CHAIN: &str = r#"[chain]
+rpc_urls = ["https://eth.example/v3/sEcReT-kEy", "http://127.0.0.1:8545"]
+chain_id = 1
+allocation_manager = "0x948a420b8CC1d6BFd0B6087C2E7c344a2CD0bc39"
+key_registrar = "0x54f4bC6bDEbe479173a2bbDc31dD7178408A57A4"
+"#;
+
+    #[test]
+    fn chain_section_with_defaults_and_aggregators_from_chain() {
+        let config = parse(&with_chain(CHAIN)).unwrap();
+        let chain = config.chain.as_ref().expect("[chain]");
+        assert_eq!(config.avs[0].aggregators, Aggregators::FromChain);
+        assert!(config.avs[0].aggregators.list().is_empty());
+        let settings = chain.settings();
+        assert_eq!(settings.rpc_urls.len(), 2);
+        assert_eq!(settings.follow_distance, 2);
+        assert_eq!(settings.poll_interval, Duration::from_secs(4));
+        assert_eq!(settings.serve_cached_for, Duration::from_secs(600));
+        assert!(config.summary().contains("aggregators from chain"));
+        // The URL's path is an API key: never shown.
+        for shown in [
+            format!("{config:?}"),
+            format!("{settings:?}"),
+            config.summary(),
+        ] {
+            assert!(!shown.contains("sEcReT"), "{shown}");
+        }
+        assert!(format!("{settings:?}").contains("https://eth.example/…"));
+        // With [chain], an ECDSA set's verifier_version may be left to the chain.
+        let text = with_chain(CHAIN).replace(", verifier_version = \"1\"", "");
+        assert!(
+            parse(&text).unwrap().avs[0].operator_sets[1]
+                .verifier_version
+                .is_none()
+        );
+        assert!(
+            problems(&VALID.replace(", verifier_version = \"1\"", ""))
+                .iter()
+                .any(|p| p.starts_with("avs[0].operator_sets[1].verifier_version: required"))
+        );
+    }
+
+    #[test]
+    fn chain_problems_name_the_key_and_never_the_url() {
+        let bad = CHAIN
+            .replace("\"http://127.0.0.1:8545\"", "\"ftp://sEcReT@host/x\"")
+            .replace("chain_id = 1", "chain_id = 0")
+            .replace(
+                "0x54f4bC6bDEbe479173a2bbDc31dD7178408A57A4",
+                "0x0000000000000000000000000000000000000000",
+            )
+            + "poll_interval = \"10m\"\n";
+        let found = problems(&with_chain(&bad));
+        for expected in [
+            "chain.rpc_urls[1]: not an http:// or https:// URL with a host",
+            "chain.chain_id: must be the chain's id",
+            "chain.key_registrar: must not be the zero address",
+            "chain.serve_cached_for: must exceed poll_interval",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {found:?}"
+            );
+        }
+        assert!(!found.iter().any(|p| p.contains("sEcReT")), "{found:?}");
+        // "from_chain" without [chain]; a misspelt source; an empty list.
+        let without = with_chain("");
+        assert!(
+            problems(&without).iter().any(
+                |p| p.starts_with("avs[0].aggregators: \"from_chain\" needs a [chain] section")
+            ),
+        );
+        let misspelt = without.replace("\"from_chain\"", "\"from-chain\"");
+        let Err(ConfigError::Parse { message, .. }) = parse(&misspelt) else {
+            panic!("a misspelt source is refused")
+        };
+        assert!(
+            message.contains("from_chain") && message.contains("from-chain"),
+            "{message}"
+        );
+    }
 }

@@ -213,6 +213,45 @@ async fn aggregator_keys_come_from_chain_and_the_steady_state_makes_no_rpc_call(
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("not allowed"), "{refused:?}");
 
+    // What a cold miss adds (printed for docs/PERFORMANCE.md): aggregators registered now, each
+    // one's first task reads its key; then warm tasks.
+    let newcomers: Vec<Aggregator> = (0..15u8)
+        .map(|i| {
+            let mut a = [0x5e; 20];
+            a[19] = i;
+            Aggregator::new(Address(a), LocalKey::generate(Scheme::Ecdsa))
+        })
+        .collect();
+    for a in &newcomers {
+        register_aggregator(&chain, a).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let block = chain.head().await;
+    let timed = || {
+        let (node, fixture) = (&node, &fixture);
+        let newcomers = &newcomers;
+        async move {
+            let mut times = Vec::new();
+            for a in newcomers {
+                let task = task_at(fixture, Scheme::Ecdsa, block);
+                let sent = Instant::now();
+                node.submit(a.sign(&task)).await.unwrap();
+                times.push(sent.elapsed());
+            }
+            times.sort();
+            times[times.len() / 2]
+        }
+    };
+    chain.reset_counts().await;
+    let cold = timed().await;
+    let cold_calls = chain.eth_calls().await;
+    let warm = timed().await;
+    eprintln!(
+        "p50 of a task whose aggregator key is read (cold): {cold:?} ({cold_calls} eth_call for {} tasks); warm: {warm:?}",
+        newcomers.len()
+    );
+    assert_eq!(cold_calls, newcomers.len() as u64, "one read per new key");
+
     let metrics = node.scrape_metrics().await;
     assert!(
         metrics.contains("avsnode_chain_cache_total{fact=\"key\",result=\"hit\"}"),
