@@ -45,7 +45,7 @@ SELECTORS = {
     ("KeyRegistrar", "isRegistered((address,uint32),address)"): "0xbd30a0b9",
     ("ECDSACertificateVerifier", "domainSeparator()"): "0xf698da25",
 }
-# Return layouts (canonical output types) that CHAIN.md and the brief fix.
+# Return layouts (canonical output types) that CHAIN.md fixes.
 OUTPUTS = {
     "getAVSRegistrar(address)": ["address"],
     "isMemberOfOperatorSet(address,(address,uint32))": ["bool"],

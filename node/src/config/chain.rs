@@ -42,7 +42,7 @@ pub struct ChainConfig {
     /// Largest block range one log query asks for (default 1000; some providers allow less).
     #[serde(default = "max_log_range")]
     pub max_log_range: u64,
-    /// Facts cached at most (default 100000: about 40 MB at the largest).
+    /// Facts cached at most (default 100000: about 30 MB at the most, 300 bytes a fact).
     #[serde(default = "cache_facts")]
     pub cache_facts: usize,
 }
