@@ -6,8 +6,10 @@
 //! addresses (anything else is counted as `unknown`), operator sets, schemes, backends, reasons,
 //! stages — never task ids.
 
+mod node_api;
 mod warnings;
 
+pub use node_api::{NodeApi, NodeHealth, NodeReport, NodeService, SPEC_VERSION, ServiceStatus};
 pub use warnings::WarningBudget;
 
 use std::future::Future;
@@ -90,6 +92,9 @@ pub struct Metrics {
     /// `avsnode_management_calls_refused_total{reason}`: management calls refused before they
     /// were read (rate_limited) or when challenge tokens ran out (challenges_full).
     pub management_refused: IntCounterVec,
+    /// `eigen_performance_score{avs_name}` (AVS node specification): 0–100, from the node's own
+    /// outcomes (docs/OPERATING.md "The EigenLayer node API").
+    pub performance_score: IntGaugeVec,
     /// `avsnode_chain_rpc_calls_total{endpoint, method, outcome}`: JSON-RPC calls to the chain
     /// (each call of a batch counted), by endpoint index in `chain.rpc_urls`.
     pub chain_rpc_calls: IntCounterVec,
@@ -251,6 +256,11 @@ impl Metrics {
                 "Management calls refused before authentication, by reason: rate_limited (calls from one address), challenges_full.",
                 &["reason"],
             )?,
+            performance_score: gauge_vec(
+                "eigen_performance_score",
+                "0-100: of the AVS's tasks answered in the last 5 minutes, the share not failed by the node or its performer (100 with none answered and the performer up, 0 with it down); see docs/OPERATING.md.",
+                &["avs_name"],
+            )?,
             chain_rpc_calls: IntCounterVec::new(
                 Opts::new(
                     "avsnode_chain_rpc_calls_total",
@@ -368,13 +378,15 @@ impl Metrics {
 /// Whether the node is ready, and if not, which parts are not.
 pub type Readiness = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
 
-/// Serves `/metrics`, `/healthz` (the process is alive) and `/readyz` (ready, or 503 with the
-/// parts that are not) on `listener` until `shutdown` resolves. `listener` is any axum listener:
-/// the node passes one that bounds its connections.
+/// Serves `/metrics`, `/healthz` (the process is alive), `/readyz` (ready, or 503 with the
+/// parts that are not) and the EigenLayer AVS node API under `/eigen` (from `node`) on
+/// `listener` until `shutdown` resolves. `listener` is any axum listener: the node passes one that
+/// bounds its connections.
 pub async fn serve<L>(
     listener: L,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    node: NodeApi,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
@@ -421,7 +433,8 @@ where
                     }
                 }
             }),
-        );
+        )
+        .merge(node_api::routes(node));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -540,10 +553,34 @@ mod tests {
                 Err(vec!["performer 0xabc".into()])
             }
         });
+        let node: NodeApi = {
+            let flag = ready.clone();
+            Arc::new(move || {
+                let up = flag.load(std::sync::atomic::Ordering::SeqCst);
+                NodeReport {
+                    health: if up {
+                        NodeHealth::Healthy
+                    } else {
+                        NodeHealth::PartiallyHealthy
+                    },
+                    services: vec![NodeService {
+                        id: "performer-0xabc".into(),
+                        name: "performer \"0xabc\"".into(),
+                        description: "the AVS's performer".into(),
+                        status: if up {
+                            ServiceStatus::Up
+                        } else {
+                            ServiceStatus::Down
+                        },
+                    }],
+                }
+            })
+        };
         tokio::spawn(serve(
             listener,
             m.clone(),
             readiness,
+            node,
             std::future::pending(),
         ));
         let get = |path: &'static str| async move {
@@ -564,8 +601,36 @@ mod tests {
             "{not_ready}"
         );
         assert!(get("/metrics").await.contains("avsnode_ready 0"));
+        // The node API.
+        assert!(get("/eigen/node/health").await.starts_with("HTTP/1.0 206"));
+        assert!(
+            get("/eigen/node/services/performer-0xabc/health")
+                .await
+                .starts_with("HTTP/1.0 503")
+        );
+        assert!(
+            get("/eigen/node/services/nothing/health")
+                .await
+                .starts_with("HTTP/1.0 404")
+        );
+        let services = get("/eigen/node/services").await;
+        assert!(
+            services.contains(r#"{"services":[{"id":"performer-0xabc","name":"performer \"0xabc\"","description":"the AVS's performer","status":"Down"}]}"#),
+            "{services}"
+        );
+        let node = get("/eigen/node").await;
+        assert!(
+            node.contains(r#""node_name":"avsnode","spec_version":"v0.0.1","node_version":"v"#),
+            "{node}"
+        );
+        assert!(
+            get("/eigen/node?version=9.9.9")
+                .await
+                .starts_with("HTTP/1.0 404")
+        );
         ready.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(get("/readyz").await.starts_with("HTTP/1.0 200"));
         assert!(get("/metrics").await.contains("avsnode_ready 1"));
+        assert!(get("/eigen/node/health").await.starts_with("HTTP/1.0 200"));
     }
 }

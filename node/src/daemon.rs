@@ -1,7 +1,7 @@
 //! `avsnode run`: builds the live node from a validated [`Config`] (ledger, signers, performers,
 //! pipeline), serves the intake, and shuts down gracefully (DESIGN §9).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use avsnode_chain::{Chain, ChainError, OurKey};
 use avsnode_signer::messages::{Address, EcdsaVerifier, ResultCertificate};
 use std::sync::OnceLock;
 
-use avsnode_metrics::{Metrics, Readiness};
+use avsnode_metrics::{Metrics, NodeApi, Readiness};
 use avsnode_performer::PerformerState;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -140,6 +140,7 @@ impl RunningNode {
             }
         })?;
         info!(listen = %metrics_listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics serving");
+        let signers: Arc<OnceLock<NamedSigners>> = Arc::default();
         tokio::spawn(avsnode_metrics::serve(
             GatedListener::new(
                 metrics_listener,
@@ -147,6 +148,7 @@ impl RunningNode {
             ),
             metrics.clone(),
             readiness(live.clone()),
+            node_report(live.clone(), signers.clone()),
             wait_for_stop(stopped.clone()),
         ));
 
@@ -174,6 +176,10 @@ impl RunningNode {
             info!(signer = %config.name, scheme = %key.scheme(), backend = key.backend(), public_key = %key.public_id(), "signer opened");
             keys.insert(config.name.clone(), Arc::new(key));
         }
+
+        let mut named: Vec<_> = keys.iter().map(|(n, k)| (n.clone(), k.clone())).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let _ = signers.set(named);
 
         let chain = match &config.chain {
             Some(settings) => {
@@ -801,6 +807,116 @@ fn readiness(live: Arc<OnceLock<Arc<Pipeline>>>) -> Readiness {
     })
 }
 
+/// The opened signers by `[[signer]]` name, in name order (set once they are unlocked).
+type NamedSigners = Vec<(String, Arc<SigningMethod>)>;
+
+/// The EigenLayer AVS node API's report (docs/OPERATING.md "The EigenLayer node API"): one
+/// service per AVS performer, the ledger, each signer and the chain reader. Healthy (200) when
+/// every one is up; partially healthy (206) while starting, or while some are down but the ledger
+/// answers and at least one AVS's performer serves; unhealthy (503) otherwise.
+fn node_report(
+    live: Arc<OnceLock<Arc<Pipeline>>>,
+    signers: Arc<OnceLock<NamedSigners>>,
+) -> NodeApi {
+    use avsnode_metrics::{NodeHealth, NodeReport, NodeService, ServiceStatus};
+    let up_down = |up: bool| {
+        if up {
+            ServiceStatus::Up
+        } else {
+            ServiceStatus::Down
+        }
+    };
+    Arc::new(move || {
+        let Some(pipeline) = live.get() else {
+            return NodeReport {
+                health: NodeHealth::PartiallyHealthy,
+                services: vec![NodeService {
+                    id: "node".into(),
+                    name: "avsnode".into(),
+                    description:
+                        "starting: opening the ledger, unlocking signers, starting performers"
+                            .into(),
+                    status: ServiceStatus::Initializing,
+                }],
+            };
+        };
+        let ledger_up = pipeline.ledger().unavailable().is_none();
+        let mut services = vec![NodeService {
+            id: "ledger".into(),
+            name: "sign-once ledger".into(),
+            description: format!("the {} sign-once ledger", pipeline.ledger().backend()),
+            status: up_down(ledger_up),
+        }];
+        let mut avs = pipeline.avs();
+        avs.sort_by_key(|a| a.address.to_string());
+        let mut serving = 0;
+        for avs in avs {
+            let (status, runtime) = match avs.performer.current() {
+                Ok(p) => (
+                    match p.state() {
+                        PerformerState::Healthy => ServiceStatus::Up,
+                        PerformerState::Starting => ServiceStatus::Initializing,
+                        _ => ServiceStatus::Down,
+                    },
+                    p.runtime(),
+                ),
+                Err(_) => (ServiceStatus::Down, "none deployed"),
+            };
+            serving += usize::from(status == ServiceStatus::Up);
+            services.push(NodeService {
+                id: format!("performer-{}", avs.address),
+                name: format!("performer of AVS {}", avs.address),
+                description: format!("runs the AVS's tasks ({runtime})"),
+                status,
+            });
+        }
+        for (name, key) in signers.get().into_iter().flatten() {
+            services.push(NodeService {
+                id: format!("signer-{name}"),
+                name: format!("signer {name}"),
+                description: format!("{} key, {} backend", key.scheme(), key.backend()),
+                status: up_down(!key.is_down()),
+            });
+        }
+        if let Some(chain) = pipeline.chain() {
+            services.push(NodeService {
+                id: "chain".into(),
+                name: "chain reader".into(),
+                description: "aggregator keys and operator-set membership read from L1".into(),
+                status: up_down(chain.status().is_ok()),
+            });
+        }
+        let health = if services.iter().all(|s| s.status == ServiceStatus::Up) {
+            NodeHealth::Healthy
+        } else if ledger_up && serving > 0 {
+            NodeHealth::PartiallyHealthy
+        } else {
+            NodeHealth::Unhealthy
+        };
+        NodeReport { health, services }
+    })
+}
+
+/// The window `eigen_performance_score` looks back over.
+const PERFORMANCE_WINDOW: Duration = Duration::from_secs(300);
+
+/// `eigen_performance_score{avs_name}` from `window`'s oldest sample to now: of the AVS's tasks
+/// answered (signed, answered from the ledger, or failed by the node or its performer — not
+/// tasks refused by a check), the percentage not failed; with none answered, 100 while its
+/// performer is healthy and 0 while it is not.
+fn performance_score(window: &VecDeque<(Instant, u64, u64)>, healthy: bool) -> i64 {
+    let (Some(first), Some(last)) = (window.front(), window.back()) else {
+        return if healthy { 100 } else { 0 };
+    };
+    let ok = last.1.saturating_sub(first.1);
+    let failed = last.2.saturating_sub(first.2);
+    match ok + failed {
+        0 if healthy => 100,
+        0 => 0,
+        total => i64::try_from((100 * ok + total / 2) / total).unwrap_or(100),
+    }
+}
+
 /// Keeps the gauges that describe state (ledger size, performer health and restarts, readiness)
 /// current, once a second, until the node stops.
 async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch::Receiver<bool>) {
@@ -808,6 +924,8 @@ async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch
     let ready = readiness(Arc::new(OnceLock::from(pipeline.clone())));
     // Per AVS: which performer (by allocation; a deploy brings a new one) and its restarts.
     let mut restarts_seen: HashMap<Address, (usize, u32)> = HashMap::new();
+    // Per AVS: (when, tasks answered well, tasks failed), a sample a second over the window.
+    let mut outcomes: HashMap<Address, VecDeque<(Instant, u64, u64)>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut ticks: u64 = 0;
     loop {
@@ -832,6 +950,29 @@ async fn refresh_gauges(pipeline: Arc<Pipeline>, mut stopped: tokio::sync::watch
         }
         for avs in pipeline.avs() {
             let label = avs.address.to_string();
+            let count = |outcome: &str| {
+                metrics
+                    .tasks_completed
+                    .with_label_values(&[label.as_str(), outcome])
+                    .get()
+            };
+            let window = outcomes.entry(avs.address).or_default();
+            let now = Instant::now();
+            window.push_back((now, count("signed") + count("cached"), count("failed")));
+            while window
+                .front()
+                .is_some_and(|(at, _, _)| now.duration_since(*at) > PERFORMANCE_WINDOW)
+            {
+                window.pop_front();
+            }
+            let healthy = avs
+                .performer
+                .current()
+                .is_ok_and(|p| p.state() == PerformerState::Healthy);
+            metrics
+                .performance_score
+                .with_label_values(&[label.as_str()])
+                .set(performance_score(window, healthy));
             let Ok(performer) = avs.performer.current() else {
                 // Only docker AVSs can be without a performer (none deployed yet, or removed).
                 metrics

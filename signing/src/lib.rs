@@ -185,6 +185,15 @@ impl SigningMethod {
         }
     }
 
+    /// Whether the backend is known to be unable to sign now: a remote signer marked down after
+    /// repeated unreachable calls. (A PKCS#11 token's loss shows on the next signature.)
+    pub fn is_down(&self) -> bool {
+        match self {
+            SigningMethod::Remote(k) => k.is_down(),
+            SigningMethod::Local(_) | SigningMethod::Pkcs11(_) => false,
+        }
+    }
+
     /// The public key bytes, as [`LocalKey::public_bytes`].
     pub fn public_bytes(&self) -> Vec<u8> {
         match self {

@@ -184,6 +184,11 @@ impl RemoteKey {
         keccak256(&self.public)
     }
 
+    /// Whether the signer is marked down now (after repeated unreachable calls; see the module).
+    pub fn is_down(&self) -> bool {
+        self.circuit.check(&self.url, Instant::now()).is_err()
+    }
+
     /// The key's name on the signer.
     pub fn key_name(&self) -> &str {
         &self.key_name

@@ -1252,3 +1252,154 @@ async fn readyz_flips_when_the_performer_dies_and_recovers() {
     let healthy = http_get(metrics, "/healthz").await;
     assert_eq!((healthy.status, healthy.body.as_str()), (200, "ok\n"));
 }
+
+/// The EigenLayer AVS node API through the real binary: identity, the services list matching the
+/// configuration, health 200 with everything up, 206 while one AVS's performer is killed and
+/// restarted (the other still serves), 200 again after; `eigen_performance_score` 100 for the
+/// AVS whose tasks are signed and 0 for the one whose performer fails them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_eigen_node_api_follows_the_performers_and_the_outcomes() {
+    const MARKER: &[&str] = &["--delay-ms", "2", "--output-size", "24"];
+    let node = TestNode::builder()
+        .avs(AvsSpec::new(AVS).performer(MARKER))
+        .avs(AvsSpec::new(FAILING_AVS).performer(FAILING_PERFORMER))
+        .start();
+    let _log = node.log_on_panic();
+    let metrics = node.metrics_address();
+
+    let identity = http_get(metrics, "/eigen/node").await;
+    assert_eq!(identity.status, 200, "{identity:?}");
+    let identity: Value = serde_json::from_str(&identity.body).unwrap();
+    assert_eq!(identity["node_name"], "avsnode");
+    assert_eq!(identity["spec_version"], "v0.0.1");
+    assert!(
+        identity["node_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(&format!("v{}", env!("CARGO_PKG_VERSION")))),
+        "{identity}"
+    );
+    let services = http_get(metrics, "/eigen/node/services").await;
+    let services: Value = serde_json::from_str(&services.body).unwrap();
+    let mut ids: Vec<String> = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["status"], "Up", "{s}");
+            assert!(
+                !s["name"].as_str().unwrap().is_empty()
+                    && !s["description"].as_str().unwrap().is_empty()
+            );
+            s["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = ["ledger".to_owned()]
+        .into_iter()
+        .chain([AVS, FAILING_AVS].map(|a| format!("performer-{a}")))
+        .chain(SCHEMES.map(|s| format!("signer-{s}-key")))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "one service per performer, the ledger and each signer"
+    );
+    assert_eq!(http_get(metrics, "/eigen/node/health").await.status, 200);
+    assert_eq!(
+        http_get(
+            metrics,
+            &format!("/eigen/node/services/performer-{AVS}/health")
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        http_get(metrics, "/eigen/node/services/nothing/health")
+            .await
+            .status,
+        404
+    );
+
+    // Outcomes: every task of AVS signed, every task of FAILING_AVS failed by its performer.
+    let fixture = node.fixture().clone();
+    for _ in 0..5 {
+        let task = fixture.task(AVS, Scheme::Ecdsa, b"score");
+        node.submit(fixture.sign(Scheme::Ecdsa, &task))
+            .await
+            .unwrap();
+        let task = fixture.task(FAILING_AVS, Scheme::Ecdsa, b"score");
+        assert!(
+            node.submit(fixture.sign(Scheme::Ecdsa, &task))
+                .await
+                .is_err()
+        );
+    }
+    scrape_until(
+        metrics,
+        Duration::from_secs(10),
+        "eigen_performance_score 100 for the AVS whose tasks are signed, 0 for the failing one",
+        |s| {
+            total(s, "eigen_performance_score", &[("avs_name", AVS)]) == Some(100.0)
+                && total(s, "eigen_performance_score", &[("avs_name", FAILING_AVS)]) == Some(0.0)
+        },
+    )
+    .await;
+
+    // One performer killed: partially healthy until it is back.
+    kill_performer(&node, MARKER);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut seen_partial, mut seen_down) = (false, false);
+    loop {
+        let health = http_get(metrics, "/eigen/node/health").await.status;
+        let service = http_get(
+            metrics,
+            &format!("/eigen/node/services/performer-{AVS}/health"),
+        )
+        .await
+        .status;
+        seen_down |= service != 200;
+        match health {
+            206 => seen_partial = true,
+            200 if seen_partial && seen_down && service == 200 => break,
+            200 => {}
+            other => panic!("/eigen/node/health {other} while one of two performers restarts"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health did not go 206 (seen: {seen_partial}) with the performer's service down \
+             (seen: {seen_down}) and back to 200 within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A node whose only performer cannot be reached is unhealthy (503), and says which service.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_eigen_node_api_is_unhealthy_with_no_performer_serving() {
+    let node = TestNode::builder()
+        .avs(
+            AvsSpec::new(AVS)
+                .performer_toml("runtime = \"remote\"\nendpoint = \"http://127.0.0.1:9\""),
+        )
+        .start();
+    let _log = node.log_on_panic();
+    let metrics = node.metrics_address();
+    assert_eq!(http_get(metrics, "/eigen/node/health").await.status, 503);
+    assert_eq!(
+        http_get(
+            metrics,
+            &format!("/eigen/node/services/performer-{AVS}/health")
+        )
+        .await
+        .status,
+        503
+    );
+    let services = http_get(metrics, "/eigen/node/services").await.body;
+    assert!(
+        services.contains(&format!(r#""id":"performer-{AVS}""#))
+            && services.contains(r#""status":"Down""#),
+        "{services}"
+    );
+    assert!(services.contains(r#""id":"ledger","name":"sign-once ledger","description":"the embedded sign-once ledger","status":"Up""#), "{services}");
+}
