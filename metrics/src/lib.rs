@@ -38,6 +38,15 @@ const FAST_BUCKETS: &[f64] = &[
     1.0,
 ];
 
+/// The version with the commit it was built from, e.g. `0.1.0 (1a2b3c4d5e6f)` (`avsnode
+/// --version`, `/eigen/node`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("AVSNODE_GIT_COMMIT"),
+    ")"
+);
+
 /// The label value for an AVS this node does not serve (keeps cardinality bounded).
 pub const UNKNOWN_AVS: &str = "unknown";
 

@@ -118,11 +118,7 @@ pub(crate) fn routes(node: NodeApi) -> Router {
     let identity = format!(
         r#"{{"node_name":"avsnode","spec_version":{},"node_version":{}}}"#,
         quote(SPEC_VERSION),
-        quote(&format!(
-            "v{} ({})",
-            env!("CARGO_PKG_VERSION"),
-            env!("AVSNODE_GIT_COMMIT")
-        ))
+        quote(&format!("v{}", crate::VERSION))
     );
     let version = format!(
         r#"{{"version":{}}}"#,

@@ -18,7 +18,7 @@ use cli::signer::SignerCommand;
 /// avsnode: the EigenLayer AVS operator daemon. Receives tasks from aggregators, runs them in
 /// each AVS's performer, and signs the results — never two different outputs for one task.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version = avsnode_metrics::VERSION)]
 struct Cli {
     /// Log format: human-readable or JSON lines for log shippers.
     #[arg(
@@ -73,6 +73,14 @@ enum Command {
     /// Export, import and prune the sign-once ledger (only while the node is stopped).
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Print shell completions for SHELL to stdout, e.g. `avsnode completions bash >
+    /// /etc/bash_completion.d/avsnode`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g. `avsnode man > /usr/share/man/man1/avsnode.1`.
+    Man,
     /// Run the example performer (used by the demo; same options as avsnode-example-performer).
     #[command(hide = true)]
     ExamplePerformer(avsnode_example_performer::Options),
@@ -241,6 +249,21 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 avsnode_signing::remote::serve(config, incoming, shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "avsnode",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
         }
         Command::ExamplePerformer(options) => runtime()?.block_on(async {
             let listener = tokio::net::TcpListener::bind((options.host, options.port))

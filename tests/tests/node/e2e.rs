@@ -391,3 +391,51 @@ async fn a_process_performer_sees_only_its_declared_environment() {
         .unwrap();
     fixture.verify_marked(&result, &task, "declared").unwrap();
 }
+
+/// CLI conventions: `--version` names the commit; shell completions and the man page come from
+/// the CLI definition, so they list every subcommand.
+#[test]
+fn version_completions_and_man_page_come_from_the_cli() {
+    let run = |args: &[&str]| {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        let (status, out, err) = crate::common::avsnode_cli(&args);
+        assert!(status.success(), "avsnode {args:?}: {err}");
+        out
+    };
+    let version = run(&["--version"]);
+    let commit = version
+        .trim()
+        .strip_prefix(&format!("avsnode {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{version:?}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{version:?}"
+    );
+    let subcommands = [
+        "run",
+        "demo",
+        "check-config",
+        "keys",
+        "performer",
+        "signer",
+        "ledger",
+    ];
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("complete -F _avsnode"), "{bash}");
+    let zsh = run(&["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef avsnode"), "{zsh}");
+    let man = run(&["man"]);
+    assert!(man.contains(".TH avsnode 1"), "{man}");
+    for sub in subcommands {
+        assert!(
+            bash.contains(sub) && zsh.contains(sub),
+            "completions without {sub}"
+        );
+        assert!(
+            man.contains(&sub.replace('-', "\\-")),
+            "man page without {sub}"
+        );
+    }
+}
