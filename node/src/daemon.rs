@@ -329,6 +329,7 @@ impl RunningNode {
                 Some(()) = hangup(&mut hangups) => {
                     let Some(path) = config_file else { continue };
                     info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                    crate::systemd::reloading();
                     match Config::load(path) {
                         Ok(next) => match self.reload(next).await {
                             Ok(()) => {}
@@ -338,9 +339,12 @@ impl RunningNode {
                             "reload refused; the running configuration is kept: {e}"
                         ),
                     }
+                    // Applied or refused, the node serves on.
+                    crate::systemd::ready();
                 }
             }
         }
+        crate::systemd::stopping();
         self.shutdown().await
     }
 

@@ -27,3 +27,4 @@ pub mod intake;
 pub mod listeners;
 pub mod management;
 pub mod pipeline;
+pub mod systemd;

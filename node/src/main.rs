@@ -73,6 +73,18 @@ enum Command {
     /// Export, import and prune the sign-once ledger (only while the node is stopped).
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Ask a running node whether it is healthy: GET /eigen/node/health on its metrics
+    /// listener. Exit 0 when it is healthy or partially healthy (it still serves), 1 otherwise
+    /// (for a container HEALTHCHECK, which has no shell or curl).
+    Healthcheck {
+        /// The node's metrics listener; default: the configuration's, else
+        /// AVSNODE_METRICS_LISTEN, else 127.0.0.1:9464.
+        #[arg(long, env = "AVSNODE_METRICS_LISTEN")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Take the metrics listener from this configuration file.
+        #[arg(long, short, conflicts_with = "metrics")]
+        config: Option<PathBuf>,
+    },
     /// Print shell completions for SHELL to stdout, e.g. `avsnode completions bash >
     /// /etc/bash_completion.d/avsnode`.
     Completions {
@@ -167,6 +179,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 let listener = avsnode_listener::bind(config.intake.listen)
                     .with_context(|| format!("binding the intake to {}", config.intake.listen))?;
                 let node = RunningNode::start(config, listener).await?;
+                avsnode::systemd::ready();
+                avsnode::systemd::spawn_watchdog();
                 node.run_until(stop, Some((&file, hangups))).await?;
                 anyhow::Ok(())
             })?;
@@ -250,6 +264,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 anyhow::Ok(())
             })?;
         }
+        Command::Healthcheck { metrics, config } => {
+            let addr = match (metrics, config) {
+                (Some(addr), _) => addr,
+                (None, Some(file)) => Config::load(&file)?.metrics.listen,
+                (None, None) => avsnode_metrics::default_listen(),
+            };
+            return Ok(healthcheck(addr));
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -293,6 +315,49 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+}
+
+/// `avsnode healthcheck`: the node API's health at `addr`, printed; success for 200 and 206.
+fn healthcheck(addr: std::net::SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(
+            format!("GET /eigen/node/health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes(),
+        )?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text)
+    })();
+    let status = answer
+        .as_ref()
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1))
+        .and_then(|code| code.parse::<u16>().ok());
+    match (status, &answer) {
+        (Some(200), _) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        (Some(206), _) => {
+            println!("partially healthy (see /eigen/node/services)");
+            ExitCode::SUCCESS
+        }
+        (Some(code), _) => {
+            println!("not healthy: HTTP {code} from http://{addr}/eigen/node/health");
+            ExitCode::FAILURE
+        }
+        (None, Err(e)) => {
+            println!("not healthy: no answer from {addr}: {e}");
+            ExitCode::FAILURE
+        }
+        (None, Ok(_)) => {
+            println!("not healthy: {addr} did not answer HTTP");
+            ExitCode::FAILURE
         }
     }
 }

@@ -24,4 +24,5 @@ mod restart;
 mod signing_hsm;
 mod signing_remote;
 mod soak;
+mod systemd;
 mod tls;

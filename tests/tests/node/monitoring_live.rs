@@ -1305,6 +1305,12 @@ async fn the_eigen_node_api_follows_the_performers_and_the_outcomes() {
         "one service per performer, the ledger and each signer"
     );
     assert_eq!(http_get(metrics, "/eigen/node/health").await.status, 200);
+    let (status, out, _) = crate::common::avsnode_cli(&[
+        "healthcheck".as_ref(),
+        "--metrics".as_ref(),
+        metrics.to_string().as_ref(),
+    ]);
+    assert!(status.success() && out.starts_with("healthy"), "{out}");
     assert_eq!(
         http_get(
             metrics,
@@ -1386,6 +1392,16 @@ async fn the_eigen_node_api_is_unhealthy_with_no_performer_serving() {
     let _log = node.log_on_panic();
     let metrics = node.metrics_address();
     assert_eq!(http_get(metrics, "/eigen/node/health").await.status, 503);
+    // What a container HEALTHCHECK runs.
+    let (status, out, _) = crate::common::avsnode_cli(&[
+        "healthcheck".as_ref(),
+        "--metrics".as_ref(),
+        metrics.to_string().as_ref(),
+    ]);
+    assert!(
+        !status.success() && out.contains("not healthy: HTTP 503"),
+        "{out}"
+    );
     assert_eq!(
         http_get(
             metrics,

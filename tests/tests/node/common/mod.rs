@@ -1082,7 +1082,8 @@ impl Drop for LogOnPanic<'_> {
     }
 }
 
-fn signal(pid: u32, signal: &str) {
+/// Sends `signal` (`-HUP`, `-TERM`, …) to `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([signal, &pid.to_string()])
         .stderr(Stdio::null())
