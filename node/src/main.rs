@@ -320,6 +320,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// `avsnode healthcheck`: the node API's health at `addr`, printed; success for 200 and 206.
+#[allow(clippy::print_stdout)]
 fn healthcheck(addr: std::net::SocketAddr) -> ExitCode {
     use std::io::{Read, Write};
     let timeout = std::time::Duration::from_secs(5);
