@@ -49,8 +49,6 @@ alloy_sol_types::sol! {
     event OperatorSetConfigured(OperatorSet operatorSet, uint8 curveType);
     /// TaskAVSRegistrar (any address: the follower does not know every registrar in advance).
     event AvsConfigSet(uint32 aggregatorOperatorSetId, uint32[] executorOperatorSetIds);
-    /// A proxy's implementation changed (the ECDSA certificate verifier's domain may follow).
-    event Upgraded(address indexed implementation);
 }
 
 /// KeyRegistrar's curve types.
@@ -75,7 +73,6 @@ pub(crate) fn registry_topics() -> Vec<B256> {
         KeyRegistered::SIGNATURE_HASH,
         KeyDeregistered::SIGNATURE_HASH,
         OperatorSetConfigured::SIGNATURE_HASH,
-        Upgraded::SIGNATURE_HASH,
     ]
 }
 

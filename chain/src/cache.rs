@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::Address;
 use avsnode_signer::bn254::G2PublicKey;
 
 /// What a fact is about.
@@ -31,8 +31,6 @@ pub(crate) enum FactKey {
     Key(Address, u32, Address, u8),
     /// AllocationManager `isMemberOfOperatorSet(operator, (avs, id))`.
     Member(Address, Address, u32),
-    /// A certificate verifier's `domainSeparator()`.
-    Domain(Address),
 }
 
 impl FactKey {
@@ -44,7 +42,6 @@ impl FactKey {
             FactKey::CurveType(..) => "curve_type",
             FactKey::Key(..) => "key",
             FactKey::Member(..) => "membership",
-            FactKey::Domain(_) => "domain_separator",
         }
     }
 }
@@ -73,7 +70,6 @@ pub(crate) enum Fact {
     CurveType(u8),
     Key(RegisteredKey),
     Member(bool),
-    Domain(B256),
 }
 
 #[derive(Debug)]
@@ -307,7 +303,7 @@ mod tests {
         let mut cache = Cache::new(3, 0);
         for i in 0..10u8 {
             cache.insert(
-                FactKey::Domain(Address::repeat_byte(i)),
+                FactKey::Registrar(Address::repeat_byte(i)),
                 1,
                 Fact::Member(true),
             );

@@ -63,19 +63,18 @@ pub struct Settings {
     pub cache_capacity: usize,
 }
 
+/// An RPC URL as it may be shown: its scheme and host (the path or query often is an API key).
+pub fn redacted(url: &Uri) -> String {
+    format!(
+        "{}://{}/…",
+        url.scheme_str().unwrap_or("?"),
+        url.host().unwrap_or("?")
+    )
+}
+
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self
-            .rpc_urls
-            .iter()
-            .map(|u| {
-                format!(
-                    "{}://{}/…",
-                    u.scheme_str().unwrap_or("?"),
-                    u.host().unwrap_or("?")
-                )
-            })
-            .collect();
+        let urls: Vec<String> = self.rpc_urls.iter().map(redacted).collect();
         f.debug_struct("Settings")
             .field("rpc_urls", &urls)
             .field("chain_id", &self.chain_id)
@@ -948,19 +947,16 @@ impl Chain {
             evm(self.settings.allocation_manager),
             evm(self.settings.key_registrar),
         );
-        let decoded = |log: &Log| (log.topics.clone(), log.data.clone());
-        let (topics, data) = decoded(log);
-        let from = log.address;
+        let (topics, data, from) = (log.topics.iter().copied(), &log.data, log.address);
         match *topic0 {
             t if t == abi::AvsConfigSet::SIGNATURE_HASH => vec![FactKey::AvsConfig(from)],
-            t if t == abi::Upgraded::SIGNATURE_HASH => vec![FactKey::Domain(from)],
             t if t == abi::AVSRegistrarSet::SIGNATURE_HASH && from == am => {
-                abi::AVSRegistrarSet::decode_raw_log(topics, &data)
+                abi::AVSRegistrarSet::decode_raw_log(topics.clone(), data)
                     .map(|e| vec![FactKey::Registrar(e.avs)])
                     .unwrap_or_default()
             }
             t if t == abi::OperatorAddedToOperatorSet::SIGNATURE_HASH && from == am => {
-                abi::OperatorAddedToOperatorSet::decode_raw_log(topics, &data)
+                abi::OperatorAddedToOperatorSet::decode_raw_log(topics.clone(), data)
                     .map(|e| {
                         vec![FactKey::Member(
                             e.operator,
@@ -971,7 +967,7 @@ impl Chain {
                     .unwrap_or_default()
             }
             t if t == abi::OperatorRemovedFromOperatorSet::SIGNATURE_HASH && from == am => {
-                abi::OperatorRemovedFromOperatorSet::decode_raw_log(topics, &data)
+                abi::OperatorRemovedFromOperatorSet::decode_raw_log(topics.clone(), data)
                     .map(|e| {
                         vec![FactKey::Member(
                             e.operator,
@@ -982,17 +978,17 @@ impl Chain {
                     .unwrap_or_default()
             }
             t if t == abi::KeyRegistered::SIGNATURE_HASH && from == kr => {
-                abi::KeyRegistered::decode_raw_log(topics, &data)
+                abi::KeyRegistered::decode_raw_log(topics.clone(), data)
                     .map(|e| key_facts(e.operatorSet.avs, e.operatorSet.id, e.operator))
                     .unwrap_or_default()
             }
             t if t == abi::KeyDeregistered::SIGNATURE_HASH && from == kr => {
-                abi::KeyDeregistered::decode_raw_log(topics, &data)
+                abi::KeyDeregistered::decode_raw_log(topics.clone(), data)
                     .map(|e| key_facts(e.operatorSet.avs, e.operatorSet.id, e.operator))
                     .unwrap_or_default()
             }
             t if t == abi::OperatorSetConfigured::SIGNATURE_HASH && from == kr => {
-                abi::OperatorSetConfigured::decode_raw_log(topics, &data)
+                abi::OperatorSetConfigured::decode_raw_log(topics.clone(), data)
                     .map(|e| vec![FactKey::CurveType(e.operatorSet.avs, e.operatorSet.id)])
                     .unwrap_or_default()
             }
@@ -1157,9 +1153,6 @@ fn read_call(key: &FactKey, block: u64, settings: &Settings) -> (&'static str, V
             .abi_encode(),
             block,
         ),
-        FactKey::Domain(verifier) => {
-            eth_call(verifier, &abi::domainSeparatorCall {}.abi_encode(), block)
-        }
     }
 }
 
@@ -1231,9 +1224,6 @@ fn decode(key: &FactKey, answer: Result<Value, CallError>, block: u64) -> Result
         FactKey::Key(..) => Fact::Key(RegisteredKey::None),
         FactKey::Member(..) => {
             Fact::Member(abi::isMemberOfOperatorSetCall::abi_decode_returns(&bytes).map_err(bad)?)
-        }
-        FactKey::Domain(_) => {
-            Fact::Domain(abi::domainSeparatorCall::abi_decode_returns(&bytes).map_err(bad)?)
         }
     })
 }

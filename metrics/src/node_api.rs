@@ -125,26 +125,17 @@ pub(crate) fn routes(node: NodeApi) -> Router {
         quote(&format!("avsnode/v{}", env!("CARGO_PKG_VERSION")))
     );
     let spec = format!(r#"{{"api_version":{}}}"#, quote(SPEC_VERSION));
+    // A fixed JSON answer.
+    let fixed = |body: String| {
+        get(move |RawQuery(q): RawQuery| async move {
+            unsupported(q.as_deref()).unwrap_or_else(|| json(StatusCode::OK, body))
+        })
+    };
     let (health_node, services_node, service_node) = (node.clone(), node.clone(), node);
     Router::new()
-        .route(
-            "/eigen/node",
-            get(move |RawQuery(q): RawQuery| async move {
-                unsupported(q.as_deref()).unwrap_or_else(|| json(StatusCode::OK, identity))
-            }),
-        )
-        .route(
-            "/eigen/node/version",
-            get(move |RawQuery(q): RawQuery| async move {
-                unsupported(q.as_deref()).unwrap_or_else(|| json(StatusCode::OK, version))
-            }),
-        )
-        .route(
-            "/eigen/node/spec-version",
-            get(move |RawQuery(q): RawQuery| async move {
-                unsupported(q.as_deref()).unwrap_or_else(|| json(StatusCode::OK, spec))
-            }),
-        )
+        .route("/eigen/node", fixed(identity))
+        .route("/eigen/node/version", fixed(version))
+        .route("/eigen/node/spec-version", fixed(spec))
         .route(
             "/eigen/node/health",
             get(move |RawQuery(q): RawQuery| async move {

@@ -114,12 +114,7 @@ impl<'de> Deserialize<'de> for RpcUrl {
 impl fmt::Debug for RpcUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Ok(uri) => write!(
-                f,
-                "{}://{}/…",
-                uri.scheme_str().unwrap_or("?"),
-                uri.host().unwrap_or("?")
-            ),
+            Ok(uri) => f.write_str(&avsnode_chain::redacted(uri)),
             Err(e) => write!(f, "(invalid: {e})"),
         }
     }
