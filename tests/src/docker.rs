@@ -219,6 +219,55 @@ fn image(tag: &str, dockerfile: &str) -> String {
     tag.to_owned()
 }
 
+/// The node's image, built by `deploy/build-image.sh` from the test profile's `avsnode` binary
+/// (once per process): `avsnode:test` (`avsnode:test-release` from the release profile).
+pub fn node_image() -> String {
+    static BUILT: Mutex<Option<String>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tag) = &*built {
+        return tag.clone();
+    }
+    let tag = format!("avsnode:test{}", profile_suffix());
+    let binary = crate::binary("avsnode");
+    build_with_script(&["--binary", &binary.display().to_string(), "--tag", &tag]);
+    *built = Some(tag.clone());
+    tag
+}
+
+/// Prometheus's image for the compose stack, built by `deploy/build-image.sh prometheus` from
+/// this machine's `/usr/bin/prometheus`: `avsnode-prometheus:test`.
+pub fn prometheus_image() -> String {
+    static BUILT: OnceLock<String> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let tag = "avsnode-prometheus:test".to_owned();
+            build_with_script(&["prometheus", "--tag", &tag]);
+            tag
+        })
+        .clone()
+}
+
+fn build_with_script(args: &[&str]) {
+    let script = crate::workspace_root().join("deploy/build-image.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "deploy/build-image.sh {args:?} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{}", String::from_utf8_lossy(&output.stdout).trim());
+    }
+}
+
 /// The example performer built as a static executable (once per process): a `FROM scratch`
 /// image has no C library to link against.
 fn static_example() -> PathBuf {

@@ -189,7 +189,8 @@ impl Config {
 
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
+            // Empty: missing, reported as such (not the configuration's folder).
+            if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         };
@@ -883,6 +884,22 @@ command = "./performer"
             panic!("expected a problem")
         };
         assert_eq!(problems[0].path, "AVSNODE_INTAKE_LISTEN");
+
+        // The image sets AVSNODE_DATA_DIR: the file may leave data_dir out, but not both.
+        let (line, _) = VALID
+            .lines()
+            .find_map(|l| l.starts_with("data_dir = ").then_some((l, ())))
+            .unwrap();
+        let without = VALID.replace(line, "");
+        let config =
+            Config::from_toml(&without, Path::new("/etc/avsnode/avsnode.toml"), env).unwrap();
+        assert_eq!(config.node.data_dir, Path::new("/var/lib/avsnode"));
+        let Err(ConfigError::Invalid { problems, .. }) =
+            Config::from_toml(&without, Path::new("/etc/avsnode/avsnode.toml"), |_| None)
+        else {
+            panic!("no data_dir anywhere was accepted")
+        };
+        assert_eq!(problems[0].path, "node.data_dir", "{problems:?}");
     }
 
     /// VALID with `[chain]` and its aggregators read from chain.

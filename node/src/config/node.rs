@@ -18,7 +18,9 @@ pub struct NodeConfig {
     /// into every result. Environment override: `AVSNODE_OPERATOR_ADDRESS`.
     pub operator_address: Parsed<Address>,
     /// Where the ledger lives; one node per directory (an OS lock enforces it). Relative paths
-    /// are relative to the config file. Environment override: `AVSNODE_DATA_DIR`.
+    /// are relative to the config file. Environment override: `AVSNODE_DATA_DIR` (which the
+    /// container image sets: the file may then leave it out).
+    #[serde(default)]
     pub data_dir: PathBuf,
     /// How long a graceful shutdown waits for in-flight tasks (default `"30s"`).
     #[serde(default = "defaults::shutdown_grace", deserialize_with = "duration")]
@@ -35,6 +37,12 @@ impl Config {
     pub(super) fn node_problems(&self, problem: &mut dyn FnMut(String, String)) {
         if let Some(e) = self.node.operator_address.error() {
             problem("node.operator_address".into(), e.to_owned());
+        }
+        if self.node.data_dir.as_os_str().is_empty() {
+            problem(
+                "node.data_dir".into(),
+                "missing: where the sign-once ledger lives (or set AVSNODE_DATA_DIR)".into(),
+            );
         }
         if let Some(id) = &self.node.id
             && !valid_docker_name(id)

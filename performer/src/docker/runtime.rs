@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bollard::Docker;
-use bollard::models::{ContainerSummaryStateEnum, NetworkCreateRequest};
+use bollard::models::{ContainerSummaryStateEnum, NetworkConnectRequest, NetworkCreateRequest};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 
 use super::error::{DockerError, failed, status};
@@ -57,6 +57,9 @@ pub struct DockerRuntime {
     /// Docker 20.10 happily creates two networks with one name when asked at the same time:
     /// this node's callers take turns.
     pub(super) network_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The node's own container, when the node runs in one on this engine: it joins the
+    /// performer networks so it can reach the containers it starts.
+    own_container: Option<String>,
 }
 
 impl DockerRuntime {
@@ -75,15 +78,18 @@ impl DockerRuntime {
             .negotiate_version()
             .await
             .map_err(connect)?;
+        let own_container = own_container(&docker).await;
         Ok(Self {
             docker,
             network_lock: Arc::default(),
+            own_container,
         })
     }
 
     /// Creates the bridge network `name`, labelled `io.avsnode.node={node_id}`, unless it exists;
     /// `internal`: with no route beyond this host (Docker's `--internal`). An existing network of
-    /// that name must be internal exactly when asked for.
+    /// that name must be internal exactly when asked for. A node running in a container on this
+    /// engine connects its own container to the network (once), so it reaches its performers.
     pub async fn ensure_network(
         &self,
         name: &str,
@@ -91,6 +97,43 @@ impl DockerRuntime {
         internal: bool,
     ) -> Result<(), DockerError> {
         let _turn = self.network_lock.lock().await;
+        self.create_network(name, node_id, internal).await?;
+        let Some(me) = &self.own_container else {
+            return Ok(());
+        };
+        let network = self
+            .docker
+            .inspect_network(name, None)
+            .await
+            .map_err(failed("inspect network", name))?;
+        if network
+            .containers
+            .is_some_and(|containers| containers.contains_key(me))
+        {
+            return Ok(());
+        }
+        let request = NetworkConnectRequest {
+            container: me.clone(),
+            endpoint_config: None,
+        };
+        self.docker
+            .connect_network(name, request)
+            .await
+            .map_err(failed("connect the node's container to network", name))?;
+        tracing::info!(
+            network = name,
+            container = %me,
+            "joined the performer network (the node runs in a container)"
+        );
+        Ok(())
+    }
+
+    async fn create_network(
+        &self,
+        name: &str,
+        node_id: &str,
+        internal: bool,
+    ) -> Result<(), DockerError> {
         match self.docker.inspect_network(name, None).await {
             Ok(network) if network.internal.unwrap_or(false) == internal => return Ok(()),
             Ok(_) => {
@@ -189,5 +232,66 @@ pub(super) async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError>
     match docker.remove_container(id, Some(options)).await {
         Err(e) if status(&e) != Some(404) => Err(failed("remove container", id)(e)),
         _ => Ok(()),
+    }
+}
+
+/// The id of the container this process runs in, if it runs in one this engine knows: Docker
+/// bind-mounts `/etc/hostname` from `…/containers/<id>/hostname`, which `/proc/self/mountinfo`
+/// shows (with cgroup v2, `/proc/self/cgroup` no longer names the container).
+async fn own_container(docker: &Docker) -> Option<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let id = container_id_from_mountinfo(&mountinfo)?;
+    match docker.inspect_container(&id, None).await {
+        Ok(_) => Some(id),
+        Err(e) => {
+            tracing::debug!(
+                container = %id,
+                error = %e,
+                "running in a container the engine does not know; not joining performer networks"
+            );
+            None
+        }
+    }
+}
+
+fn container_id_from_mountinfo(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        // Fields: id, parent, major:minor, root, mount point, …
+        let mut fields = line.split(' ');
+        let root = fields.nth(3)?;
+        if fields.next()? != "/etc/hostname" {
+            return None;
+        }
+        let (_, rest) = root.rsplit_once("/containers/")?;
+        let (id, _) = rest.split_once('/')?;
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_id_from_mountinfo;
+
+    #[test]
+    fn the_container_id_is_read_from_the_hostname_mount() {
+        let id = "3f4e2a9c1b0d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+        let mountinfo = format!(
+            "600 500 0:50 / / rw,relatime - overlay overlay rw\n\
+             610 600 254:1 /var/lib/docker/containers/{id}/resolv.conf /etc/resolv.conf rw - ext4 /dev/vda1 rw\n\
+             611 600 254:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda1 rw\n"
+        );
+        assert_eq!(container_id_from_mountinfo(&mountinfo), Some(id.to_owned()));
+        // On the host: no such mount.
+        assert_eq!(
+            container_id_from_mountinfo("22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"),
+            None
+        );
+        // Not a container id.
+        assert_eq!(
+            container_id_from_mountinfo(
+                "611 600 254:1 /srv/containers/web/hostname /etc/hostname rw - ext4 /dev/vda1 rw\n"
+            ),
+            None
+        );
     }
 }

@@ -8,6 +8,7 @@ mod common;
 
 mod chain;
 mod crash;
+mod deploy;
 mod docker;
 mod e2e;
 mod hostile;

@@ -32,16 +32,16 @@ const FAILING_AVS: &str = "0x000000000000000000000000000000000000fa11";
 const FAILING_PERFORMER: &[&str] = &["--fail-rate", "1"];
 
 /// The Grafana dashboard, relative to the workspace root.
-const DASHBOARD: &str = "deploy/grafana/avsnode-dashboard.json";
+pub(crate) const DASHBOARD: &str = "deploy/grafana/avsnode-dashboard.json";
 /// The alert rules, loaded into the test's Prometheus so they are evaluated on live data too.
 const ALERTS: &str = "deploy/prometheus/alerts.yml";
 
 /// One HTTP request's answer.
 #[derive(Debug)]
-struct Response {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
 }
 
 /// How long one HTTP request may take.
@@ -79,7 +79,7 @@ async fn try_http_get(addr: SocketAddr, target: &str) -> std::io::Result<Respons
 }
 
 /// [`try_http_get`], panicking on an I/O error.
-async fn http_get(addr: SocketAddr, target: &str) -> Response {
+pub(crate) async fn http_get(addr: SocketAddr, target: &str) -> Response {
     try_http_get(addr, target)
         .await
         .unwrap_or_else(|e| panic!("GET http://{addr}{target}: {e}"))
@@ -600,7 +600,7 @@ impl Drop for Prometheus {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
-fn url_encode(text: &str) -> String {
+pub(crate) fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -612,7 +612,7 @@ fn url_encode(text: &str) -> String {
 }
 
 /// A sample's value from the query API (`[time, "value"]`).
-fn api_value(series: &Value) -> f64 {
+pub(crate) fn api_value(series: &Value) -> f64 {
     let value = if series.is_array() {
         &series[1]
     } else {
@@ -626,7 +626,7 @@ fn api_value(series: &Value) -> f64 {
 
 /// Every panel target's `expr` in the dashboard (rows' nested panels included), with its panel's
 /// title.
-fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
+pub(crate) fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
     fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
         for panel in panels.as_array().into_iter().flatten() {
             let title = panel["title"].as_str().unwrap_or("(untitled)");
@@ -646,7 +646,7 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
 /// The dashboard's template variables replaced as Grafana would with every AVS selected:
 /// `$avs` by `avs_regex`, the interval variables by fixed ranges. Panics on a variable it does
 /// not know, so a new one is handled here rather than sent to Prometheus as text.
-fn substitute(expr: &str, avs_regex: &str) -> String {
+pub(crate) fn substitute(expr: &str, avs_regex: &str) -> String {
     let mut out = expr.to_owned();
     for (variable, value) in [
         ("${avs:regex}", avs_regex),

@@ -1002,50 +1002,56 @@ impl TestNode {
     /// Opens one `TaskStream`, sends every submission on it, and returns one event per
     /// submission (in completion order). Panics if the stream ends early or takes over 60 s.
     pub async fn stream(&self, submissions: Vec<TaskSubmission>) -> Vec<StreamEvent> {
-        let expected = submissions.len();
-        let mut client = TaskStreamClient::connect(self.url()).await.unwrap();
-        let (sender, outbound) = tokio::sync::mpsc::channel(16);
-        let sending = tokio::spawn(async move {
-            for task in submissions {
-                let request = StreamRequest {
-                    kind: Some(stream_request::Kind::Task(task)),
-                };
-                if sender.send(request).await.is_err() {
-                    break;
-                }
-            }
-            // Keep the request stream open until every answer is in: closing it early is legal,
-            // but a long-lived aggregator stream does not close.
-            sender.closed().await;
-        });
-        let mut inbound = client
-            .open(ReceiverStream::new(outbound))
-            .await
-            .unwrap()
-            .into_inner();
-        let mut events = Vec::with_capacity(expected);
-        let collect = async {
-            while events.len() < expected {
-                match inbound.message().await {
-                    Ok(Some(event)) => events.push(event),
-                    Ok(None) => panic!(
-                        "the stream ended after {} of {expected} events",
-                        events.len()
-                    ),
-                    Err(status) => panic!(
-                        "the stream failed after {} of {expected} events: {status}",
-                        events.len()
-                    ),
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), collect)
-            .await
-            .unwrap_or_else(|_| panic!("no {expected} stream events within 60 s"));
-        drop(inbound);
-        sending.abort();
-        events
+        stream_to(self.url(), submissions).await
     }
+}
+
+/// Opens one `TaskStream` to the node at `url`, sends every submission on it, and returns one event per
+/// submission (in completion order). Panics if the stream ends early or takes over 60 s.
+pub async fn stream_to(url: String, submissions: Vec<TaskSubmission>) -> Vec<StreamEvent> {
+    let expected = submissions.len();
+    let mut client = TaskStreamClient::connect(url).await.unwrap();
+    let (sender, outbound) = tokio::sync::mpsc::channel(16);
+    let sending = tokio::spawn(async move {
+        for task in submissions {
+            let request = StreamRequest {
+                kind: Some(stream_request::Kind::Task(task)),
+            };
+            if sender.send(request).await.is_err() {
+                break;
+            }
+        }
+        // Keep the request stream open until every answer is in: closing it early is legal,
+        // but a long-lived aggregator stream does not close.
+        sender.closed().await;
+    });
+    let mut inbound = client
+        .open(ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::with_capacity(expected);
+    let collect = async {
+        while events.len() < expected {
+            match inbound.message().await {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => panic!(
+                    "the stream ended after {} of {expected} events",
+                    events.len()
+                ),
+                Err(status) => panic!(
+                    "the stream failed after {} of {expected} events: {status}",
+                    events.len()
+                ),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), collect)
+        .await
+        .unwrap_or_else(|_| panic!("no {expected} stream events within 60 s"));
+    drop(inbound);
+    sending.abort();
+    events
 }
 
 impl Drop for TestNode {
