@@ -11,6 +11,7 @@ mod crash;
 mod docker;
 mod e2e;
 mod hostile;
+mod import;
 mod interop;
 mod limits;
 mod management;
