@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod cli;
 
+use cli::import::{ImportCommand, import_command};
 use cli::keys::{KeysCommand, keys_command};
 use cli::ledger::{LedgerCommand, ledger_command};
 use cli::performer::{PerformerCommand, performer_command};
@@ -64,6 +65,10 @@ enum Command {
     /// Create, import, list and inspect key files.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write an avsnode configuration from another node's configuration (the Hourglass
+    /// executor's), listing what is left to supply or decide.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Deploy, list and remove docker performers through a node's management API.
     #[command(subcommand)]
     Performer(PerformerCommand),
@@ -250,6 +255,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Keys(command) => keys_command(command)?,
+        Command::Import(command) => import_command(command)?,
         Command::Ledger(command) => runtime()?.block_on(ledger_command(command))?,
         Command::Performer(command) => performer_command(command)?,
         Command::Signer(SignerCommand::Serve { config }) => {

@@ -21,8 +21,8 @@ use crate::common::{AVS, Fixture, Link, TestNode, address};
 /// The AVS's aggregator operator set on chain.
 const AGGREGATOR_SET: u32 = 100;
 /// KeyRegistrar's curve types.
-const ECDSA: u8 = 1;
-const BN254: u8 = 2;
+pub(crate) const ECDSA: u8 = 1;
+pub(crate) const BN254: u8 = 2;
 
 /// The chain as the AVS and this operator left it: a registrar naming set 100 as the
 /// aggregators' and 0, 1, 2 as executor sets; the fixture's ECDSA aggregator registered in 100;
@@ -31,21 +31,12 @@ const BN254: u8 = 2;
 /// in KeyRegistrar: membership only.
 pub(crate) async fn prepared_chain(fixture: &Fixture) -> TestChain {
     let chain = TestChain::start();
-    let registrar = chain.rpc("test_setAvsRegistrar", json!([AVS])).await["registrar"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    chain
-        .transact(
-            "test_setAvsConfig",
-            json!([registrar, AGGREGATOR_SET, [0, 1, 2]]),
-        )
-        .await;
-    for (set, curve) in [(AGGREGATOR_SET, ECDSA), (0, ECDSA), (1, BN254)] {
-        chain
-            .transact("test_configureOperatorSet", json!([AVS, set, curve]))
-            .await;
-    }
+    configure_avs(
+        &chain,
+        AVS,
+        &[(0, Some(ECDSA)), (1, Some(BN254)), (2, None)],
+    )
+    .await;
     register_aggregator(&chain, fixture.aggregator(Scheme::Ecdsa)).await;
     let ours = fixture.set(Scheme::Ecdsa).public.clone();
     let avsnode_aggregator::OperatorKey::Ecdsa {
@@ -54,35 +45,75 @@ pub(crate) async fn prepared_chain(fixture: &Fixture) -> TestChain {
     else {
         unreachable!("set 0 is ECDSA")
     };
-    register(&chain, 0, fixture.operator, &signer.0).await;
+    register(&chain, AVS, 0, fixture.operator, &signer.0).await;
     let avsnode_aggregator::OperatorKey::Bn254(g2) = &fixture.set(Scheme::Bn254).public else {
         unreachable!("set 1 is BN254")
     };
-    let mut bn254 = vec![0u8; 64];
-    bn254.extend_from_slice(&g2.to_wire());
-    register(&chain, 1, fixture.operator, &bn254).await;
+    register(&chain, AVS, 1, fixture.operator, &bn254_key(&g2.to_wire())).await;
     for set in 0..3 {
-        chain
-            .transact(
-                "test_addToOperatorSet",
-                json!([fixture.operator.to_string(), AVS, set]),
-            )
-            .await;
+        add_to_set(&chain, AVS, set, fixture.operator).await;
     }
     chain
 }
 
-/// Registers `key` for `operator` in set `set` of the AVS; the block.
-async fn register(chain: &TestChain, set: u32, operator: Address, key: &[u8]) -> u64 {
+/// Makes `avs` a task AVS: a registrar naming set 100 (ECDSA) as its aggregators' and `sets` as
+/// its executor sets, each configured with its KeyRegistrar curve type (`None`: no curve).
+pub(crate) async fn configure_avs(chain: &TestChain, avs: &str, sets: &[(u32, Option<u8>)]) {
+    let registrar = chain.rpc("test_setAvsRegistrar", json!([avs])).await["registrar"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let executor_sets: Vec<u32> = sets.iter().map(|(id, _)| *id).collect();
+    chain
+        .transact(
+            "test_setAvsConfig",
+            json!([registrar, AGGREGATOR_SET, executor_sets]),
+        )
+        .await;
+    let curves = sets.iter().filter_map(|(id, curve)| Some((*id, (*curve)?)));
+    for (set, curve) in std::iter::once((AGGREGATOR_SET, ECDSA)).chain(curves) {
+        chain
+            .transact("test_configureOperatorSet", json!([avs, set, curve]))
+            .await;
+    }
+}
+
+/// What KeyRegistrar holds for a BN254 key: G1 (left zero: the node compares the G2 key it
+/// signs with) and the G2 key in EVM wire form.
+pub(crate) fn bn254_key(g2_wire: &[u8]) -> Vec<u8> {
+    let mut key = vec![0u8; 64];
+    key.extend_from_slice(g2_wire);
+    key
+}
+
+/// Registers `key` for `operator` in set `set` of `avs` (an ECDSA key is its 20-byte address);
+/// the block.
+pub(crate) async fn register(
+    chain: &TestChain,
+    avs: &str,
+    set: u32,
+    operator: Address,
+    key: &[u8],
+) -> u64 {
     chain
         .transact(
             "test_registerKey",
             json!([
-                AVS,
+                avs,
                 set,
                 operator.to_string(),
                 format!("0x{}", hex::encode(key))
             ]),
+        )
+        .await
+}
+
+/// Adds `operator` to set `set` of `avs`; the block.
+pub(crate) async fn add_to_set(chain: &TestChain, avs: &str, set: u32, operator: Address) -> u64 {
+    chain
+        .transact(
+            "test_addToOperatorSet",
+            json!([operator.to_string(), avs, set]),
         )
         .await
 }
@@ -94,6 +125,7 @@ async fn register_aggregator(chain: &TestChain, aggregator: &Aggregator) -> u64 
     };
     register(
         chain,
+        AVS,
         AGGREGATOR_SET,
         aggregator.address,
         &k.public_key().address().0,
@@ -381,7 +413,7 @@ async fn a_registered_key_other_than_the_signer_is_reported_and_refused() {
             json!([AVS, 0, fixture.operator.to_string()]),
         )
         .await;
-    register(&chain, 0, fixture.operator, &stranger).await;
+    register(&chain, AVS, 0, fixture.operator, &stranger).await;
     let node = start_node(&fixture, &chain, std::slice::from_ref(&chain.url));
     let _log = node.log_on_panic();
     assert!(

@@ -12,6 +12,7 @@ mod deploy;
 mod docker;
 mod e2e;
 mod hostile;
+mod import;
 mod interop;
 mod limits;
 mod management;
