@@ -156,7 +156,10 @@ fn init_logging(format: LogFormat, level: &str) {
         .with_default(LevelFilter::TRACE)
         .with_targets(QUIET_DEPENDENCIES.map(|target| (target, LevelFilter::INFO)));
     let registry = tracing_subscriber::registry().with(filter).with(quiet);
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: not in files, journald or `docker logs`.
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Human => registry.with(layer).init(),
         LogFormat::Json => registry.with(layer.json()).init(),

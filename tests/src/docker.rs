@@ -222,15 +222,32 @@ fn image(tag: &str, dockerfile: &str) -> String {
 /// The node's image, built by `deploy/build-image.sh` from the test profile's `avsnode` binary
 /// (once per process): `avsnode:test` (`avsnode:test-release` from the release profile).
 pub fn node_image() -> String {
-    static BUILT: Mutex<Option<String>> = Mutex::new(None);
+    node_image_with(None)
+}
+
+/// [`node_image`] with a PKCS#11 module and the libraries it links (`--pkcs11-module`):
+/// `avsnode:test-pkcs11`.
+pub fn node_image_with_pkcs11(module: &str) -> String {
+    node_image_with(Some(module))
+}
+
+fn node_image_with(module: Option<&str>) -> String {
+    static BUILT: Mutex<Vec<(Option<String>, String)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(tag) = &*built {
+    if let Some((_, tag)) = built.iter().find(|(m, _)| m.as_deref() == module) {
         return tag.clone();
     }
-    let tag = format!("avsnode:test{}", profile_suffix());
-    let binary = crate::binary("avsnode");
-    build_with_script(&["--binary", &binary.display().to_string(), "--tag", &tag]);
-    *built = Some(tag.clone());
+    let tag = match module {
+        None => format!("avsnode:test{}", profile_suffix()),
+        Some(_) => format!("avsnode:test-pkcs11{}", profile_suffix()),
+    };
+    let binary = crate::binary("avsnode").display().to_string();
+    let mut args = vec!["--binary", &binary, "--tag", &tag];
+    if let Some(module) = module {
+        args.extend(["--pkcs11-module", module]);
+    }
+    build_with_script(&args);
+    built.push((module.map(str::to_owned), tag.clone()));
     tag
 }
 

@@ -27,11 +27,11 @@ use avsnode_tests::docker::{
 use serde_json::Value;
 
 /// The node's user in the image.
-const NODE_UID: u32 = 10001;
+pub(crate) const NODE_UID: u32 = 10001;
 
 /// Hands the fixture's directory (configuration, keys, password files) to the image's user, as
 /// an operator does (`chown -R 10001:10001`): the node refuses key files others can read.
-fn give_to_node_user(dir: &Path) {
+pub(crate) fn give_to_node_user(dir: &Path) {
     fn walk(path: &Path) {
         std::os::unix::fs::chown(path, Some(NODE_UID), Some(NODE_UID))
             .unwrap_or_else(|e| panic!("chown {} (the tests run as root): {e}", path.display()));
@@ -45,7 +45,7 @@ fn give_to_node_user(dir: &Path) {
 }
 
 /// The host address Docker published `port` of `container` on.
-fn published(container: &str, port: u16) -> SocketAddr {
+pub(crate) fn published(container: &str, port: u16) -> SocketAddr {
     let out = docker_cli(&["port", container, &format!("{port}/tcp")]);
     out.lines()
         .find_map(|line| line.trim().parse().ok())
@@ -112,12 +112,12 @@ async fn stream_and_verify(fixture: &Fixture, url: &str, n: usize, salt: u64) {
 }
 
 /// Removes what a test left in the engine, however it ends.
-struct Leftovers {
-    containers: Vec<String>,
-    node_label: Option<String>,
-    networks: Vec<String>,
-    volumes: Vec<String>,
-    compose: Option<Compose>,
+pub(crate) struct Leftovers {
+    pub(crate) containers: Vec<String>,
+    pub(crate) node_label: Option<String>,
+    pub(crate) networks: Vec<String>,
+    pub(crate) volumes: Vec<String>,
+    pub(crate) compose: Option<Compose>,
 }
 
 impl Drop for Leftovers {
@@ -318,7 +318,7 @@ async fn the_node_image_runs_docker_performers_through_the_socket_and_adopts_the
 
 /// The compose tool: `docker compose` (v2) where the plugin exists, else `docker-compose`.
 #[derive(Debug)]
-struct Compose {
+pub(crate) struct Compose {
     project: String,
     env: Vec<(String, String)>,
 }

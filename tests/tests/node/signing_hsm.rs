@@ -1186,3 +1186,104 @@ async fn measure_end_to_end_tasks_per_second_pkcs11_vs_local() {
         pkcs11.2.as_secs_f64() / local.2.as_secs_f64()
     );
 }
+
+/// The node's image built with SoftHSM's module (`deploy/build-image.sh --pkcs11-module`) signs
+/// through the token from inside its container: the module and the libraries it links are in the
+/// image, the token and its configuration are mounted. The performer is the image's own example
+/// performer, run as a process.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_node_image_signs_through_a_pkcs11_module_added_at_build() {
+    use crate::deploy::{Leftovers, give_to_node_user, published};
+    use avsnode_tests::docker::{docker_available, docker_cli, node_image_with_pkcs11};
+
+    if !softhsm_available() || !docker_available() {
+        return;
+    }
+    let hsm = HsmKey::new("image");
+    let image = node_image_with_pkcs11(MODULE);
+    let fixture = Fixture::new();
+    let mut builder = TestNode::builder()
+        .fixture(fixture.clone())
+        .signer_backend(Scheme::Ecdsa, &hsm.backend)
+        .data_dir(std::path::Path::new("/var/lib/avsnode"))
+        .intake_listen("0.0.0.0:9090")
+        .avs(crate::common::AvsSpec::new(AVS).performer_toml(
+            "runtime = \"process\"\ncommand = \"/usr/local/bin/avsnode\"\n\
+             args = [\"example-performer\", \"--host\", \"127.0.0.1\"]\n",
+        ));
+    let config = builder.write_config();
+    give_to_node_user(fixture.dir());
+    give_to_node_user(hsm._dir.path());
+    let name = format!("avsnode-t-pkcs11-{}", std::process::id());
+    let _leftovers = Leftovers {
+        containers: vec![name.clone()],
+        node_label: None,
+        networks: Vec::new(),
+        volumes: vec![format!("{name}-data")],
+        compose: None,
+    };
+    let token_dir = hsm._dir.path().display().to_string();
+    docker_cli(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-e",
+        &format!("SOFTHSM2_CONF={}", hsm.token.conf.display()),
+        "-v",
+        &format!("{token_dir}:{token_dir}"),
+        "-v",
+        &format!("{}:/etc/avsnode:ro", fixture.dir().display()),
+        "-v",
+        &format!("{name}-data:/var/lib/avsnode"),
+        "-p",
+        "127.0.0.1::9090",
+        "--read-only",
+        "--cap-drop",
+        "ALL",
+        &image,
+        "run",
+        "--config",
+        &format!(
+            "/etc/avsnode/{}",
+            config.file_name().unwrap().to_str().unwrap()
+        ),
+    ]);
+    let logs = || {
+        let out = Command::new("docker")
+            .args(["logs", &name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !logs().contains("intake serving") {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not serve within 60 s:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = format!("http://{}", published(&name, 9090));
+    let key = ecdsa_operator_key(hsm.address);
+    let mut client =
+        avsnode_proto::executor::executor_service_client::ExecutorServiceClient::connect(url)
+            .await
+            .unwrap();
+    for n in 0..5 {
+        let (task, submission) = ecdsa_task(&fixture, n);
+        let result = client
+            .submit_task(submission)
+            .await
+            .unwrap_or_else(|status| panic!("task {n}: {status}; the node's log:\n{}", logs()))
+            .into_inner();
+        check_ecdsa(&result, &task, &key).unwrap();
+    }
+    let log = logs();
+    assert!(
+        log.contains("backend=\"pkcs11\""),
+        "the ECDSA signer is not the token's:\n{log}"
+    );
+    assert_no_pin(&log, "the node's log");
+}
