@@ -2,47 +2,68 @@
 //! 32-byte digest (no EIP-191 prefix), encoded as 65 bytes `r‖s‖v` with low `s` and `v ∈ {27,28}`.
 //! Verification accepts `v ∈ {0,1,27,28}` and either half of `s` (malleability does not matter for
 //! checking who signed). Addresses are `keccak256(X‖Y)[12..32]`.
+//!
+//! The curve arithmetic is libsecp256k1 (Bitcoin Core's, through the `secp256k1` crate): its
+//! signatures are RFC 6979 and low-s, and its public-key recovery, the aggregator check on every
+//! ECDSA task, is several times faster than the pure-Rust implementations measured
+//! (docs/PERFORMANCE.md).
 
 use std::fmt;
 
-use k256::ecdsa::{RecoveryId, Signature as K256Signature, SigningKey, VerifyingKey};
+use secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature as RawSignature};
+use secp256k1::{Message, PublicKey as RawPublicKey, SecretKey as RawSecretKey};
 use zeroize::Zeroizing;
 
 use crate::Error;
 use crate::messages::{Address, SigningDigest, keccak256};
 
-/// A secp256k1 secret key. Zeroized on drop (k256's `SigningKey` wipes itself); `Debug` shows the
-/// address only.
-pub struct SecretKey(SigningKey);
+/// A secp256k1 secret key, with its public key. Overwritten on drop (libsecp256k1's
+/// `non_secure_erase`, a best effort like any wipe the optimiser may see through); `Debug` shows
+/// the address only.
+pub struct SecretKey {
+    secret: RawSecretKey,
+    public: PublicKey,
+}
 
 impl SecretKey {
     /// Decodes a 32-byte big-endian scalar in `[1, n)`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() != 32 {
-            return Err(Error::Length {
+        let bytes: Zeroizing<[u8; 32]> =
+            Zeroizing::new(bytes.try_into().map_err(|_| Error::Length {
                 what: "ECDSA secret key",
                 expected: 32,
                 got: bytes.len(),
-            });
-        }
-        SigningKey::from_slice(bytes)
-            .map(SecretKey)
-            .map_err(|_| Error::SecretKeyOutOfRange)
+            })?);
+        let secret =
+            RawSecretKey::from_secret_bytes(*bytes).map_err(|_| Error::SecretKeyOutOfRange)?;
+        Ok(Self::from_raw(secret))
+    }
+
+    fn from_raw(secret: RawSecretKey) -> Self {
+        let public = PublicKey(RawPublicKey::from_secret_key(&secret));
+        SecretKey { secret, public }
     }
 
     /// A fresh key from a cryptographic RNG.
     pub fn random<R: rand::RngCore + rand::CryptoRng>(rng: &mut R) -> Self {
-        SecretKey(SigningKey::random(rng))
+        loop {
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            rng.fill_bytes(&mut *bytes);
+            // Out of range with probability about 2⁻¹²⁸.
+            if let Ok(secret) = RawSecretKey::from_secret_bytes(*bytes) {
+                return Self::from_raw(secret);
+            }
+        }
     }
 
     /// The 32-byte big-endian scalar (for writing a keystore).
     pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.0.to_bytes().into())
+        Zeroizing::new(self.secret.to_secret_bytes())
     }
 
     /// The public key.
     pub fn public_key(&self) -> PublicKey {
-        PublicKey(*self.0.verifying_key())
+        self.public
     }
 
     /// Signs a digest the node computed: RFC 6979, low-s, `v ∈ {27,28}`.
@@ -51,21 +72,20 @@ impl SecretKey {
     }
 
     pub(crate) fn sign_prehash(&self, prehash: &[u8; 32]) -> Signature {
-        // A 32-byte prehash is always accepted by a secp256k1 key; the error case is for other
-        // lengths, so this cannot fail.
-        let (sig, recid) = self
-            .0
-            .sign_prehash_recoverable(prehash)
-            .expect("32-byte prehash is always signable");
-        let (sig, recid) = match sig.normalize_s() {
-            // k256 already produces low-s; flipping s flips the parity of R's y in the id.
-            Some(low) => (
-                low,
-                RecoveryId::new(!recid.is_y_odd(), recid.is_x_reduced()),
-            ),
-            None => (sig, recid),
-        };
-        Signature::from_parts(&sig, recid.to_byte())
+        let signature = RecoverableSignature::sign_ecdsa_recoverable(
+            Message::from_digest(*prehash),
+            &self.secret,
+        );
+        // libsecp256k1 signs low-s. An x-reduced R (recovery id 2 or 3) happens with probability
+        // about 2⁻¹²⁸ and cannot be expressed in `v`.
+        let (id, rs) = signature.serialize_compact();
+        Signature::from_parts(&rs, id.to_u8() & 1 == 1)
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        self.secret.non_secure_erase();
     }
 }
 
@@ -74,14 +94,14 @@ impl fmt::Debug for SecretKey {
         write!(
             f,
             "ecdsa::SecretKey(<redacted>, address {})",
-            self.public_key().address()
+            self.public.address()
         )
     }
 }
 
 /// A secp256k1 public key.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PublicKey(VerifyingKey);
+pub struct PublicKey(RawPublicKey);
 
 impl PublicKey {
     /// Decodes a SEC1 public key: 33 bytes compressed or 65 bytes uncompressed (`0x04‖X‖Y`).
@@ -93,7 +113,7 @@ impl PublicKey {
                 got: bytes.len(),
             });
         }
-        VerifyingKey::from_sec1_bytes(bytes)
+        RawPublicKey::from_slice(bytes)
             .map(PublicKey)
             .map_err(|_| Error::NotOnCurve {
                 what: "ECDSA public key",
@@ -102,10 +122,7 @@ impl PublicKey {
 
     /// The 65-byte uncompressed SEC1 encoding `0x04‖X‖Y`.
     pub fn to_uncompressed(&self) -> [u8; 65] {
-        let point = self.0.to_encoded_point(false);
-        let mut out = [0u8; 65];
-        out.copy_from_slice(point.as_bytes());
-        out
+        self.0.serialize_uncompressed()
     }
 
     /// The Ethereum address: the last 20 bytes of `keccak256(X‖Y)`.
@@ -132,10 +149,10 @@ impl fmt::Debug for PublicKey {
 pub struct Signature([u8; 65]);
 
 impl Signature {
-    fn from_parts(sig: &K256Signature, recovery_id: u8) -> Self {
+    fn from_parts(rs: &[u8; 64], odd: bool) -> Self {
         let mut out = [0u8; 65];
-        out[..64].copy_from_slice(&sig.to_bytes());
-        out[64] = 27 + recovery_id;
+        out[..64].copy_from_slice(rs);
+        out[64] = 27 + u8::from(odd);
         Signature(out)
     }
 
@@ -152,9 +169,7 @@ impl Signature {
                 reason: "v must be 0, 1, 27 or 28",
             });
         }
-        K256Signature::from_slice(&bytes[..64]).map_err(|_| Error::MalformedEcdsaSignature {
-            reason: "r or s out of range",
-        })?;
+        parse_rs(&bytes[..64])?;
         Ok(Signature(bytes))
     }
 
@@ -165,15 +180,17 @@ impl Signature {
 
     /// Whether `s` is in the lower half of the group order (what we always produce).
     pub fn is_low_s(&self) -> bool {
-        self.k256().normalize_s().is_none()
+        let (_, flipped) = low_s(&self.rs());
+        !flipped
     }
 
-    fn k256(&self) -> K256Signature {
-        // Checked in `from_bytes` / produced by k256.
-        K256Signature::from_slice(&self.0[..64]).expect("validated on construction")
+    fn rs(&self) -> [u8; 64] {
+        let mut rs = [0u8; 64];
+        rs.copy_from_slice(&self.0[..64]);
+        rs
     }
 
-    /// The recovery id (0 or 1) from `v`.
+    /// The recovery id's parity (`R`'s y is odd) from `v`.
     fn recovery_parity(&self) -> bool {
         self.0[64] % 27 == 1
     }
@@ -183,6 +200,33 @@ impl fmt::Debug for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ecdsa::Signature(0x{})", hex::encode(self.0))
     }
+}
+
+/// `r‖s` with both in `[1, n)`.
+fn parse_rs(rs: &[u8]) -> Result<RawSignature, Error> {
+    let out_of_range = Error::MalformedEcdsaSignature {
+        reason: "r or s out of range",
+    };
+    // libsecp256k1 parses a zero r or s (and fails to verify it later): refused here.
+    if rs[..32].iter().all(|&b| b == 0) || rs[32..].iter().all(|&b| b == 0) {
+        return Err(out_of_range);
+    }
+    RawSignature::from_compact(rs).map_err(|_| out_of_range)
+}
+
+/// `rs` with `s` in the lower half (`n − s` for a high one), and whether it was flipped.
+fn low_s(rs: &[u8; 64]) -> ([u8; 64], bool) {
+    let mut signature = RawSignature::from_compact(rs).expect("validated on construction");
+    signature.normalize_s();
+    let low = signature.serialize_compact();
+    (low, low != *rs)
+}
+
+/// The key that made the low-s `rs` over `prehash` with the parity `odd`.
+fn recover_low_s(prehash: &[u8; 32], rs: &[u8; 64], odd: bool) -> Result<RawPublicKey, Error> {
+    RecoverableSignature::from_compact(rs, RecoveryId::from_u8_masked(u8::from(odd)))
+        .and_then(|signature| signature.recover_ecdsa(Message::from_digest(*prehash)))
+        .map_err(|_| Error::RecoveryFailed)
 }
 
 /// Turns a bare 64-byte `r‖s` (what an HSM returns for `CKM_ECDSA`: randomised, often high-s, with
@@ -197,19 +241,15 @@ pub fn signature_from_rs(
     digest: &SigningDigest,
     public: &PublicKey,
 ) -> Result<Signature, Error> {
-    let sig = K256Signature::from_slice(rs).map_err(|_| Error::MalformedEcdsaSignature {
-        reason: "r or s out of range",
-    })?;
-    let sig = sig.normalize_s().unwrap_or(sig);
+    parse_rs(rs)?;
+    let (rs, _) = low_s(rs);
     // An x-reduced R (r = x − n) happens with probability ~2⁻¹²⁸ and cannot be expressed in `v`.
     [false, true]
         .into_iter()
-        .map(|odd| RecoveryId::new(odd, false))
-        .find(|&recid| {
-            VerifyingKey::recover_from_prehash(digest.as_bytes(), &sig, recid)
-                .is_ok_and(|recovered| recovered == public.0)
+        .find(|&odd| {
+            recover_low_s(digest.as_bytes(), &rs, odd).is_ok_and(|recovered| recovered == public.0)
         })
-        .map(|recid| Signature::from_parts(&sig, recid.to_byte()))
+        .map(|odd| Signature::from_parts(&rs, odd))
         .ok_or(Error::MalformedEcdsaSignature {
             reason: "r‖s is not a signature by the expected key over this digest",
         })
@@ -217,18 +257,9 @@ pub fn signature_from_rs(
 
 /// Recovers the public key that signed `prehash` (a 32-byte digest, no prefix).
 pub fn recover(prehash: &[u8; 32], sig: &Signature) -> Result<PublicKey, Error> {
-    let mut parity = sig.recovery_parity();
-    let mut k = sig.k256();
-    // k256 refuses high-s when verifying the recovered key; the same signer's low-s twin has the
-    // opposite y parity.
-    if let Some(low) = k.normalize_s() {
-        k = low;
-        parity = !parity;
-    }
-    let recid = RecoveryId::new(parity, false);
-    VerifyingKey::recover_from_prehash(prehash, &k, recid)
-        .map(PublicKey)
-        .map_err(|_| Error::RecoveryFailed)
+    // A high-s signature's low-s twin was made by the same key with the opposite parity of R's y.
+    let (rs, flipped) = low_s(&sig.rs());
+    recover_low_s(prehash, &rs, sig.recovery_parity() != flipped).map(PublicKey)
 }
 
 /// Recovers the signer's address.
@@ -307,10 +338,9 @@ mod tests {
         ));
 
         // s → n − s with the parity flipped: same signer.
-        let k = K256Signature::from_slice(&sig[..64]).unwrap();
-        let high = K256Signature::from_scalars(k.r().to_bytes(), (-*k.s()).to_bytes()).unwrap();
+        let rs: [u8; 64] = sig[..64].try_into().unwrap();
         let mut high_s = [0u8; 65];
-        high_s[..64].copy_from_slice(&high.to_bytes());
+        high_s[..64].copy_from_slice(&negate_s(&rs));
         high_s[64] = if sig[64] == 27 { 28 } else { 27 };
         let high_s = Signature::from_bytes(&high_s).unwrap();
         assert!(!high_s.is_low_s());
@@ -326,12 +356,40 @@ mod tests {
         );
     }
 
-    /// `r‖(n − s)` of a k256 signature: what an HSM hands back half of the time.
+    /// The order `n` of the secp256k1 group, big-endian.
+    const ORDER: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xfe, 0xba, 0xae, 0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36,
+        0x41, 0x41,
+    ];
+
+    /// `r‖(n − s)`, by schoolbook subtraction (independent of the library under test).
+    fn negate_s(rs: &[u8; 64]) -> [u8; 64] {
+        let mut out = *rs;
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let mut d = i16::from(ORDER[i]) - i16::from(rs[32 + i]) - borrow;
+            borrow = i16::from(d < 0);
+            if d < 0 {
+                d += 256;
+            }
+            out[32 + i] = d as u8;
+        }
+        out
+    }
+
+    /// `r‖(n − s)` of one of our signatures: what an HSM hands back half of the time.
     fn high_s_rs(sig: &Signature) -> [u8; 64] {
-        let k = K256Signature::from_slice(&sig.to_bytes()[..64]).unwrap();
-        let high = K256Signature::from_scalars(k.r().to_bytes(), (-*k.s()).to_bytes()).unwrap();
-        assert!(high.normalize_s().is_some(), "s must now be high");
-        high.to_bytes().into()
+        let rs: [u8; 64] = sig.to_bytes()[..64].try_into().unwrap();
+        let high = negate_s(&rs);
+        let mut bytes = [0u8; 65];
+        bytes[..64].copy_from_slice(&high);
+        bytes[64] = 27;
+        assert!(
+            !Signature::from_bytes(&bytes).unwrap().is_low_s(),
+            "s must now be high"
+        );
+        high
     }
 
     fn auth_digest(seed: u8) -> SigningDigest {
