@@ -18,7 +18,7 @@ mod abi;
 mod cache;
 mod rpc;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -376,8 +376,16 @@ pub struct Chain {
     follow: Mutex<Follow>,
     /// One read of missing facts at a time.
     reads: tokio::sync::Mutex<()>,
+    /// Aggregators' BN254 keys prepared for verifying, by key: preparing costs a fifth of a
+    /// check, and an aggregator signs every task it sends. Few keys (operator keys, which the
+    /// fact cache holds by the thousand, are never prepared); emptied when it reaches
+    /// [`PREPARED_KEYS`].
+    prepared: Mutex<HashMap<[u8; 128], VerifyingKey>>,
     metrics: Arc<Metrics>,
 }
+
+/// At most this many prepared aggregator keys are kept (about 20 KB each).
+const PREPARED_KEYS: usize = 256;
 
 fn evm(a: Address) -> EvmAddress {
     EvmAddress::from(a.0)
@@ -421,6 +429,7 @@ impl Chain {
             rpc,
             follow: Mutex::new(Follow::default()),
             reads: tokio::sync::Mutex::new(()),
+            prepared: Mutex::default(),
             metrics,
         }))
     }
@@ -546,7 +555,18 @@ impl Chain {
         };
         Ok(match key {
             RegisteredKey::Ecdsa(address) => Some(VerifyingKey::Ecdsa(ours(address))),
-            RegisteredKey::Bn254(g2) => Some(VerifyingKey::Bn254(g2)),
+            RegisteredKey::Bn254(g2) => {
+                let mut prepared = lock(&self.prepared);
+                if prepared.len() >= PREPARED_KEYS {
+                    prepared.clear();
+                }
+                Some(
+                    prepared
+                        .entry(g2.to_wire())
+                        .or_insert_with(|| VerifyingKey::bn254(g2))
+                        .clone(),
+                )
+            }
             RegisteredKey::None | RegisteredKey::Invalid(_) => None,
         })
     }

@@ -113,7 +113,7 @@ fn task_submission(dir: &Path) {
             let task = validate::shape(sub.clone()).expect("signed seed passes shape");
             let public = match aggregator.key() {
                 LocalKey::Ecdsa(k) => VerifyingKey::Ecdsa(k.public_key().address()),
-                LocalKey::Bn254(k) => VerifyingKey::Bn254(k.public_key_g2()),
+                LocalKey::Bn254(k) => VerifyingKey::bn254(k.public_key_g2()),
                 LocalKey::Bls12381(k) => VerifyingKey::Bls12381(k.public_key()),
             };
             assert!(public.verify(&validate::task_hash(&task, OPERATOR), &sub.signature));

@@ -41,7 +41,7 @@ static KEYS: LazyLock<Vec<VerifyingKey>> = LazyLock::new(|| {
         .map(|(scheme, secret)| {
             match LocalKey::from_secret(*scheme, secret).expect("fixed valid secret") {
                 LocalKey::Ecdsa(k) => VerifyingKey::Ecdsa(k.public_key().address()),
-                LocalKey::Bn254(k) => VerifyingKey::Bn254(k.public_key_g2()),
+                LocalKey::Bn254(k) => VerifyingKey::bn254(k.public_key_g2()),
                 LocalKey::Bls12381(k) => VerifyingKey::Bls12381(k.public_key()),
             }
         })

@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use avsnode_proto::stream::task_stream_client::TaskStreamClient;
 use avsnode_proto::stream::{StreamRequest, stream_event, stream_request};
-use avsnode_signer::Scheme;
-use avsnode_signer::messages::{Address, EcdsaVerifier, TaskId, keccak256};
+use avsnode_proto::executor::TaskSubmission;
+use avsnode_signer::messages::{
+    Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId, TaskMessage,
+    certificate_digest, keccak256,
+};
+use avsnode_signer::{Scheme, VerifyingKey};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -31,6 +35,9 @@ pub struct DemoOptions {
     /// Operator sets to spread tasks over, by scheme (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "ecdsa,bn254,bls12-381", value_parser = parse_scheme)]
     pub schemes: Vec<Scheme>,
+    /// The scheme the built-in aggregator signs tasks with.
+    #[arg(long, default_value = "ecdsa", value_parser = parse_scheme)]
+    pub aggregator: Scheme,
     /// Tasks the aggregator keeps in flight on its stream.
     #[arg(long, default_value_t = 512)]
     pub inflight: usize,
@@ -68,12 +75,17 @@ pub struct DemoOptions {
     pub quiet: bool,
 }
 
+/// An operator set of the demo: id, signer name, ECDSA verifier, public key.
+type DemoSet = (u32, String, Option<EcdsaVerifier>, OperatorKey);
+
 fn parse_scheme(s: &str) -> Result<Scheme, String> {
     s.parse().map_err(|e: avsnode_signer::Error| e.to_string())
 }
 
 const DEMO_AVS: &str = "0x000000000000000000000000000000000000a5a5";
 const DEMO_VERIFIER: &str = "0x00000000000000000000000000000000000c0de1";
+/// The address a BN254 or BLS12-381 aggregator sends as (an ECDSA one is its key's address).
+const DEMO_AGGREGATOR: &str = "0x00000000000000000000000000000000000a6600";
 
 /// Runs the demo; `Ok(true)` when every answer arrived and verified.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -89,19 +101,29 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     };
 
     // Keys: one operator set per scheme, the operator's address from a fresh ECDSA key, and an
-    // ECDSA aggregator. Light KDF parameters: the files live and die with the temporary dir.
+    // aggregator of the chosen scheme. Light KDF parameters: the files live and die with the
+    // temporary dir.
     let operator_address = match LocalKey::generate(Scheme::Ecdsa) {
         LocalKey::Ecdsa(k) => k.public_key().address(),
         _ => unreachable!("generated an ECDSA key"),
     };
-    let aggregator_key = LocalKey::generate(Scheme::Ecdsa);
-    let aggregator = Aggregator::new(
-        match &aggregator_key {
-            LocalKey::Ecdsa(k) => k.public_key().address(),
-            _ => unreachable!("generated an ECDSA key"),
-        },
-        aggregator_key,
-    );
+    let aggregator_key = LocalKey::generate(options.aggregator);
+    let (aggregator_address, aggregator_entry) = match &aggregator_key {
+        LocalKey::Ecdsa(k) => {
+            let address = k.public_key().address();
+            (address, format!("{{ scheme = \"ecdsa\", address = \"{address}\" }}"))
+        }
+        key => (
+            DEMO_AGGREGATOR.parse()?,
+            format!(
+                "{{ scheme = \"{}\", address = \"{DEMO_AGGREGATOR}\", public_key = \"0x{}\" }}",
+                key.scheme(),
+                hex::encode(key.public_bytes())
+            ),
+        ),
+    };
+    let aggregator_public = aggregator_public_key(&aggregator_key, aggregator_address)?;
+    let aggregator = Aggregator::new(aggregator_address, aggregator_key);
     let mut toml = format!(
         "[node]\noperator_address = \"{operator_address}\"\ndata_dir = \"data\"\nshutdown_grace = \"5s\"\n\n[intake]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n\n"
     );
@@ -128,6 +150,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     }
     writeln!(toml)?;
     let mut sets = Vec::new();
+    let mut operator_keys = Vec::new();
     for (id, scheme) in options.schemes.iter().enumerate() {
         let key = LocalKey::generate(*scheme);
         let password = avsnode_keystore::Password::new("demo");
@@ -142,12 +165,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         let verifier = (*scheme == Scheme::Ecdsa).then(|| verifier.clone());
         let public = OperatorKey::of(&key, verifier.clone()).context("operator key")?;
         sets.push((id as u32, name, verifier, public));
+        operator_keys.push(key);
     }
     let exe = std::env::current_exe().context("locating the avsnode executable")?;
     writeln!(
         toml,
-        "[[avs]]\naddress = \"{avs}\"\nmax_concurrency = 64\n# The demo's one aggregator sends as fast as the node answers.\naggregator_rate_limit = 1000000\naggregator_burst = 1000000\naggregators = [{{ scheme = \"ecdsa\", address = \"{}\" }}]\noperator_sets = [",
-        aggregator.address
+        "[[avs]]\naddress = \"{avs}\"\nmax_concurrency = 64\n# The demo's one aggregator sends as fast as the node answers.\naggregator_rate_limit = 1000000\naggregator_burst = 1000000\naggregators = [{aggregator_entry}]\noperator_sets = ["
     )?;
     for (id, name, verifier, _) in &sets {
         match verifier {
@@ -214,6 +237,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         .enumerate()
         .map(|(i, (t, _))| (t.task_id, i))
         .collect();
+
+    // The crypto floor, measured here and now: what the node's own code must spend per task.
+    let floor = crypto_floor(
+        &aggregator_public,
+        &tasks,
+        &submissions,
+        &sets,
+        &operator_keys,
+        operator_address,
+    )?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // One or more streams; tasks go to them in turn and every stream's events to one queue.
     let streams = options.streams.max(1);
@@ -355,6 +389,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         results.len(),
         elapsed.as_secs_f64()
     );
+    let throughput = results.len() as f64 / elapsed.as_secs_f64();
+    let floor_rate = cores as f64 / floor.as_secs_f64();
+    println!(
+        "  crypto floor {:.0} µs per task on one core (aggregator check, result and auth signatures), × {cores} cores = {floor_rate:.0} tasks/s; this run {:.0}% of it",
+        floor.as_secs_f64() * 1e6,
+        100.0 * throughput / floor_rate
+    );
     println!(
         "  latency      p50 {:.1} ms, p99 {:.1} ms",
         pct(0.50).as_secs_f64() * 1e3,
@@ -393,6 +434,75 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
         }
     );
     Ok(passed)
+}
+
+/// The aggregator's key as the node holds it, decoded from what its config entry says.
+fn aggregator_public_key(key: &LocalKey, address: Address) -> anyhow::Result<VerifyingKey> {
+    let public = (key.scheme() != Scheme::Ecdsa).then(|| hex::encode(key.public_bytes()));
+    VerifyingKey::from_config(key.scheme(), &address.to_string(), public.as_deref())
+        .map_err(|e| anyhow::anyhow!("the demo aggregator's key: {e}"))
+}
+
+/// The crypto floor of one task on one core: the aggregator check and the result and auth
+/// signatures, with the node's own code, averaged over the operator sets as the tasks spread over
+/// them. The median of five rounds of at least 100 ms each.
+fn crypto_floor(
+    aggregator: &VerifyingKey,
+    tasks: &[(NewTask, usize)],
+    submissions: &[TaskSubmission],
+    sets: &[DemoSet],
+    keys: &[LocalKey],
+    operator: Address,
+) -> anyhow::Result<Duration> {
+    let mut per_set = Duration::ZERO;
+    for (set, key) in sets.iter().zip(keys) {
+        let Some(i) = tasks.iter().position(|(_, s)| sets[*s].0 == set.0) else {
+            continue;
+        };
+        let task = &tasks[i].0;
+        let h = TaskMessage {
+            task_id: task.task_id,
+            avs: task.avs,
+            operator,
+            operator_set_id: task.operator_set_id,
+            reference_timestamp: task.reference_timestamp,
+            task_block_number: task.task_block_number,
+            payload: &task.payload,
+            deadline_unix_ms: task.deadline_unix_ms,
+        }
+        .hash();
+        let certificate = ResultCertificate::new(key.scheme(), set.2.as_ref())?;
+        let output = avsnode_example_performer::square(&task.payload).unwrap_or_default();
+        let one = || {
+            anyhow::ensure!(
+                aggregator.verify(&h, &submissions[i].signature),
+                "the demo aggregator's signature does not verify"
+            );
+            let (_, digest) =
+                certificate_digest(&certificate, &task.task_id, task.reference_timestamp, &output);
+            let auth = AuthMessage {
+                task_id: task.task_id,
+                avs: task.avs,
+                operator,
+                operator_set_id: task.operator_set_id,
+                result_signature: &[],
+            };
+            std::hint::black_box(key.sign_result(&digest, auth));
+            Ok(())
+        };
+        let mut rounds = Vec::with_capacity(5);
+        for _ in 0..5 {
+            let (start, mut n) = (Instant::now(), 0u32);
+            while n < 3 || start.elapsed() < Duration::from_millis(100) {
+                one()?;
+                n += 1;
+            }
+            rounds.push(start.elapsed() / n);
+        }
+        rounds.sort();
+        per_set += rounds[2];
+    }
+    Ok(per_set / sets.len().max(1) as u32)
 }
 
 #[allow(clippy::print_stderr)]

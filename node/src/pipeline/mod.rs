@@ -29,6 +29,7 @@ pub mod rate_limit;
 pub mod rejection;
 mod sign;
 pub mod validate;
+mod verify;
 
 use crate::config::AvsConfig;
 use avsnode_chain::{Chain, OurKey};
@@ -185,9 +186,8 @@ pub struct Pipeline {
     stopping: watch::Sender<Stopping>,
     tasks_in_memory: AtomicUsize,
     max_tasks_in_memory: usize,
-    /// Aggregator-signature checks running at once: one per core. Unbounded, a flood of forged
-    /// tasks (each passing the cheap checks) ran one blocking thread each and starved honest work.
-    verifying: Semaphore,
+    /// Aggregator-signature checks: one per core at a time, in batches while tasks wait.
+    signatures: verify::SignatureChecks,
     /// With `[chain]`: aggregator keys and membership are read and cached there.
     chain: Option<Arc<Chain>>,
     /// Configured operator sets the chain disagrees with (for `/readyz`), kept current by the
@@ -220,7 +220,7 @@ impl Pipeline {
             stopping: watch::Sender::new(Stopping::Running),
             tasks_in_memory: AtomicUsize::new(0),
             max_tasks_in_memory,
-            verifying: Semaphore::new(
+            signatures: verify::SignatureChecks::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             ),
             chain,

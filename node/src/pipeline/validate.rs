@@ -315,13 +315,10 @@ impl Pipeline {
                 .ok_or(Rejection::UnknownAggregator(task.aggregator))?,
         };
         let h = task_hash(task, self.operator);
-        let signature = task.signature.clone();
-        let verified = {
-            let _permit = self.verifying.acquire().await.map_err(internal)?;
-            tokio::task::spawn_blocking(move || aggregator.verify(&h, &signature))
-                .await
-                .map_err(|e| Rejection::Internal(format!("signature check panicked: {e}")))?
-        };
+        let verified = self
+            .signatures
+            .verify(&aggregator, h, task.signature.clone())
+            .await?;
         if !verified {
             return Err(Rejection::BadSignature);
         }

@@ -515,3 +515,23 @@ fn hourglass_keystore_scalars_are_reduced_mod_r() {
         Some(Error::SecretKeyOutOfRange)
     );
 }
+
+#[test]
+fn a_batch_is_not_fooled_by_forgeries_that_cancel_out() {
+    let sk = key([7; 32]);
+    let pk = PreparedPublicKey::new(sk.public_key_g2());
+    let (h1, h2) = ([1u8; 32], [2u8; 32]);
+    let s1 = sk.sign(&SigningDigest::for_test(h1), HashToG1::Rfc9380);
+    let s2 = sk.sign(&SigningDigest::for_test(h2), HashToG1::Rfc9380);
+    let d = G1Projective::generator() * Fr::from(12_345u64);
+    let f1 = Signature((s1.0 + d).into_affine());
+    let f2 = Signature((s2.0 - d).into_affine());
+    // Unweighted, the forgeries add up to the honest signatures: a plain sum would accept them.
+    assert_eq!(f1.0 + f2.0, s1.0 + s2.0);
+    assert_eq!(pk.verify_batch(&[(h1, f1), (h2, f2)]), [false, false]);
+    assert_eq!(
+        pk.verify_batch(&[(h1, s1), (h2, s2), (h1, f1), (h2, f2)]),
+        [true, true, false, false]
+    );
+    assert!(pk.verify(&h1, &s1) && !pk.verify(&h1, &f1));
+}
