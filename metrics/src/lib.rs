@@ -78,6 +78,9 @@ pub struct Metrics {
     pub signatures: IntCounterVec,
     /// `avsnode_sign_seconds{scheme, backend}`.
     pub sign_seconds: HistogramVec,
+    /// `avsnode_aggregator_signature_batch_size{scheme}`: how many aggregator signatures each
+    /// check verified together (1 on an idle node; more while tasks wait under load).
+    pub signature_batch_size: HistogramVec,
     /// `avsnode_ledger_records`.
     pub ledger_records: IntGauge,
     /// `avsnode_ledger_conflicts_total{avs}`.
@@ -217,6 +220,12 @@ impl Metrics {
                 "Time to make a task's result and auth signatures.",
                 &["scheme", "backend"],
                 FAST_BUCKETS,
+            )?,
+            signature_batch_size: histogram_vec(
+                "avsnode_aggregator_signature_batch_size",
+                "Aggregator signatures verified together in one check, by scheme (batches form while tasks wait).",
+                &["scheme"],
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             )?,
             ledger_records: gauge("avsnode_ledger_records", "Records in the sign-once ledger.")?,
             ledger_conflicts: counter(

@@ -631,6 +631,7 @@ fn build_avs(
                 set.id,
                 OperatorSet {
                     id: set.id,
+                    key_id: key.key_id(),
                     key,
                     certificate,
                     verifier,

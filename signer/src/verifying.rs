@@ -87,16 +87,12 @@ impl VerifyingKey {
     pub fn verify_batch(&self, items: &[([u8; 32], &[u8])]) -> Vec<bool> {
         match self {
             VerifyingKey::Ecdsa(_) => items.iter().map(|(h, s)| self.verify(h, s)).collect(),
-            VerifyingKey::Bn254(pk) => batch(
-                items,
-                |s| bn254::Signature::from_wire(s),
-                |batch| pk.verify_batch(batch),
-            ),
-            VerifyingKey::Bls12381(pk) => batch(
-                items,
-                |s| bls12_381::Signature::from_bytes(s),
-                |batch| bls12_381::verify_batch(pk, batch),
-            ),
+            VerifyingKey::Bn254(pk) => batch(items, bn254::Signature::from_wire, |batch| {
+                pk.verify_batch(batch)
+            }),
+            VerifyingKey::Bls12381(pk) => batch(items, bls12_381::Signature::from_bytes, |batch| {
+                bls12_381::verify_batch(pk, batch)
+            }),
         }
     }
 }
@@ -194,9 +190,11 @@ mod tests {
                     .public_key()
                     .address(),
             ),
-            Scheme::Bn254 => {
-                VerifyingKey::bn254(bn254::SecretKey::from_bytes(&secret).unwrap().public_key_g2())
-            }
+            Scheme::Bn254 => VerifyingKey::bn254(
+                bn254::SecretKey::from_bytes(&secret)
+                    .unwrap()
+                    .public_key_g2(),
+            ),
             Scheme::Bls12381 => VerifyingKey::Bls12381(
                 bls12_381::SecretKey::from_bytes(&secret)
                     .unwrap()

@@ -23,7 +23,7 @@ impl Pipeline {
         let Checked { avs, deadline, h } = checked;
         let set = &avs.operator_sets[&task.operator_set_id];
 
-        let key = RecordKey::new(set.key.key_id(), &set.certificate, task.task_id);
+        let key = RecordKey::new(set.key_id, &set.certificate, task.task_id);
         // Fast path: a retry of a signed task is answered from the ledger, without execution
         // (where the ledger answers without a round trip; the claim answers it otherwise).
         if let Some(record) = self.ledger.local_lookup(&key).map_err(internal)?

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use avsnode_metrics::Metrics;
 use avsnode_signer::VerifyingKey;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -24,7 +25,7 @@ use crate::pipeline::rejection::Rejection;
 
 /// The most signatures checked together: a BN254 batch of 64 takes a few milliseconds of one
 /// core, against about 64 pairings one by one.
-pub(super) const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 64;
 
 /// One signature waiting for its check.
 #[derive(Debug)]
@@ -42,14 +43,16 @@ pub(super) struct SignatureChecks {
     cores: Arc<Semaphore>,
     /// Waiting signatures by key (few keys: the aggregators of the node's AVSs).
     waiting: Mutex<Vec<(VerifyingKey, VecDeque<Waiting>)>>,
+    metrics: Arc<Metrics>,
 }
 
 impl SignatureChecks {
     /// Checks on at most `cores` cores at once.
-    pub(super) fn new(cores: usize) -> SignatureChecks {
+    pub(super) fn new(cores: usize, metrics: Arc<Metrics>) -> SignatureChecks {
         SignatureChecks {
             cores: Arc::new(Semaphore::new(cores.max(1))),
             waiting: Mutex::default(),
+            metrics,
         }
     }
 
@@ -72,6 +75,10 @@ impl SignatureChecks {
         let core = self.cores.clone().acquire_owned().await.map_err(internal)?;
         let batch = self.take(key);
         if !batch.is_empty() {
+            self.metrics
+                .signature_batch_size
+                .with_label_values(&[key.scheme().as_str()])
+                .observe(batch.len() as f64);
             let key = key.clone();
             // Detached: the verdicts go out even if this task is cancelled meanwhile.
             drop(tokio::task::spawn_blocking(move || {

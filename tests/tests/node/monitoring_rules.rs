@@ -29,6 +29,7 @@ const AVSNODE_METRICS: &[&str] = &[
     "avsnode_performer_deployments_total",
     "avsnode_signatures_total",
     "avsnode_sign_seconds",
+    "avsnode_aggregator_signature_batch_size",
     "avsnode_ledger_records",
     "avsnode_ledger_conflicts_total",
     "avsnode_ledger_commit_seconds",
@@ -51,6 +52,7 @@ const AVSNODE_METRICS: &[&str] = &[
 const HISTOGRAMS: &[&str] = &[
     "avsnode_task_stage_seconds",
     "avsnode_sign_seconds",
+    "avsnode_aggregator_signature_batch_size",
     "avsnode_ledger_commit_seconds",
     "avsnode_chain_rpc_seconds",
 ];

@@ -233,6 +233,85 @@ async fn forged_task_signatures_are_permission_denied() {
     assert_still_serves().await;
 }
 
+/// Under load aggregator signatures are checked in batches (DESIGN §3.1 step 7): a forged
+/// signature in a batch is refused on its own, and every honest task of the same batches is
+/// signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_signatures_in_a_batch_are_refused_alone() {
+    use avsnode_proto::stream::stream_event::Kind;
+    let node = node();
+    let _log = node.log_on_panic();
+    let fixture = node.fixture();
+    for scheme in SCHEMES {
+        let batches = |metrics: &str, part: &str| {
+            crate::common::sample(
+                metrics,
+                &format!("avsnode_aggregator_signature_batch_size_{part}"),
+                &[("scheme", scheme.as_str())],
+            )
+        };
+        let before = node.scrape_metrics().await;
+        let impostor = Aggregator::new(
+            fixture.aggregator(scheme).address,
+            LocalKey::generate(scheme),
+        );
+        let tasks: Vec<NewTask> = (0..64u8)
+            .map(|i| fixture.task(AVS, Scheme::Ecdsa, &[i + 1]))
+            .collect();
+        // Every seventh signed by an impostor, every seventh another's valid signature over a
+        // different payload; the rest honest.
+        let forged = |i: usize| matches!(i % 7, 3 | 5);
+        let submissions = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| match i % 7 {
+                3 => impostor.sign(task),
+                5 => {
+                    let mut tampered = fixture.sign(scheme, task);
+                    tampered.payload = vec![99];
+                    tampered
+                }
+                _ => fixture.sign(scheme, task),
+            })
+            .collect();
+        let events = node.stream(submissions).await;
+        assert_eq!(events.len(), tasks.len());
+        for event in events {
+            let (task_id, outcome) = match event.kind.expect("an event") {
+                Kind::Result(result) => (result.task_id.clone(), Ok(result)),
+                Kind::Rejection(r) => (r.task_id.clone(), Err(r)),
+            };
+            let i = tasks
+                .iter()
+                .position(|t| t.task_id.to_wire_string() == task_id)
+                .expect("an answer for a task sent");
+            match outcome {
+                Ok(result) if !forged(i) => fixture.assert_verifies(&result, &tasks[i]),
+                Err(r) if forged(i) => assert!(
+                    r.code == Code::PermissionDenied as i32
+                        && r.message.contains("does not verify"),
+                    "{scheme} task {i}: {r:?}"
+                ),
+                other => panic!("{scheme} task {i} (forged: {}): {other:?}", forged(i)),
+            }
+        }
+        // Batches formed: BN254 and BLS12-381 checks take about a millisecond each, so with 64
+        // tasks arriving at once many wait and are checked together. (ECDSA checks take tens of
+        // microseconds: they may all run alone.)
+        let after = node.scrape_metrics().await;
+        let checks = batches(&after, "count") - batches(&before, "count");
+        let signatures = batches(&after, "sum") - batches(&before, "sum");
+        assert_eq!(signatures, 64.0, "{scheme}: every signature checked once");
+        if scheme != Scheme::Ecdsa {
+            assert!(
+                checks < signatures,
+                "{scheme}: {signatures} signatures in {checks} checks: no batch formed"
+            );
+        }
+    }
+    assert_still_serves().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unsupported_version_is_invalid_argument() {
     let _log = node().log_on_panic();
