@@ -1,6 +1,6 @@
 //! The aggregator's side of the protocol: sign tasks (DESIGN §4.1) and verify the node's answers
-//! (§4.2, §4.3). Used by `avsnode demo`, the end-to-end tests and the fuzz seeds; an operator can
-//! also use it to check a node's answers independently of the node.
+//! (§4.2, §4.3). Used by `avsnode demo`, `avsnode bench`, the end-to-end tests and the fuzz
+//! seeds; an operator can also use it to check a node's answers independently of the node.
 
 use avsnode_proto::executor::{TaskResult, TaskSubmission};
 use avsnode_signer::bn254::{self, HashToG1};

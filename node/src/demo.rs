@@ -2,26 +2,21 @@
 //! for the three schemes, the example performer as a local process, and an in-process aggregator
 //! that streams pre-signed tasks over a real socket, then checks every answer as a chain would.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use avsnode_proto::executor::TaskSubmission;
-use avsnode_proto::stream::task_stream_client::TaskStreamClient;
-use avsnode_proto::stream::{StreamRequest, stream_event, stream_request};
 use avsnode_signer::messages::{
     Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId, TaskMessage,
     certificate_digest, keccak256,
 };
 use avsnode_signer::{Scheme, VerifyingKey};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::Config;
 use crate::daemon::RunningNode;
+use crate::load::{self, LoadPlan, Pacing, Schedule, Transport};
 use crate::pipeline::validate::now_unix_ms;
 use avsnode_aggregator::{Aggregator, NewTask, OperatorKey, verify_result};
 use avsnode_signing::LocalKey;
@@ -29,7 +24,7 @@ use avsnode_signing::LocalKey;
 /// `avsnode demo` options.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoOptions {
-    /// How many tasks the built-in aggregator streams.
+    /// How many tasks the built-in aggregator streams (the saturating run's, or the --rate run's).
     #[arg(long, default_value_t = 3000)]
     pub tasks: usize,
     /// Operator sets to spread tasks over, by scheme (comma-separated).
@@ -38,12 +33,16 @@ pub struct DemoOptions {
     /// The scheme the built-in aggregator signs tasks with.
     #[arg(long, default_value = "ecdsa", value_parser = parse_scheme)]
     pub aggregator: Scheme,
-    /// Tasks the aggregator keeps in flight on its stream.
+    /// Tasks the aggregator keeps in flight in the saturating run (closed loop), spread over
+    /// the streams.
     #[arg(long, default_value_t = 512)]
     pub inflight: usize,
-    /// Offered load in tasks/s (open loop, for latency measurements); default: as fast as the
-    /// node reads the stream.
-    #[arg(long)]
+    /// Offer this many tasks/s instead: only an open-loop run at this rate, its latency counted
+    /// from each task's intended send time. Default: a saturating run for the throughput (there
+    /// a task's time is mostly its wait behind the others in the node's queue, so no latency is
+    /// reported), then 2 s of fresh tasks at 1,000 tasks/s (or half the throughput, if lower)
+    /// for the latency.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: Option<u32>,
     /// The ledger's group-commit delay (see `ledger.commit_delay`; default as in a config).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -86,6 +85,12 @@ const DEMO_AVS: &str = "0x000000000000000000000000000000000000a5a5";
 const DEMO_VERIFIER: &str = "0x00000000000000000000000000000000000c0de1";
 /// The address a BN254 or BLS12-381 aggregator sends as (an ECDSA one is its key's address).
 const DEMO_AGGREGATOR: &str = "0x00000000000000000000000000000000000a6600";
+/// Each task's signed deadline, after it is signed; also how long the demo waits for answers.
+const TASK_TIME: Duration = Duration::from_secs(120);
+/// The default run's paced phase offers this rate, or half the saturated throughput if lower ...
+const PACED_RATE: f64 = 1000.0;
+/// ... for this long, on fresh tasks.
+const PACED_WINDOW: Duration = Duration::from_secs(2);
 
 /// Runs the demo; `Ok(true)` when every answer arrived and verified.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -216,130 +221,116 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
     };
 
     // Sign every task before the timed window: the aggregator's cost is not the node's.
-    let now = now_unix_ms();
-    let nonce = now.to_be_bytes();
-    let tasks: Vec<(NewTask, usize)> = (0..options.tasks)
-        .map(|i| {
-            let set = i % sets.len();
-            let task = NewTask {
-                task_id: TaskId(keccak256(&[&nonce[..], &(i as u64).to_be_bytes()].concat())),
-                avs,
-                operator: operator_address,
-                operator_set_id: sets[set].0,
-                reference_timestamp: (now / 1000) as u32,
-                task_block_number: 1_000 + i as u64,
-                payload: (i as u64 * 7919).to_be_bytes().to_vec(),
-                deadline_unix_ms: Some(now + 120_000),
-            };
-            (task, set)
-        })
-        .collect();
-    let submissions: Vec<_> = tasks.iter().map(|(t, _)| aggregator.sign(t)).collect();
-    let index: HashMap<TaskId, usize> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, (t, _))| (t.task_id, i))
-        .collect();
-
-    // The crypto floor, measured here and now: what the node's own code must spend per task.
-    let floor = crypto_floor(
-        &aggregator_public,
-        &tasks,
-        &submissions,
-        &sets,
-        &operator_keys,
-        operator_address,
-    )?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-
-    // One or more streams; tasks go to them in turn and every stream's events to one queue.
-    let streams = options.streams.max(1);
-    let per_stream = (options.inflight / streams).max(1);
-    let mut senders = Vec::with_capacity(streams);
-    let (event_sender, mut events) = tokio::sync::mpsc::channel(options.inflight.max(1));
-    for _ in 0..streams {
-        let mut client = TaskStreamClient::connect(target.clone()).await?;
-        let (sender, outbound) = tokio::sync::mpsc::channel(per_stream);
-        senders.push(sender);
-        let mut inbound = client
-            .open(ReceiverStream::new(outbound))
-            .await?
-            .into_inner();
-        let event_sender = event_sender.clone();
-        tokio::spawn(async move {
-            loop {
-                let (event, end) = match inbound.message().await {
-                    Ok(Some(event)) => (Ok(event), false),
-                    Ok(None) => break,
-                    Err(status) => (Err(status), true),
+    let run_nonce = now_unix_ms();
+    let new_tasks = |indices: std::ops::Range<usize>| -> Vec<(NewTask, usize)> {
+        let now = now_unix_ms();
+        let nonce = run_nonce.to_be_bytes();
+        indices
+            .map(|i| {
+                let set = i % sets.len();
+                let task = NewTask {
+                    task_id: TaskId(keccak256(&[&nonce[..], &(i as u64).to_be_bytes()].concat())),
+                    avs,
+                    operator: operator_address,
+                    operator_set_id: sets[set].0,
+                    reference_timestamp: (now / 1000) as u32,
+                    task_block_number: 1_000 + i as u64,
+                    payload: (i as u64 * 7919).to_be_bytes().to_vec(),
+                    deadline_unix_ms: Some(now + TASK_TIME.as_millis() as u64),
                 };
-                if event_sender.send(event).await.is_err() || end {
-                    break;
-                }
-            }
-        });
-    }
-    drop(event_sender);
-    let sent_at = Arc::new(Mutex::new(vec![None::<Instant>; tasks.len()]));
-    let start = Instant::now();
-    let sending = {
-        let sent_at = sent_at.clone();
-        tokio::spawn(async move {
-            let rate = options
-                .rate
-                .map(|r| Duration::from_secs_f64(1.0 / f64::from(r.max(1))));
-            for (i, task) in submissions.into_iter().enumerate() {
-                if let Some(interval) = rate {
-                    tokio::time::sleep_until((start + interval * i as u32).into()).await;
-                }
-                sent_at.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(Instant::now());
-                let request = StreamRequest {
-                    kind: Some(stream_request::Kind::Task(task)),
-                };
-                if senders[i % senders.len()].send(request).await.is_err() {
-                    break;
-                }
-            }
-        })
+                (task, set)
+            })
+            .collect()
     };
-    let mut results = Vec::with_capacity(tasks.len());
-    let mut latencies = Vec::with_capacity(tasks.len());
-    let mut rejections = Vec::new();
-    let mut last_draw = Instant::now();
-    while results.len() + rejections.len() < tasks.len() {
-        let Some(event) = events.recv().await.transpose()? else {
-            break;
-        };
-        let now = Instant::now();
-        match event.kind {
-            Some(stream_event::Kind::Result(result)) => {
-                let i = result
-                    .task_id
-                    .parse()
-                    .ok()
-                    .and_then(|id: TaskId| index.get(&id).copied());
-                if let Some(sent) =
-                    i.and_then(|i| sent_at.lock().unwrap_or_else(|e| e.into_inner())[i])
-                {
-                    latencies.push(now - sent);
-                }
-                results.push((i, result));
-            }
-            Some(stream_event::Kind::Rejection(r)) => {
-                rejections.push(format!("{}: {}", r.task_id, r.message))
-            }
-            None => rejections.push("empty stream event".into()),
+    let tasks = new_tasks(0..options.tasks);
+    let submissions: Vec<_> = tasks.iter().map(|(t, _)| aggregator.sign(t)).collect();
+    let plan = |pacing, label: &str| LoadPlan {
+        target: target.clone(),
+        tls: None,
+        transport: Transport::Stream,
+        connections: options.streams.max(1),
+        inflight: options.inflight,
+        pacing,
+        send_for: None,
+        drain_timeout: TASK_TIME,
+        keep_results: true,
+        progress: (!options.quiet).then(|| label.to_owned()),
+    };
+    let schemes = options
+        .schemes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    // Saturating, the default: throughput only, because with `inflight` tasks queued in front of
+    // it a task's time is mostly its wait in the node's queue. Then a short paced run, on fresh
+    // tasks, for the latency. With --rate: the paced run alone.
+    let mut lines = Vec::new();
+    let mut phases = Vec::new();
+    match options.rate {
+        None => {
+            // The crypto floor, measured here and now: what the node's own code must spend per task.
+            let floor = crypto_floor(
+                &aggregator_public,
+                &tasks,
+                &submissions,
+                &sets,
+                &operator_keys,
+                operator_address,
+            )?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let saturated = load::run(&plan(Pacing::Closed, "saturating"), submissions).await?;
+            let results = &saturated.results;
+            let elapsed = saturated.elapsed;
+            lines.push(format!(
+                "  throughput   {:.0} tasks/s ({} in {:.2} s)",
+                results.len() as f64 / elapsed.as_secs_f64(),
+                results.len(),
+                elapsed.as_secs_f64()
+            ));
+            let throughput = results.len() as f64 / elapsed.as_secs_f64();
+            let floor_rate = cores as f64 / floor.as_secs_f64();
+            lines.push(format!(
+                "  crypto floor {:.0} µs per task on one core (aggregator check in batches, result and auth signatures), × {cores} cores = {floor_rate:.0} tasks/s; this run {:.0}% of it",
+                floor.as_secs_f64() * 1e6,
+                100.0 * throughput / floor_rate
+            ));
+            phases.push((tasks, saturated));
+
+            // A rate the node keeps up with easily, so the latency is its own, not a queue's.
+            let rate = (throughput / 2.0).clamp(1.0, PACED_RATE).floor();
+            let schedule = Schedule::new(rate).context("the paced rate")?;
+            let first = options.tasks;
+            let paced_tasks = new_tasks(first..first + schedule.tasks_within(PACED_WINDOW));
+            let paced_submissions = paced_tasks
+                .iter()
+                .map(|(t, _)| aggregator.sign(t))
+                .collect();
+            let paced =
+                load::run(&plan(Pacing::Open(schedule), "paced"), paced_submissions).await?;
+            lines.push(format!(
+                "  latency      {} at {rate:.0} tasks/s offered ({} more tasks, open loop)",
+                paced.latency.summary(),
+                paced_tasks.len(),
+            ));
+            phases.push((paced_tasks, paced));
         }
-        if !options.quiet && now - last_draw > Duration::from_millis(100) {
-            last_draw = now;
-            progress(results.len() + rejections.len(), tasks.len());
+        Some(rate) => {
+            let schedule = Schedule::new(f64::from(rate)).context("--rate must be at least 1")?;
+            let paced = load::run(&plan(Pacing::Open(schedule), "open loop"), submissions).await?;
+            lines.push(format!(
+                "  throughput   {:.0} tasks/s ({} in {:.2} s) at {rate} tasks/s offered",
+                paced.throughput(),
+                paced.completed,
+                paced.elapsed.as_secs_f64()
+            ));
+            lines.push(format!(
+                "  latency      {} at {rate} tasks/s offered (open loop, from each task's intended send time)",
+                paced.latency.summary()
+            ));
+            phases.push((tasks, paced));
         }
-    }
-    let elapsed = start.elapsed();
-    sending.abort();
-    if !options.quiet {
-        progress(results.len() + rejections.len(), tasks.len());
-        eprintln!();
     }
     let ledger = nodes[0].pipeline().ledger().stats();
     let round_trips: u64 = nodes
@@ -353,81 +344,64 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<bool> {
 
     // Check every answer as the chain and the aggregator would.
     let mut failures = Vec::new();
-    for (i, result) in &results {
-        let Some(i) = *i else {
-            failures.push(format!("answer for an unknown task {}", result.task_id));
-            continue;
-        };
-        let (task, set) = &tasks[i];
-        let expected = avsnode_example_performer::square(&task.payload).unwrap_or_default();
-        if result.output != expected {
-            failures.push(format!("task {}: wrong output", task.task_id));
-        } else if let Err(e) = verify_result(result, task, &sets[*set].3) {
-            failures.push(e);
+    let mut problems = Vec::new();
+    let (mut sent, mut recorded) = (0, 0);
+    for (tasks, report) in &phases {
+        sent += tasks.len();
+        recorded += report.results.len();
+        for (i, result) in &report.results {
+            let (task, set) = &tasks[*i];
+            let expected = avsnode_example_performer::square(&task.payload).unwrap_or_default();
+            if result.output != expected {
+                failures.push(format!("task {}: wrong output", task.task_id));
+            } else if let Err(e) = verify_result(result, task, &sets[*set].3) {
+                failures.push(e);
+            }
+        }
+        for (code, kind, n) in report.errors.kinds() {
+            problems.push(format!("{n} × {code}: {kind}"));
+        }
+        if report.unexpected_answers > 0 {
+            problems.push(format!(
+                "{} answers for no task sent, or for one answered already",
+                report.unexpected_answers
+            ));
+        }
+        if report.sent < tasks.len() {
+            problems.push(format!(
+                "{} tasks never sent (every stream closed)",
+                tasks.len() - report.sent
+            ));
         }
     }
-
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    let verified = results.len() - failures.len();
+    let verified = recorded - failures.len();
     println!(
-        "avsnode demo: {} tasks over {} operator set(s) ({})",
-        tasks.len(),
+        "avsnode demo: {} tasks over {} operator set(s) ({schemes})",
+        phases[0].0.len(),
         sets.len(),
-        options
-            .schemes
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
     );
-    println!(
-        "  throughput   {:.0} tasks/s ({} in {:.2} s)",
-        results.len() as f64 / elapsed.as_secs_f64(),
-        results.len(),
-        elapsed.as_secs_f64()
-    );
-    let throughput = results.len() as f64 / elapsed.as_secs_f64();
-    let floor_rate = cores as f64 / floor.as_secs_f64();
-    println!(
-        "  crypto floor {:.0} µs per task on one core (aggregator check in batches, result and auth signatures), × {cores} cores = {floor_rate:.0} tasks/s; this run {:.0}% of it",
-        floor.as_secs_f64() * 1e6,
-        100.0 * throughput / floor_rate
-    );
-    println!(
-        "  latency      p50 {:.1} ms, p99 {:.1} ms",
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3
-    );
-    println!(
-        "  signatures   {verified}/{} answers verified (result and auth signatures)",
-        tasks.len()
-    );
+    for line in &lines {
+        println!("{line}");
+    }
+    println!("  signatures   {verified}/{sent} answers verified (result and auth signatures)");
     if backend == "postgres" {
         println!(
-            "  ledger       PostgreSQL, {} replica(s): {round_trips} statements for {} tasks ({:.2} round trips per task)",
+            "  ledger       PostgreSQL, {} replica(s): {round_trips} statements for {recorded} tasks ({:.2} round trips per task)",
             options.replicas.max(1),
-            results.len(),
-            round_trips as f64 / results.len().max(1) as f64
+            round_trips as f64 / recorded.max(1) as f64
         );
     } else {
         println!(
-            "  ledger       {} durable commits for {} records (largest batch {}): {:.0} µs of commit time per task",
+            "  ledger       {} durable commits for {recorded} records (largest batch {}): {:.0} µs of commit time per task",
             ledger.commits,
-            results.len(),
             ledger.max_batch,
-            ledger.commit_seconds_total * 1e6 / results.len().max(1) as f64
+            ledger.commit_seconds_total * 1e6 / recorded.max(1) as f64
         );
     }
-    for line in rejections.iter().chain(&failures).take(10) {
+    for line in problems.iter().chain(&failures).take(10) {
         println!("  problem      {line}");
     }
-    let passed = verified == tasks.len() && rejections.is_empty();
+    let passed = verified == sent && problems.is_empty();
     println!(
         "  {}",
         if passed {
@@ -531,16 +505,4 @@ fn median_time(mut round: impl FnMut() -> anyhow::Result<u32>) -> anyhow::Result
     }
     rounds.sort();
     Ok(rounds[2])
-}
-
-#[allow(clippy::print_stderr)]
-fn progress(done: usize, total: usize) {
-    const WIDTH: usize = 40;
-    let filled = done * WIDTH / total.max(1);
-    eprint!(
-        "\r  [{}{}] {done}/{total}",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled)
-    );
-    let _ = std::io::stderr().flush();
 }

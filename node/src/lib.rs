@@ -5,7 +5,8 @@
 //! gets ([`listeners`]; the gates and TLS themselves are `avsnode-listener`'s); the task pipeline, one module per stage ([`pipeline`]:
 //! validate, admission, execute, sign); which performer serves each AVS and its deploys
 //! ([`deployments`], [`management`]); start-up, reload and shutdown ([`daemon`]); the demo ([`demo`], whose
-//! aggregator is `avsnode-aggregator`). The ledger, the signing methods, the performer
+//! aggregator is `avsnode-aggregator`) and the load generator it shares with `avsnode bench`
+//! ([`load`]). The ledger, the signing methods, the performer
 //! runtimes and the listeners' admission are crates of their own (`avsnode-ledger`,
 //! `avsnode-signing`, `avsnode-performer`, `avsnode-listener`);
 //! this crate depends on them and nothing depends on it.
@@ -25,6 +26,7 @@ pub mod demo;
 pub mod deployments;
 pub mod intake;
 pub mod listeners;
+pub mod load;
 pub mod management;
 pub mod pipeline;
 pub mod systemd;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod cli;
 
+use cli::bench::{BenchOptions, bench_command};
 use cli::import::{ImportCommand, import_command};
 use cli::keys::{KeysCommand, keys_command};
 use cli::ledger::{LedgerCommand, ledger_command};
@@ -31,7 +32,7 @@ struct Cli {
     )]
     log_format: LogFormat,
     /// Log filter, e.g. `info`, `debug`, `avsnode=debug,info` (env: AVSNODE_LOG). Default
-    /// `info`; `warn` for the demo, whose progress bar shares the terminal.
+    /// `info`; `warn` for the demo and the bench, whose progress shares the terminal.
     #[arg(long, global = true, env = "AVSNODE_LOG")]
     log_level: Option<String>,
     #[command(subcommand)]
@@ -57,6 +58,10 @@ enum Command {
     /// Run a self-contained demonstration: fresh keys, the example performer, an in-process
     /// aggregator streaming signed tasks; every signature verified, a summary printed.
     Demo(avsnode::demo::DemoOptions),
+    /// Load a running node with signed tasks and measure its throughput and latency (open or
+    /// closed loop, stream or unary); exit non-zero if any task fails.
+    #[command(long_about = cli::bench::LONG_ABOUT, after_long_help = cli::bench::AFTER_HELP)]
+    Bench(BenchOptions),
     /// Check a configuration file and print a summary, or every problem with its key path.
     CheckConfig {
         /// The TOML configuration.
@@ -111,7 +116,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo(_)) {
+    let default_level = if matches!(cli.command, Command::Demo(_) | Command::Bench(_)) {
         "warn"
     } else {
         "info"
@@ -201,6 +206,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
+        Command::Bench(options) => return bench_command(options),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 // The TLS files too: a reload would refuse them.

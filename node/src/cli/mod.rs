@@ -1,5 +1,6 @@
 //! The subcommands of `avsnode`, one module each; `main.rs` holds the root and the dispatch.
 
+pub(crate) mod bench;
 pub(crate) mod import;
 pub(crate) mod keys;
 pub(crate) mod ledger;

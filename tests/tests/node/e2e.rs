@@ -416,6 +416,7 @@ fn version_completions_and_man_page_come_from_the_cli() {
     let subcommands = [
         "run",
         "demo",
+        "bench",
         "check-config",
         "keys",
         "performer",

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod bench;
 mod chain;
 mod crash;
 mod deploy;
