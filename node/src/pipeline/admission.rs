@@ -134,7 +134,6 @@ impl Pipeline {
                 ));
             }
         };
-        let _permit = permit;
         let _inflight = GaugeGuard::inc(m.tasks_inflight.with_label_values(&[avs.label.as_str()]));
 
         let set = &avs.operator_sets[&task.operator_set_id];
@@ -151,6 +150,10 @@ impl Pipeline {
                 }
             }
         };
+        // The slot counts tasks in the performer (`max_concurrency`): signing and the ledger's
+        // commit do not hold it. Held through them, it capped a node at max_concurrency tasks per
+        // commit delay, with cores idle.
+        drop(permit);
         self.sign_and_commit(avs, set, task, ticket, output, deadline)
             .await
     }
