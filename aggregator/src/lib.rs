@@ -32,6 +32,22 @@ pub struct NewTask {
     pub deadline_unix_ms: Option<u64>,
 }
 
+impl NewTask {
+    /// The task message the aggregator signs (DESIGN §4.1).
+    pub fn message(&self) -> TaskMessage<'_> {
+        TaskMessage {
+            task_id: self.task_id,
+            avs: self.avs,
+            operator: self.operator,
+            operator_set_id: self.operator_set_id,
+            reference_timestamp: self.reference_timestamp,
+            task_block_number: self.task_block_number,
+            payload: &self.payload,
+            deadline_unix_ms: self.deadline_unix_ms,
+        }
+    }
+}
+
 /// An aggregator with its signing key.
 #[derive(Debug)]
 pub struct Aggregator {
@@ -53,17 +69,7 @@ impl Aggregator {
 
     /// A signed submission: ECDSA over `h`, BN254 `sk·H_rfc(h)`, BLS12-381 over `h`.
     pub fn sign(&self, task: &NewTask) -> TaskSubmission {
-        let digest = TaskMessage {
-            task_id: task.task_id,
-            avs: task.avs,
-            operator: task.operator,
-            operator_set_id: task.operator_set_id,
-            reference_timestamp: task.reference_timestamp,
-            task_block_number: task.task_block_number,
-            payload: &task.payload,
-            deadline_unix_ms: task.deadline_unix_ms,
-        }
-        .aggregator_digest();
+        let digest = task.message().aggregator_digest();
         let signature = match &self.key {
             LocalKey::Ecdsa(k) => k.sign(&digest).to_bytes().to_vec(),
             LocalKey::Bn254(k) => k.sign(&digest, HashToG1::Rfc9380).to_wire().to_vec(),

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use avsnode_proto::executor::TaskSubmission;
 use avsnode_signer::messages::{
-    Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId, TaskMessage,
-    certificate_digest, keccak256,
+    Address, AuthMessage, EcdsaVerifier, ResultCertificate, TaskId, certificate_digest, keccak256,
 };
 use avsnode_signer::{Scheme, VerifyingKey};
 use tokio::net::TcpListener;
@@ -442,22 +441,9 @@ fn crypto_floor(
         let Some(&first) = mine.first() else {
             continue;
         };
-        let hash = |task: &NewTask| {
-            TaskMessage {
-                task_id: task.task_id,
-                avs: task.avs,
-                operator,
-                operator_set_id: task.operator_set_id,
-                reference_timestamp: task.reference_timestamp,
-                task_block_number: task.task_block_number,
-                payload: &task.payload,
-                deadline_unix_ms: task.deadline_unix_ms,
-            }
-            .hash()
-        };
         let batch: Vec<([u8; 32], &[u8])> = mine
             .iter()
-            .map(|&i| (hash(&tasks[i].0), &submissions[i].signature[..]))
+            .map(|&i| (tasks[i].0.message().hash(), &submissions[i].signature[..]))
             .collect();
         let check = median_time(|| {
             let verdicts = aggregator.verify_batch(&batch);
