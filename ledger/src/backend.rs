@@ -120,15 +120,6 @@ impl Ledger {
         }
     }
 
-    /// What the ledger answers for `key` without a round trip to a database: the embedded
-    /// ledger's record (signed or not); nothing on PostgreSQL, where [`Ledger::claim`] answers.
-    pub fn local_lookup(&self, key: &RecordKey) -> Result<Option<Record>, LedgerError> {
-        match self {
-            Ledger::Embedded(l) => l.lookup(key),
-            Ledger::Postgres(_) => Ok(None),
-        }
-    }
-
     /// Asks the database whether it answers (PostgreSQL; the embedded ledger always does), which
     /// also lets the ledger notice it is back after an outage without waiting for a task.
     pub async fn probe(&self) -> Result<(), LedgerError> {

@@ -35,8 +35,8 @@
 //! The only signatures the API ever hands back are those inside a returned [`Record`], and a
 //! record is returned only once it is durably committed: a caller that answers from the returned
 //! record (never from the signatures it made) cannot release a signature that is not the
-//! committed one. The pipeline's fast path ([`EmbeddedLedger::lookup`] and [`Record::answers`], before
-//! executing a task) answers retries with the same decision.
+//! committed one. The pipeline's fast path (the claim, [`Ledger::claim`], and [`Record::answers`],
+//! before executing a task) answers retries with the same decision.
 //!
 //! # Group commit
 //!

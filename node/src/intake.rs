@@ -188,12 +188,13 @@ impl TaskStream for Intake {
                 let pipeline = pipeline.clone();
                 let events = events.clone();
                 let peer = peer.clone();
-                tokio::spawn(async move {
+                // Boxed: the task's future is several KiB, copied on every move otherwise.
+                tokio::spawn(Box::pin(async move {
                     let event = answer(&pipeline, request, peer).await;
                     // A client that went away no longer wants the answer; the ledger has it.
                     let _ = events.send(Ok(event)).await;
                     drop(slot);
-                });
+                }));
             }
             open_streams.dec();
         });

@@ -302,13 +302,18 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .render(&mut std::io::stdout())
                 .context("writing the man page")?;
         }
-        Command::ExamplePerformer(options) => runtime()?.block_on(async {
-            let listener = tokio::net::TcpListener::bind((options.host, options.port))
-                .await
-                .with_context(|| format!("binding {}:{}", options.host, options.port))?;
-            avsnode_example_performer::serve(listener, options, shutdown_signal()).await?;
-            anyhow::Ok(())
-        })?,
+        // One thread: squaring a number needs no second one, whose wake-ups cost more.
+        Command::ExamplePerformer(options) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(async {
+                let listener = tokio::net::TcpListener::bind((options.host, options.port))
+                    .await
+                    .with_context(|| format!("binding {}:{}", options.host, options.port))?;
+                avsnode_example_performer::serve(listener, options, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,8 @@
-//! Admission, DESIGN §3.1 steps 7–8: the ledger fast path, single flight (a retry arriving while
-//! the first attempt runs joins it instead of executing again), and the per-AVS queue for a
-//! performer slot. The flight runs in a spawned task, so a caller that disconnects does not stop
-//! sign-and-commit half way (§3.2).
+//! Admission, DESIGN §3.1 steps 7–8: single flight (a retry arriving while the first attempt
+//! runs joins it instead of executing again), the per-AVS queue for a performer slot, and the
+//! ledger fast path, which is the flight's claim (a retry of a signed task is answered from its
+//! record, without execution). The flight runs in a spawned task, so a caller that disconnects
+//! does not stop sign-and-commit half way (§3.2).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
@@ -17,20 +18,12 @@ use super::{Avs, FlightKey, GaugeGuard, Outcome, Pipeline, internal};
 use crate::pipeline::rejection::Rejection;
 
 impl Pipeline {
-    /// After validation: the ledger fast path (a retry of a signed task is answered from its
-    /// record, without execution), else single flight.
+    /// After validation: single flight. Its claim is the ledger fast path, on either ledger: a
+    /// read of the embedded ledger before the flight as well cost every fresh task a second one.
     pub(super) async fn admit(self: Arc<Self>, task: Task, checked: Checked) -> Outcome {
         let Checked { avs, deadline, h } = checked;
         let set = &avs.operator_sets[&task.operator_set_id];
-
         let key = RecordKey::new(set.key_id, &set.certificate, task.task_id);
-        // Fast path: a retry of a signed task is answered from the ledger, without execution
-        // (where the ledger answers without a round trip; the claim answers it otherwise).
-        if let Some(record) = self.ledger.local_lookup(&key).map_err(internal)?
-            && record.signatures.is_some()
-        {
-            return self.cached(&avs, &task, &record);
-        }
         self.join_flight(avs, task, key, h, deadline).await
     }
 
@@ -55,7 +48,8 @@ impl Pipeline {
                     flights.insert(flight_key, receiver.clone());
                     let flight = Flight::start(self.clone(), flight_key);
                     let span = tracing::Span::current();
-                    tokio::spawn(
+                    // Boxed: the flight's future is several KiB, copied on every move otherwise.
+                    tokio::spawn(Box::pin(
                         async move {
                             let outcome = flight
                                 .pipeline
@@ -67,7 +61,7 @@ impl Pipeline {
                             let _ = sender.send(Some(outcome));
                         }
                         .instrument(span),
-                    );
+                    ));
                     (receiver, true)
                 }
             }
