@@ -237,40 +237,26 @@ impl SigningMethod {
                 }
             });
         }
+        // The auth message's result signature is filled in by the key, after the result's.
+        let auth: AuthMessage<'static> = AuthMessage {
+            task_id: fields.task_id,
+            avs: fields.avs,
+            operator: fields.operator,
+            operator_set_id: fields.operator_set_id,
+            result_signature: &[],
+        };
         // A local ECDSA key signs both in about 100 µs: less than handing the work to a blocking
         // thread and back costs, so it signs here. Slower keys (BN254, BLS12-381, an HSM) go to
         // the blocking pool.
         if let SigningMethod::Local(k @ LocalKey::Ecdsa(_)) = &**self {
-            let auth = AuthMessage {
-                task_id: fields.task_id,
-                avs: fields.avs,
-                operator: fields.operator,
-                operator_set_id: fields.operator_set_id,
-                result_signature: &[],
-            };
             return Ok(k.sign_result(&digest, auth));
         }
         let key = self.clone();
-        let (task_id, avs, operator, operator_set_id) = (
-            fields.task_id,
-            fields.avs,
-            fields.operator,
-            fields.operator_set_id,
-        );
-        tokio::task::spawn_blocking(move || {
-            let auth = AuthMessage {
-                task_id,
-                avs,
-                operator,
-                operator_set_id,
-                result_signature: &[],
-            };
-            match &*key {
-                SigningMethod::Local(k) => Ok(k.sign_result(&digest, auth)),
-                SigningMethod::Pkcs11(k) => pkcs11_sign_result(k, &digest, auth),
-                SigningMethod::Remote(_) => {
-                    Err(SignError::Failed("remote key on the blocking path".into()))
-                }
+        tokio::task::spawn_blocking(move || match &*key {
+            SigningMethod::Local(k) => Ok(k.sign_result(&digest, auth)),
+            SigningMethod::Pkcs11(k) => pkcs11_sign_result(k, &digest, auth),
+            SigningMethod::Remote(_) => {
+                Err(SignError::Failed("remote key on the blocking path".into()))
             }
         })
         .await

@@ -317,7 +317,7 @@ impl Pipeline {
         let h = task_hash(task, self.operator);
         let verified = self
             .signatures
-            .verify(&aggregator, h, task.signature.clone())
+            .verify(&aggregator, h, &task.signature)
             .await?;
         if !verified {
             return Err(Rejection::BadSignature);

@@ -63,21 +63,21 @@ impl SignatureChecks {
         &self,
         key: &VerifyingKey,
         h: [u8; 32],
-        signature: Vec<u8>,
+        signature: &[u8],
     ) -> Result<bool, Rejection> {
         if let VerifyingKey::Ecdsa(_) = key {
             // ECDSA has no batch shortcut, and one recovery (about 40 µs) costs less than handing
             // it to a blocking thread and back: checked here, still one per core at a time.
             let _core = self.cores.acquire().await.map_err(internal)?;
             self.observe(key, 1);
-            return Ok(key.verify(&h, &signature));
+            return Ok(key.verify(&h, signature));
         }
         let (sender, verdict) = oneshot::channel();
         self.push(
             key,
             Waiting {
                 h,
-                signature,
+                signature: signature.to_vec(),
                 verdict: sender,
             },
         );
