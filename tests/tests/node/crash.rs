@@ -93,7 +93,14 @@ impl Record {
 fn node(fixture: &Arc<Fixture>) -> TestNode {
     TestNode::builder()
         .fixture(fixture.clone())
-        .avs(AvsSpec::new(AVS).performer(&["--random-output"]))
+        .avs(
+            AvsSpec::new(AVS)
+                .performer(&["--random-output"])
+                // The test streams as fast as the node answers and at the end resends every
+                // answered task at once (over 20,000 on a fast node): the per-aggregator rate
+                // limit (default 5,000/s, burst 10,000) is not what it tests.
+                .toml("aggregator_rate_limit = 1000000\naggregator_burst = 1000000"),
+        )
         .start()
 }
 
