@@ -111,8 +111,8 @@ impl Ledger {
         }
     }
 
-    /// The signed record of `key`, if any (the fast path for a retry; the embedded ledger also
-    /// returns an unsigned record left by an older avsnode).
+    /// The signed record of `key`, if any (the embedded ledger also returns an unsigned record
+    /// left by an older avsnode). The pipeline's fast path is [`Ledger::claim`], which reads it.
     pub async fn lookup(&self, key: &RecordKey) -> Result<Option<Record>, LedgerError> {
         match self {
             Ledger::Embedded(l) => l.lookup(key),
