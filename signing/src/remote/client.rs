@@ -306,9 +306,11 @@ fn status_error(url: &str, timeout: Duration, status: Status) -> RemoteSignerErr
         return RemoteSignerError::Unavailable { url, status };
     }
     match status.code() {
-        Code::DeadlineExceeded => RemoteSignerError::Timeout {
+        // The signer gave up first, on the deadline this attempt sent. gRPC says DEADLINE_EXCEEDED;
+        // a tonic server (ours) answers CANCELLED "Timeout expired". A CANCELLED that tonic made
+        // here from a broken connection was caught above.
+        Code::DeadlineExceeded | Code::Cancelled => RemoteSignerError::Timeout {
             url,
-            // The signer gave up first, on the deadline this attempt sent.
             after: timeout,
         },
         Code::FailedPrecondition => RemoteSignerError::Refused { url, status },
@@ -381,6 +383,29 @@ impl Circuit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signer_giving_up_on_the_deadline_is_a_timeout() {
+        // What a tonic server answers when the deadline an attempt sent runs out, as it reaches
+        // the client: the code and message, no source.
+        let expired = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        let expired = Status::new(expired.code(), expired.message());
+        for status in [expired, Status::deadline_exceeded("deadline exceeded")] {
+            let error = status_error("https://signer:9500", Duration::from_secs(2), status);
+            assert!(
+                matches!(error, RemoteSignerError::Timeout { .. }),
+                "{error:?}"
+            );
+            assert!(
+                error.is_unavailable(),
+                "the node answers UNAVAILABLE: {error}"
+            );
+            assert_eq!(
+                error.to_string(),
+                "the remote signer https://signer:9500 did not answer within 2s"
+            );
+        }
+    }
 
     #[test]
     fn the_circuit_opens_after_five_failures_and_closes_after_a_success() {
