@@ -99,7 +99,7 @@ fn node(fixture: &Arc<Fixture>) -> TestNode {
                 // The test streams as fast as the node answers and at the end resends every
                 // answered task at once (over 20,000 on a fast node): the per-aggregator rate
                 // limit (default 5,000/s, burst 10,000) is not what it tests.
-                .toml("aggregator_rate_limit = 1000000\naggregator_burst = 1000000"),
+                .without_rate_limit(),
         )
         .start()
 }

@@ -73,7 +73,7 @@ fn start_node() -> TestNode {
         .avs(
             AvsSpec::new(AVS)
                 .max_payload_size(MAX_PAYLOAD)
-                .toml("aggregator_rate_limit = 1000000.0\naggregator_burst = 1000000"),
+                .without_rate_limit(),
         )
         .intake_toml(&format!("max_message_size = {MAX_MESSAGE}"))
         .start()

@@ -202,7 +202,7 @@ async fn an_idle_task_stream_is_closed() {
 async fn an_idle_connection_flood_from_one_address_locks_out_nobody() {
     let node = TestNode::builder()
         .open_files_limit(1024)
-        .avs(AvsSpec::new(AVS).toml("aggregator_rate_limit = 100000.0\naggregator_burst = 100000"))
+        .avs(AvsSpec::new(AVS).without_rate_limit())
         .extra_toml("[management]\nlisten = \"127.0.0.1:0\"\nrequire_auth = false\n")
         .start();
     let _log = node.log_on_panic();

@@ -335,10 +335,7 @@ async fn unauthenticated_management_floods_cost_little_and_evict_no_admin_token(
     };
     let admin = ecdsa_key();
     let node = TestNode::builder()
-        .avs(
-            crate::common::AvsSpec::new(AVS)
-                .toml("aggregator_rate_limit = 100000.0\naggregator_burst = 100000"),
-        )
+        .avs(crate::common::AvsSpec::new(AVS).without_rate_limit())
         .extra_toml(&format!(
             "[management]\nlisten = \"127.0.0.1:0\"\nadmins = [\"{}\"]\n",
             admin.public_key().address()

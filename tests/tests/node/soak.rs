@@ -562,10 +562,7 @@ async fn half_capacity_soak_keeps_memory_and_descriptors_flat() {
     let node = Arc::new(
         TestNode::builder()
             // The rate limiter is not what this measures.
-            .avs(
-                AvsSpec::new(AVS)
-                    .toml("aggregator_rate_limit = 1000000.0\naggregator_burst = 1000000"),
-            )
+            .avs(AvsSpec::new(AVS).without_rate_limit())
             .start(),
     );
     let _log = node.log_on_panic();

@@ -659,10 +659,7 @@ async fn a_stalled_tls_handshake_flood_holds_up_nobody() {
     let files = ServedFiles::new(&fixture, &pki);
     let node = TestNode::builder()
         .fixture(fixture.clone())
-        .avs(
-            crate::common::AvsSpec::new(AVS)
-                .toml("aggregator_rate_limit = 100000.0\naggregator_burst = 100000"),
-        )
+        .avs(crate::common::AvsSpec::new(AVS).without_rate_limit())
         .intake_toml(&format!("tls = {}", files.server_tls()))
         .start();
     let _log = node.log_on_panic();

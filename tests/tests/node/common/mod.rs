@@ -408,6 +408,12 @@ impl AvsSpec {
         self
     }
 
+    /// The per-aggregator rate limit out of the way (a million tasks a second, as the demo's), for
+    /// tests that send more than the default's burst and are not about the limit.
+    pub fn without_rate_limit(self) -> AvsSpec {
+        self.toml("aggregator_rate_limit = 1000000.0\naggregator_burst = 1000000")
+    }
+
     /// The `[avs.performer]` table body, replacing the example performer process.
     pub fn performer_toml(mut self, toml: &str) -> AvsSpec {
         self.performer_toml = Some(toml.to_owned());
