@@ -72,7 +72,7 @@ pub enum LedgerError {
     },
 
     /// The proposal or signatures handed to
-    /// [`EmbeddedLedger::commit_signed`](super::EmbeddedLedger::commit_signed) are inconsistent or too long: a
+    /// `EmbeddedLedger::commit_signed` are inconsistent or too long: a
     /// caller bug.
     #[error("refusing to record task {task_id}: {problem}")]
     InvalidProposal {

@@ -442,14 +442,14 @@ pub struct LedgerStats {
     pub commits: u64,
     /// Batches that failed (every request in them got an error).
     pub failed_commits: u64,
-    /// [`EmbeddedLedger::commit_signed`] calls in successfully committed durable batches (refusals
+    /// `EmbeddedLedger::commit_signed` calls in successfully committed durable batches (refusals
     /// decided inside a committed batch, such as conflicts, included).
     pub requests: u64,
     /// Time spent in committed batches, from `begin_write` to the end of `commit`.
     pub commit_seconds_total: f64,
     /// The largest committed batch.
     pub max_batch: u64,
-    /// [`EmbeddedLedger::commit_signed`] calls refused with [`LedgerError::Conflict`].
+    /// `EmbeddedLedger::commit_signed` calls refused with [`LedgerError::Conflict`].
     pub conflicts: u64,
 }
 

@@ -5,15 +5,15 @@
 //!
 //! A task goes through three statements, each one round trip and its own transaction:
 //!
-//! 1. [`PgLedger::claim`], before the performer runs: insert-or-get of the task's row. A new row
+//! 1. `PgLedger::claim`, before the performer runs: insert-or-get of the task's row. A new row
 //!    is `claimed` by this replica until a short lease runs out, renewed while the claim is held
 //!    (so a dead replica's claims are free again within one lease). An existing row
 //!    answers (`signed`), waits (`claimed` or `sealed` under another replica's live lease), is
 //!    refused (another origin or reference timestamp, or below the key's prune watermark), or —
 //!    when its lease has run out — is taken over in the same statement.
-//! 2. [`PgLedger::seal`], once the output is known and before anything is signed: stores the
+//! 2. `PgLedger::seal`, once the output is known and before anything is signed: stores the
 //!    output and its digest, only while this replica still holds the claim.
-//! 3. [`PgLedger::record`], after signing the sealed digest: stores the signatures, only while
+//! 3. `PgLedger::record`, after signing the sealed digest: stores the signatures, only while
 //!    this replica still holds the sealed row, and returns the committed record. Only its
 //!    signatures may be released.
 //!
@@ -763,7 +763,7 @@ impl PgLedger {
 
     /// Removes every row whose reference timestamp is below `below_reference_timestamp`, and
     /// raises each key's watermark to it first, in one transaction: a pruned task is refused by
-    /// [`PgLedger::claim`] for ever after, on every replica. Returns how many rows went.
+    /// `PgLedger::claim` for ever after, on every replica. Returns how many rows went.
     pub async fn prune(&self, below_reference_timestamp: u32) -> Result<u64, LedgerError> {
         let mut client = self.client().await?;
         let txn = client
