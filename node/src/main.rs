@@ -302,18 +302,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 .render(&mut std::io::stdout())
                 .context("writing the man page")?;
         }
-        // One thread: squaring a number needs no second one, whose wake-ups cost more.
-        Command::ExamplePerformer(options) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?
-            .block_on(async {
-                let listener = tokio::net::TcpListener::bind((options.host, options.port))
-                    .await
-                    .with_context(|| format!("binding {}:{}", options.host, options.port))?;
-                avsnode_example_performer::serve(listener, options, shutdown_signal()).await?;
-                anyhow::Ok(())
-            })?,
+        Command::ExamplePerformer(options) => return Ok(avsnode_example_performer::run(options)),
     }
     Ok(ExitCode::SUCCESS)
 }

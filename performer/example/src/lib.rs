@@ -11,7 +11,8 @@
 
 mod garbage;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use avsnode_proto::performer::performer_service_server::{
 };
 use avsnode_proto::performer::{StartSyncRequest, StartSyncResponse, TaskRequest, TaskResponse};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
@@ -275,6 +277,64 @@ pub async fn serve(
         Some(limit) if answered >= limit => Stopped::TaskLimit,
         _ => Stopped::Shutdown,
     })
+}
+
+/// Runs the performer as a process (`avsnode-example-performer`, `avsnode example-performer`) until
+/// SIGINT or SIGTERM (container runtimes stop with SIGTERM); returns the process's exit code: a
+/// failure for `--exit-after`, the deliberate crash of the node's restart tests. One thread:
+/// squaring a number needs no second one, whose wake-ups cost more than it saves.
+#[allow(clippy::print_stderr)]
+pub fn run(options: Options) -> ExitCode {
+    if options.exit_after == Some(0) {
+        eprintln!("example performer: exiting at once (--exit-after 0)");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("example performer: cannot start its runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let addr = SocketAddr::new(options.host, options.port);
+        let listener = match TcpListener::bind(addr).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                eprintln!("example performer: cannot listen on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        eprintln!("example performer listening on {local}");
+        match serve(listener, options, shutdown_signal()).await {
+            Ok(Stopped::Shutdown) => ExitCode::SUCCESS,
+            Ok(Stopped::TaskLimit) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("example performer: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM; without signal handlers, never (stop by killing).
+async fn shutdown_signal() {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]
