@@ -1469,7 +1469,7 @@ async fn measure(
             .map(|(_, _, submission)| submission)
             .filter(|s| {
                 matches!(&answers[&s.task_id].kind,
-                    stream_event::Kind::Rejection(r) if r.code == tonic::Code::Unavailable as i32)
+                    stream_event::Kind::Rejection(r) if r.code == Code::Unavailable as i32)
             })
             .collect();
         if unavailable.is_empty() {
