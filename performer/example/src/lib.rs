@@ -308,9 +308,10 @@ pub fn run(options: Options) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let shutdown = shutdown_signal();
         let local = listener.local_addr().unwrap_or(addr);
         eprintln!("example performer listening on {local}");
-        match serve(listener, options, shutdown_signal()).await {
+        match serve(listener, options, shutdown).await {
             Ok(Stopped::Shutdown) => ExitCode::SUCCESS,
             Ok(Stopped::TaskLimit) => ExitCode::FAILURE,
             Err(e) => {
@@ -321,19 +322,22 @@ pub fn run(options: Options) -> ExitCode {
     })
 }
 
-/// Completes on SIGINT or SIGTERM; without signal handlers, never (stop by killing).
-async fn shutdown_signal() {
-    match (
+/// Resolves on SIGINT or SIGTERM; without signal handlers, never (stop by killing). The handlers
+/// are installed when this is called, not when it is first polled: [`run`] calls it before it
+/// prints that it listens, so a runtime that stops the performer at once still stops it cleanly.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
         }
-        _ => std::future::pending().await,
     }
 }
 
